@@ -95,7 +95,13 @@ bool hp_name_valid(const char *name);
  * A reply that grows past HP_REPLY_MAX turns into an error. All functions are no-ops after an
  * error has been set (the first error wins), so handlers need not check each call.
  */
-enum hp_json_kind { HP_JSON_STRING, HP_JSON_NUMBER, HP_JSON_BOOL, HP_JSON_NULL };
+enum hp_json_kind {
+    HP_JSON_STRING,            /* text is shown as a JSON string */
+    HP_JSON_NUMBER,            /* text is a JSON number */
+    HP_JSON_BOOL,              /* text is true or false */
+    HP_JSON_NULL,              /* shown as null */
+    HP_JSON_RAW,               /* text is already a JSON value (an array, an object) */
+};
 
 struct hp_reply;
 struct hp_reply *hp_reply_new(void);
@@ -108,6 +114,9 @@ void hp_reply_plain(struct hp_reply *r, const char *fmt, ...) HP_PRINTF(2, 3);
 void hp_reply_plain_append(struct hp_reply *r, const char *fmt, ...) HP_PRINTF(2, 3);
 /* The reply's value: text is the plain form, kind says how it appears in JSON. */
 void hp_reply_value(struct hp_reply *r, const char *text, enum hp_json_kind kind);
+/* Marks the reply as a list (JSON "items" even when empty); empty_text is its plain form
+ * when it has no items. */
+void hp_reply_list(struct hp_reply *r, const char *empty_text);
 /* A top-level JSON field (not shown in plain unless the handler writes plain text). */
 void hp_reply_field(struct hp_reply *r, const char *key, const char *text, enum hp_json_kind kind);
 /* Starts a new item; the following hp_reply_item_* calls add fields to it. */
@@ -128,10 +137,15 @@ struct hp_peer {
     pid_t pid;
 };
 
+/* How the server should treat the connection after a request. */
+enum hp_after { HP_AFTER_CLOSE, HP_AFTER_KEEP };
+
 struct hp_request {
     int argc;                    /* words after the family and verb */
     char **argv;
     const struct hp_peer *peer;  /* who sent it (NULL in unit tests) */
+    bool in_session;             /* the connection is a persistent session */
+    enum hp_after *after;        /* session/quit change what happens to the connection */
 };
 
 typedef void (*hp_handler)(const struct hp_request *req, struct hp_reply *reply);
@@ -165,9 +179,6 @@ extern const struct hp_command hp_lib_commands[];
  * escape. Returns the number of words, or -1 with a reason in why.
  */
 int hp_tokenize(char *line, char **words, int max_words, char *why, size_t why_cap);
-
-/* How the server should treat the connection after a request. */
-enum hp_after { HP_AFTER_CLOSE, HP_AFTER_KEEP };
 
 /*
  * Handles one request line (without its newline; may contain any bytes). Fills `reply`.
@@ -204,12 +215,12 @@ void hp_registry_each_variable(hp_variable_visitor visit, void *ctx);
 int hp_registry_get_variable(const char *name, enum hotpatch_type want_type,
                              struct hp_variable_view *view);
 /*
- * Sets one variable from text: parses, validates, stores, notifies. Returns 0 and formats the
- * old and new values; or a negative errno with a one-line reason in why and nothing changed.
+ * Sets one variable from text: parses, validates, stores, notifies. Returns 0, the variable's
+ * type and the formatted old and new values; or a negative errno with a one-line reason in why and nothing changed.
  */
 int hp_registry_set_variable(const char *name, enum hotpatch_type want_type, const char *text,
-                             char *old_value, char *new_value, size_t value_cap, char *why,
-                             size_t why_cap);
+                             enum hotpatch_type *type, char *old_value, char *new_value,
+                             size_t value_cap, char *why, size_t why_cap);
 
 struct hp_function_view {
     const char *name;
@@ -259,5 +270,9 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out);
 void hp_server_stop(struct hp_server *s);
 /* True when called on the server's own thread. */
 bool hp_server_is_current_thread(const struct hp_server *s);
+/* The path the server listens on. */
+const char *hp_server_path(const struct hp_server *s);
+/* In a forked child: closes the parent server's descriptors without touching its socket file. */
+void hp_server_abandon(struct hp_server *s);
 
 #endif /* HOTPATCH_INTERNAL_H */

@@ -1,0 +1,421 @@
+/*
+ * hotpatch.c — the command-line client.
+ *
+ *   hotpatch -p PID var get age            (or -s SOCKET instead of -p)
+ *
+ * It joins the command words into one request line (quoting words that need it), sends it in
+ * the JSON form, and prints the reply's "text" — so its output is exactly what `nc -U` shows —
+ * or, with --json, the JSON line itself. The JSON form is used even for plain output because it
+ * tells success from failure without reading prose, which gives exit codes that mean something:
+ *   0  the agent did it;  1  the agent refused (the reason is on stderr);
+ *   2  usage error, or the agent could not be reached or answered nonsense.
+ *
+ * Safety checks that belong to the client: with -p, the server at the other end of the socket
+ * must be that process (SO_PEERCRED), so a stale or planted socket cannot impersonate it; every
+ * wait has a timeout; `lib load` turns a relative path into an absolute one, because the agent
+ * resolves paths against the target's working directory, not the operator's.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "json.h"
+
+#define EXIT_REFUSED 1
+#define EXIT_TROUBLE 2
+#define LINE_LIMIT 4096             /* the agent's request limit (docs/protocol.md) */
+#define REPLY_LIMIT (8u << 20)      /* refuse to buffer more than this from a server */
+
+struct options {
+    long pid;                       /* 0 when -s is used */
+    const char *socket_path;
+    bool json;
+    int timeout_ms;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: hotpatch [-p PID | -s SOCKET] [--json] [--timeout MS] COMMAND [ARG...]\n"
+            "\n"
+            "Talks to the hotpatch agent inside a running process.\n"
+            "\n"
+            "  -p, --pid PID       the process (its agent listens on /tmp/PID.socket, or on the\n"
+            "                      HOTPATCH_SOCKET set in the process's environment)\n"
+            "  -s, --socket PATH   talk to the agent socket at PATH\n"
+            "  -j, --json          print the agent's JSON reply (one line)\n"
+            "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
+            "  -h, --help          this text;  -V, --version  the client's version\n"
+            "\n"
+            "Commands (the agent's 'help' lists all of them):\n"
+            "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
+            "  lib list | lib load NAME PATH | lib unload NAME\n"
+            "  help [FAMILY] | version\n"
+            "\n"
+            "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.\n"
+            "Example: hotpatch -p 1234 var set age 42\n");
+}
+
+static int fail(const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, "hotpatch: ");
+    fprintf(stderr, fmt, a, b);
+    fputc('\n', stderr);
+    return EXIT_TROUBLE;
+}
+
+/* ---- building the request line ------------------------------------------------------------- */
+
+static bool needs_quotes(const char *w)
+{
+    return *w == '\0' || strpbrk(w, " \t\"'\\") != NULL;
+}
+
+/* Appends word to line (capacity cap), quoting when needed. False when it does not fit. */
+static bool append_word(char *line, size_t cap, const char *word)
+{
+    size_t n = strlen(line);
+    if (n && n + 1 < cap)
+        line[n++] = ' ';
+    bool quote = needs_quotes(word);
+    if (quote && n + 1 < cap)
+        line[n++] = '"';
+    for (const char *p = word; *p && n + 2 < cap; p++) {
+        if (quote && (*p == '"' || *p == '\\'))
+            line[n++] = '\\';
+        line[n++] = *p;
+    }
+    if (quote && n + 1 < cap)
+        line[n++] = '"';
+    if (n + 1 >= cap)
+        return false;
+    line[n] = '\0';
+    return true;
+}
+
+/* `lib load NAME PATH` with a relative PATH: make it absolute against our working directory. */
+static const char *absolute_library_path(const char *path, char *buf, size_t cap)
+{
+    if (path[0] == '/')
+        return path;
+    struct stat st;
+    bool local = strchr(path, '/') || stat(path, &st) == 0;
+    if (!local)
+        return path; /* a bare soname such as libm.so.6: the dynamic loader searches for it */
+    if (realpath(path, buf))
+        return buf;
+    char cwd[PATH_MAX];
+    while (path[0] == '.' && path[1] == '/')
+        path += 2;
+    if (getcwd(cwd, sizeof cwd) && (size_t)snprintf(buf, cap, "%s/%s", cwd, path) < cap)
+        return buf;
+    return path;
+}
+
+static int build_request(int argc, char **argv, char *line, size_t cap, bool *json)
+{
+    char absolute[PATH_MAX];
+    snprintf(line, cap, "json");
+    if (argc > 0 && strcmp(argv[0], "json") == 0) {
+        *json = true;
+        argc--, argv++;
+    }
+    if (argc == 0) {
+        usage(stderr);
+        return EXIT_TROUBLE;
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *word = argv[i];
+        if (strpbrk(word, "\r\n")) {
+            fprintf(stderr, "hotpatch: argument %d contains a line break; a request is one "
+                    "line\n", i + 1);
+            return EXIT_TROUBLE;
+        }
+        if (i == 3 && strcmp(argv[0], "lib") == 0 && strcmp(argv[1], "load") == 0)
+            word = absolute_library_path(word, absolute, sizeof absolute);
+        if (!append_word(line, cap, word))
+            return fail("the request is longer than the agent's limit of %s bytes%s", "4096", "");
+    }
+    return 0;
+}
+
+/* ---- finding and checking the agent -------------------------------------------------------- */
+
+/* The HOTPATCH_SOCKET the target process was started with, if its environment is readable. */
+static bool socket_from_environment(long pid, char *out, size_t cap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    static char env[1 << 16];
+    size_t n = fread(env, 1, sizeof env - 1, f);
+    fclose(f);
+    env[n] = '\0';
+    for (size_t i = 0; i < n; i += strlen(env + i) + 1) {
+        const char *kv = env + i;
+        if (strncmp(kv, "HOTPATCH_SOCKET=", 16) == 0 && kv[16] &&
+            (size_t)snprintf(out, cap, "%s", kv + 16) < cap)
+            return true;
+    }
+    return false;
+}
+
+static bool process_exists(long pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld", pid);
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static void explain_unreachable(const struct options *o, int err)
+{
+    fprintf(stderr, "hotpatch: cannot connect to %s: %s\n", o->socket_path, strerror(err));
+    if (o->pid && !process_exists(o->pid)) {
+        fprintf(stderr, "hotpatch: no process %ld is running\n", o->pid);
+        return;
+    }
+    if (err == EACCES || err == EPERM) {
+        fprintf(stderr, "hotpatch: run as root or as the user that owns the process\n");
+        return;
+    }
+    char exe[PATH_MAX], preload[PATH_MAX] = "libhotpatch_preload.so";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        /* <prefix>/bin/hotpatch -> <prefix>/lib/libhotpatch_preload.so */
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            slash = strrchr(exe, '/');
+        }
+        if (slash) {
+            *slash = '\0';
+            snprintf(preload, sizeof preload, "%.*s/lib/libhotpatch_preload.so",
+                     (int)(sizeof preload - 40), exe);
+        }
+    }
+    fprintf(stderr,
+            "hotpatch: no agent is listening there. Start the program linked with libhotpatch "
+            "(calling hotpatch_start()),\n          or run it as: LD_PRELOAD=%s PROGRAM ...\n",
+            preload);
+}
+
+static int connect_with_timeout(const struct options *o, int *fd_out)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(o->socket_path) >= sizeof addr.sun_path)
+        return fail("socket path too long: %s%s", o->socket_path, "");
+    strcpy(addr.sun_path, o->socket_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return fail("socket: %s%s", strerror(errno), "");
+    struct timeval tv = {o->timeout_ms / 1000, (o->timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int err = errno;
+        close(fd);
+        explain_unreachable(o, err);
+        return EXIT_TROUBLE;
+    }
+    if (o->pid) {
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != o->pid) {
+            char got[32];
+            snprintf(got, sizeof got, "%ld", (long)cred.pid);
+            close(fd);
+            fprintf(stderr, "hotpatch: refusing to talk to %s: it is served by process %s, not "
+                    "by process %ld (a stale or foreign socket)\n", o->socket_path, got, o->pid);
+            return EXIT_TROUBLE;
+        }
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/* ---- the exchange -------------------------------------------------------------------------- */
+
+static bool send_all(int fd, const char *data, size_t len)
+{
+    while (len) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Reads until the first newline or EOF; NULL on timeout, error or an oversized reply. */
+static char *read_reply(int fd, const char **why)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        *why = "out of memory";
+        return NULL;
+    }
+    for (;;) {
+        if (len + 1 >= cap) {
+            if (cap >= REPLY_LIMIT) {
+                *why = "the reply is larger than the client accepts";
+                break;
+            }
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) {
+                *why = "out of memory";
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            *why = (errno == EAGAIN || errno == EWOULDBLOCK) ? "timed out waiting for the reply"
+                                                             : strerror(errno);
+            break;
+        }
+        if (n == 0 || memchr(buf + len, '\n', (size_t)n)) {
+            len += (size_t)n;
+            buf[len] = '\0';
+            if (len == 0) {
+                *why = "the agent closed the connection without answering";
+                break;
+            }
+            return buf;
+        }
+        len += (size_t)n;
+    }
+    free(buf);
+    return NULL;
+}
+
+static int print_reply(const char *reply, bool json)
+{
+    bool ok = false;
+    char *text = NULL;
+    if (json_member_bool(reply, "ok", &ok) != 0 || json_member_string(reply, "text", &text) != 0) {
+        fprintf(stderr, "hotpatch: the agent's reply is not valid: %.200s\n", reply);
+        return EXIT_TROUBLE;
+    }
+    if (json)
+        fputs(reply, stdout);
+    else
+        fputs(text, ok ? stdout : stderr);
+    free(text);
+    return ok ? 0 : EXIT_REFUSED;
+}
+
+static int exchange(const struct options *o, const char *line)
+{
+    int fd = -1;
+    int rc = connect_with_timeout(o, &fd);
+    if (rc != 0)
+        return rc;
+    size_t len = strlen(line);
+    char *framed = malloc(len + 2);
+    if (!framed) {
+        close(fd);
+        return fail("out of memory%s%s", "", "");
+    }
+    memcpy(framed, line, len);
+    memcpy(framed + len, "\n", 2);
+    bool sent = send_all(fd, framed, len + 1);
+    free(framed);
+    if (!sent) {
+        int err = errno;
+        close(fd);
+        return fail("cannot send the request: %s%s", strerror(err), "");
+    }
+    const char *why = "";
+    char *reply = read_reply(fd, &why);
+    close(fd);
+    if (!reply)
+        return fail("no reply from %s: %s", o->socket_path, why);
+    rc = print_reply(reply, o->json);
+    free(reply);
+    return rc;
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static bool parse_long(const char *text, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"pid", required_argument, NULL, 'p'},   {"socket", required_argument, NULL, 's'},
+        {"json", no_argument, NULL, 'j'},        {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct options o = {.timeout_ms = 10000};
+    long value;
+    int c;
+    /* '+': options end at the first command word, so `var set x -5` keeps its -5. */
+    while ((c = getopt_long(argc, argv, "+p:s:jt:hV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            if (!parse_long(optarg, 1, INT_MAX, &value))
+                return fail("invalid pid '%s': expected a process id such as 1234%s", optarg, "");
+            o.pid = value;
+            break;
+        case 's': o.socket_path = optarg; break;
+        case 'j': o.json = true; break;
+        case 't':
+            if (!parse_long(optarg, 1, 3600000, &value))
+                return fail("invalid timeout '%s': expected milliseconds from 1 to 3600000%s",
+                            optarg, "");
+            o.timeout_ms = (int)value;
+            break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("hotpatch %s (protocol 1)\n", HOTPATCH_VERSION_STRING); return 0;
+        default: usage(stderr); return EXIT_TROUBLE;
+        }
+    }
+    if (!o.pid == !o.socket_path) {
+        fprintf(stderr, "hotpatch: give exactly one of -p PID or -s SOCKET\n");
+        usage(stderr);
+        return EXIT_TROUBLE;
+    }
+    char path[PATH_MAX];
+    if (o.pid) {
+        if (!socket_from_environment(o.pid, path, sizeof path))
+            snprintf(path, sizeof path, "/tmp/%ld.socket", o.pid);
+        o.socket_path = path;
+    }
+    char line[LINE_LIMIT + 1];
+    int rc = build_request(argc - optind, argv + optind, line, sizeof line, &o.json);
+    if (rc != 0)
+        return rc;
+    return exchange(&o, line);
+}

@@ -1,0 +1,534 @@
+/*
+ * server.c — the control socket: accept, read one line, answer, close (or keep a session).
+ *
+ * One thread serves every connection with poll(2) over non-blocking sockets, so a client that
+ * is silent, slow or never reads its reply costs a slot and a few kilobytes but never blocks
+ * anyone else. Everything is bounded: HP_LINE_MAX bytes of request per connection, a reply of
+ * at most HP_REPLY_MAX, max_clients connections, and a deadline on every connection (waiting
+ * for a request, waiting between session requests, waiting for the client to take its reply).
+ * Sends use MSG_NOSIGNAL, so a vanished client is an error code, never SIGPIPE in the host.
+ *
+ * Who may talk: the kernel's SO_PEERCRED says which uid is at the other end; only root and the
+ * process's own uid are answered. Others get a one-line refusal and a line in the log.
+ *
+ * The socket file: created with bind(2) and set to mode 0600. A path that already exists is
+ * replaced only when it is a socket owned by this uid that nobody answers on (the stale socket
+ * of a dead process); anything else makes the start fail. On stop the path is unlinked only if
+ * it is still the very inode this server created.
+ *
+ * The thread runs with asynchronous signals blocked, so the program's signal handlers run on
+ * the program's own threads; synchronous faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP) stay
+ * deliverable because blocking them would make the kernel kill the process instead.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+enum client_state { READING, WRITING };
+
+struct client {
+    int fd;
+    struct hp_peer peer;
+    enum client_state state;
+    bool in_session;
+    bool close_after_write;
+    long long deadline_ms;       /* monotonic; the connection closes when it passes */
+    size_t in_len;
+    char *out;
+    size_t out_len, out_sent;
+    char in[HP_LINE_MAX + 2];    /* one line plus '\r' and '\n' */
+};
+
+struct hp_server {
+    pthread_t thread;
+    int listen_fd;
+    int wake_fd;                 /* eventfd: hp_server_stop() writes it to end the loop */
+    struct hp_server_config cfg;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    dev_t dev;                   /* identity of the socket file this server created */
+    ino_t ino;
+    struct client **clients;     /* owned by the server thread once it runs */
+    size_t client_count;
+    long long accept_pause_until_ms; /* after EMFILE: stop accepting for a moment */
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the socket file ----------------------------------------------------------------------- */
+
+/* True when path is a socket of ours that nobody answers on: safe to replace. */
+static bool is_stale_socket(const char *path, int *why)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        *why = errno;
+        return false;
+    }
+    if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid()) {
+        *why = EEXIST;
+        return false;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *why = errno;
+        return false;
+    }
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    int rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+    int err = errno;
+    close(fd);
+    if (rc == 0) {
+        *why = EADDRINUSE;
+        return false;
+    }
+    if (err != ECONNREFUSED) {
+        *why = err;
+        return false;
+    }
+    return true;
+}
+
+static int bind_socket(struct hp_server *s)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    size_t len = strlen(s->cfg.socket_path);
+    if (len >= sizeof addr.sun_path)
+        return -ENAMETOOLONG;
+    memcpy(addr.sun_path, s->cfg.socket_path, len + 1);
+    memcpy(s->path, s->cfg.socket_path, len + 1);
+
+    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s->listen_fd < 0)
+        return -errno;
+    if (bind(s->listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int why = errno;
+        if (why != EADDRINUSE)
+            return -why;
+        if (!is_stale_socket(s->path, &why)) {
+            hp_log("not starting: %s exists and is not a stale socket of this user (%s)", s->path,
+                   why == EADDRINUSE ? "another agent answers there" : strerror(why));
+            return -why;
+        }
+        hp_log("replacing stale socket %s", s->path);
+        if (unlink(s->path) != 0 && errno != ENOENT)
+            return -errno;
+        if (bind(s->listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+            return -errno;
+    }
+    struct stat st;
+    if (lstat(s->path, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    if (chmod(s->path, 0600) != 0)
+        return -errno;
+    if (listen(s->listen_fd, 128) != 0)
+        return -errno;
+    return 0;
+}
+
+/* Unlinks the socket path only if it is still the inode this server created. */
+static void remove_socket_file(const struct hp_server *s)
+{
+    struct stat st;
+    if (lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+        unlink(s->path);
+}
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+static bool peer_allowed(const struct hp_peer *peer)
+{
+    return peer->uid == 0 || peer->uid == geteuid() || peer->uid == getuid();
+}
+
+/* Best effort, for a connection about to be closed: never blocks, never raises SIGPIPE. */
+static void send_and_forget(int fd, const char *text)
+{
+    ssize_t ignored = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)ignored;
+}
+
+static void close_client(struct hp_server *s, size_t index)
+{
+    struct client *c = s->clients[index];
+    close(c->fd);
+    free(c->out);
+    free(c);
+    s->clients[index] = s->clients[--s->client_count];
+}
+
+static void refuse_connection(int fd, const struct hp_peer *peer, const char *reason)
+{
+    char line[256];
+    snprintf(line, sizeof line, "error: %s\n", reason);
+    send_and_forget(fd, line);
+    if (peer)
+        hp_log("refused connection from uid %ld pid %ld: %s", (long)peer->uid, (long)peer->pid,
+               reason);
+    close(fd);
+}
+
+static void admit(struct hp_server *s, int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        refuse_connection(fd, NULL, "cannot read the peer's credentials");
+        return;
+    }
+    struct hp_peer peer = {cred.uid, cred.gid, cred.pid};
+    if (!peer_allowed(&peer)) {
+        char reason[160];
+        snprintf(reason, sizeof reason, "permission denied: uid %ld may not control this process "
+                 "(allowed: root and uid %ld)", (long)peer.uid, (long)geteuid());
+        refuse_connection(fd, &peer, reason);
+        return;
+    }
+    if (s->client_count >= (size_t)s->cfg.max_clients) {
+        refuse_connection(fd, &peer, "too many connections; try again later");
+        return;
+    }
+    struct client *c = calloc(1, sizeof *c);
+    if (!c) {
+        refuse_connection(fd, &peer, "out of memory");
+        return;
+    }
+    c->fd = fd;
+    c->peer = peer;
+    c->state = READING;
+    c->deadline_ms = now_ms() + s->cfg.idle_timeout_ms;
+    s->clients[s->client_count++] = c;
+}
+
+static void accept_pending(struct hp_server *s)
+{
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            admit(s, fd);
+            continue;
+        }
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* Out of descriptors: the pending connection stays queued; retry shortly instead
+             * of spinning on a listen socket that stays readable. */
+            if (now_ms() >= s->accept_pause_until_ms)
+                hp_log("cannot accept connections: %s; retrying", strerror(errno));
+            s->accept_pause_until_ms = now_ms() + 100;
+        }
+        return;
+    }
+}
+
+/* Queues text as the reply; the connection switches to writing it. */
+static void queue_reply(struct hp_server *s, struct client *c, char *text, size_t len, bool close)
+{
+    free(c->out);
+    c->out = text;
+    c->out_len = len;
+    c->out_sent = 0;
+    c->state = WRITING;
+    c->close_after_write = close;
+    c->deadline_ms = now_ms() + s->cfg.write_timeout_ms;
+}
+
+/* An error reply in the connection's form (JSON in a session); NULL when out of memory. */
+static char *render_error(bool json, const char *message, size_t *len)
+{
+    struct hp_reply *reply = hp_reply_new();
+    if (!reply)
+        return NULL;
+    hp_reply_error(reply, "%s", message);
+    char *text = hp_reply_render(reply, json, len);
+    hp_reply_free(reply);
+    return text;
+}
+
+/* Queues an error and closes after sending it (or at once when it cannot be rendered). */
+static void queue_error(struct hp_server *s, struct client *c, const char *message)
+{
+    size_t len = 0;
+    char *text = render_error(c->in_session, message, &len);
+    queue_reply(s, c, text, text ? len : 0, true);
+}
+
+/* Runs the request in c->in[0..len) and queues its reply. */
+static void serve_line(struct hp_server *s, struct client *c, size_t len)
+{
+    struct hp_reply *reply = hp_reply_new();
+    if (!reply) {
+        queue_error(s, c, "out of memory");
+        return;
+    }
+    bool json = false;
+    enum hp_after after = HP_AFTER_CLOSE;
+    hp_handle_line(c->in, len, &c->peer, c->in_session, reply, &json, &after);
+    /* The reply that opens or closes a session is already in the session's JSON form. */
+    bool session_reply = c->in_session || after == HP_AFTER_KEEP;
+    c->in_session = after == HP_AFTER_KEEP;
+    size_t out_len = 0;
+    char *out = hp_reply_render(reply, json || session_reply, &out_len);
+    hp_reply_free(reply);
+    if (!out) {
+        queue_error(s, c, "out of memory while rendering the reply");
+        return;
+    }
+    queue_reply(s, c, out, out_len, !c->in_session);
+}
+
+/* If the buffer holds a complete line, serves it and drops it from the buffer. */
+static bool serve_buffered_line(struct hp_server *s, struct client *c)
+{
+    char *newline = memchr(c->in, '\n', c->in_len);
+    if (!newline)
+        return false;
+    size_t len = (size_t)(newline - c->in);
+    serve_line(s, c, len);
+    size_t rest = c->in_len - len - 1;
+    memmove(c->in, newline + 1, rest);
+    c->in_len = rest;
+    return true;
+}
+
+/* Reads what is available; returns false when the connection should be closed now. */
+static bool read_from(struct hp_server *s, struct client *c)
+{
+    size_t room = sizeof c->in - c->in_len;
+    ssize_t n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    if (n == 0) {
+        /* The client finished sending. A complete line was already served; a partial one is
+         * refused rather than executed, because it may be a command cut short. */
+        if (c->in_len == 0)
+            return false;
+        queue_error(s, c, "request ended without a newline; nothing was done");
+        return true;
+    }
+    c->in_len += (size_t)n;
+    if (serve_buffered_line(s, c))
+        return true;
+    if (c->in_len == sizeof c->in) {
+        char message[96];
+        snprintf(message, sizeof message, "request line longer than %d bytes; nothing was done",
+                 HP_LINE_MAX);
+        queue_error(s, c, message);
+    }
+    return true;
+}
+
+/* Sends what the socket takes; returns false when the connection should be closed now. */
+static bool write_to(struct hp_server *s, struct client *c)
+{
+    while (c->out_sent < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        c->out_sent += (size_t)n;
+    }
+    if (c->close_after_write)
+        return false;
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_sent = 0;
+    c->state = READING;
+    c->deadline_ms = now_ms() + s->cfg.session_timeout_ms;
+    /* A session client may have sent its next requests already. */
+    if (serve_buffered_line(s, c))
+        return write_to(s, c);
+    return true;
+}
+
+static void expire(struct hp_server *s, size_t index)
+{
+    struct client *c = s->clients[index];
+    if (c->state == READING) {
+        size_t len;
+        char *text = render_error(c->in_session,
+                                  c->in_session ? "session idle for too long; closing"
+                                                : "timed out waiting for a complete request line",
+                                  &len);
+        if (text)
+            send_and_forget(c->fd, text);
+        free(text);
+    }
+    close_client(s, index);
+}
+
+/* ---- the loop ------------------------------------------------------------------------------ */
+
+static int next_timeout(const struct hp_server *s, long long now)
+{
+    long long soonest = now + 60000;
+    for (size_t i = 0; i < s->client_count; i++)
+        if (s->clients[i]->deadline_ms < soonest)
+            soonest = s->clients[i]->deadline_ms;
+    if (s->accept_pause_until_ms > now && s->accept_pause_until_ms < soonest)
+        soonest = s->accept_pause_until_ms;
+    return soonest <= now ? 0 : (int)(soonest - now);
+}
+
+static void serve_events(struct hp_server *s, struct pollfd *fds, size_t polled)
+{
+    /* fds[2 + i] belongs to the client that was at index i when poll was called; closing
+     * swaps the last client into the hole, so walk backwards to keep indices valid. */
+    for (size_t i = polled; i-- > 0;) {
+        struct client *c = s->clients[i];
+        short ev = fds[2 + i].revents;
+        if (!ev)
+            continue;
+        bool keep = true;
+        if (c->state == READING && (ev & (POLLIN | POLLHUP | POLLERR)))
+            keep = read_from(s, c);
+        else if (c->state == WRITING && (ev & (POLLOUT | POLLERR | POLLHUP)))
+            keep = write_to(s, c);
+        if (keep && c->state == WRITING && c->out_sent == 0)
+            keep = write_to(s, c);
+        if (!keep)
+            close_client(s, i);
+    }
+}
+
+static void *server_main(void *arg)
+{
+    struct hp_server *s = arg;
+    size_t cap = (size_t)s->cfg.max_clients + 2;
+    struct pollfd *fds = calloc(cap, sizeof *fds);
+    if (!fds) {
+        hp_log("server thread cannot allocate its poll set; not serving");
+        return NULL;
+    }
+    for (;;) {
+        long long now = now_ms();
+        for (size_t i = s->client_count; i-- > 0;)
+            if (s->clients[i]->deadline_ms <= now)
+                expire(s, i);
+        fds[0] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
+        bool accepting = now >= s->accept_pause_until_ms;
+        fds[1] = (struct pollfd){.fd = accepting ? s->listen_fd : -1, .events = POLLIN};
+        for (size_t i = 0; i < s->client_count; i++) {
+            struct client *c = s->clients[i];
+            fds[2 + i] = (struct pollfd){.fd = c->fd,
+                                         .events = c->state == READING ? POLLIN : POLLOUT};
+        }
+        size_t polled = s->client_count;
+        int n = poll(fds, 2 + polled, next_timeout(s, now));
+        if (n < 0 && errno != EINTR) {
+            hp_log("poll failed: %s; server stops", strerror(errno));
+            break;
+        }
+        if (n <= 0)
+            continue;
+        if (fds[0].revents)
+            break;
+        serve_events(s, fds, polled);
+        if (fds[1].revents & POLLIN)
+            accept_pending(s);
+    }
+    free(fds);
+    return NULL;
+}
+
+/* ---- start and stop ------------------------------------------------------------------------ */
+
+static void destroy(struct hp_server *s)
+{
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
+    while (s->client_count > 0)
+        close_client(s, s->client_count - 1);
+    free(s->clients);
+    free(s);
+}
+
+static int start_thread(struct hp_server *s)
+{
+    sigset_t all, saved;
+    sigfillset(&all);
+    int synchronous[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS};
+    for (size_t i = 0; i < HP_ARRAY_SIZE(synchronous); i++)
+        sigdelset(&all, synchronous[i]);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    int rc = pthread_create(&s->thread, NULL, server_main, s);
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (rc == 0)
+        pthread_setname_np(s->thread, "hotpatch");
+    return -rc;
+}
+
+int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out)
+{
+    struct hp_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    s->listen_fd = -1;
+    s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->clients = calloc((size_t)cfg->max_clients, sizeof *s->clients);
+    int rc = s->wake_fd < 0 ? -errno : !s->clients ? -ENOMEM : bind_socket(s);
+    if (rc == 0)
+        rc = start_thread(s);
+    if (rc != 0) {
+        bool created = s->ino != 0;
+        if (created)
+            remove_socket_file(s);
+        hp_log("cannot serve %s: %s", cfg->socket_path, strerror(-rc));
+        destroy(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void hp_server_stop(struct hp_server *s)
+{
+    uint64_t one = 1;
+    ssize_t ignored = write(s->wake_fd, &one, sizeof one);
+    (void)ignored;
+    pthread_join(s->thread, NULL);
+    remove_socket_file(s);
+    destroy(s);
+}
+
+bool hp_server_is_current_thread(const struct hp_server *s)
+{
+    return pthread_equal(pthread_self(), s->thread);
+}
+
+const char *hp_server_path(const struct hp_server *s)
+{
+    return s->path;
+}
+
+/* For fork: the child must not serve, join or unlink anything of the parent's server. */
+void hp_server_abandon(struct hp_server *s)
+{
+    close(s->listen_fd);
+    close(s->wake_fd);
+    for (size_t i = 0; i < s->client_count; i++)
+        close(s->clients[i]->fd);
+    /* The memory is not freed: another thread of the parent may have been using it at fork
+     * time, and it is small; leaking it in the child is the safe choice. */
+}
