@@ -25,3 +25,25 @@ target_compile_definitions(test_patch PRIVATE _GNU_SOURCE
 add_dependencies(test_patch patch_test_far)
 add_test(NAME unit_patch COMMAND test_patch)
 set_tests_properties(unit_patch PROPERTIES TIMEOUT 120)
+
+# ---- stress test (issue 3, item 7) ----------------------------------------------------------------
+add_library(stress_target SHARED tests/stress/stress_lib.c)
+target_compile_definitions(stress_target PRIVATE TARGET)
+target_compile_options(stress_target PRIVATE -O2)
+add_library(stress_repl SHARED tests/stress/stress_lib.c)
+foreach(opt O0 O2)
+  add_executable(stress_patch_${opt} tests/stress/stress_patch.c)
+  # The flavour's -O level comes last so it wins over the build type's.
+  target_compile_options(stress_patch_${opt} PRIVATE -fcf-protection=full -${opt})
+  target_include_directories(stress_patch_${opt} PRIVATE ${CMAKE_SOURCE_DIR}/src)
+  target_compile_definitions(stress_patch_${opt} PRIVATE _GNU_SOURCE
+    BUILD_FLAVOR="-${opt} -fcf-protection=full PIE"
+    STRESS_TARGET_LIB="$<TARGET_FILE:stress_target>"
+    STRESS_REPL_LIB="$<TARGET_FILE:stress_repl>")
+  set_target_properties(stress_patch_${opt} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  target_link_options(stress_patch_${opt} PRIVATE -pie)
+  target_link_libraries(stress_patch_${opt} PRIVATE hotpatch_static)
+  add_dependencies(stress_patch_${opt} stress_target stress_repl)
+  add_test(NAME stress_patch_${opt} COMMAND stress_patch_${opt} 8 10000)
+  set_tests_properties(stress_patch_${opt} PROPERTIES TIMEOUT 600)
+endforeach()

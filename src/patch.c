@@ -188,8 +188,10 @@ static int ensure_sigtrap(char *why, size_t why_cap)
     struct sigaction ours;
     memset(&ours, 0, sizeof ours);
     ours.sa_sigaction = hp_patch_sigtrap;
-    ours.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&ours.sa_mask);  /* the stop signal must be able to nest */
+    /* SA_NODEFER: the handler executes no int3, and a thread inside it must not look as if it
+     * blocked SIGTRAP (see write_over_jump). Empty mask: the stop signal must be able to nest. */
+    ours.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+    sigemptyset(&ours.sa_mask);
     program_sigtrap = current;
     if (sigaction(SIGTRAP, &ours, NULL) != 0)
         goto fail;

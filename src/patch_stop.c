@@ -56,6 +56,7 @@ static int generation;             /* last generation used (engine lock) */
 static pid_t signaled[MAX_THREADS];/* tids signaled in the current stop (engine lock) */
 static size_t n_signaled;
 static int stop_signal;            /* chosen signal (engine lock) */
+static bool need_drain;            /* the last stop failed: a late thread may still be inside */
 static struct sigaction saved_action;
 
 static long futex(atomic_int *word, int op, int val, const struct timespec *timeout)
@@ -150,7 +151,10 @@ static int install_handler(char *why, size_t why_cap)
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = stop_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    /* Block everything while parked, except SIGTRAP: a parked thread cannot trap, and a mask
+     * with SIGTRAP in it would make the engine believe the thread blocks SIGTRAP. */
     sigfillset(&sa.sa_mask);
+    sigdelset(&sa.sa_mask, SIGTRAP);
     if (sigaction(stop_signal, &sa, &saved_action) != 0) {
         snprintf(why, why_cap, "cannot install the stop signal handler: %s", strerror(errno));
         return -1;
@@ -304,10 +308,13 @@ int hp_threads_stop(struct hp_stopped *out, int timeout_ms)
 {
     memset(out, 0, sizeof *out);
     long long deadline = now_ns() + (long long)timeout_ms * 1000000;
-    if (!drain_previous_handlers(deadline)) {
+    /* After a successful stop every signaled thread has recorded its state and is leaving;
+     * it touches nothing but `inflight` any more, so only a failed stop needs draining. */
+    if (need_drain && !drain_previous_handlers(deadline)) {
         snprintf(out->why, sizeof out->why, "a thread is still leaving the previous stop");
         return -1;
     }
+    need_drain = false;
     if (choose_signal(out->why, sizeof out->why) != 0 ||
         install_handler(out->why, sizeof out->why) != 0)
         return -1;
@@ -325,6 +332,7 @@ int hp_threads_stop(struct hp_stopped *out, int timeout_ms)
     pid_t missing = added < 0 ? 0 : first_missing();
     if (added < 0 || missing != 0) {
         release_generation(gen);
+        need_drain = true;
         if (missing) {
             out->missing = missing;
             describe_missing(missing, out->why, sizeof out->why);
