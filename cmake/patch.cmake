@@ -47,3 +47,22 @@ foreach(opt O0 O2)
   add_test(NAME stress_patch_${opt} COMMAND stress_patch_${opt} 8 10000)
   set_tests_properties(stress_patch_${opt} PROPERTIES TIMEOUT 600)
 endforeach()
+
+# ---- benchmark (issue 3, item 8): `make bench` runs bench/run.sh ---------------------------------
+add_library(bench_far SHARED bench/bench_lib.c)
+target_compile_options(bench_far PRIVATE -O2)
+add_executable(bench_patch bench/bench_patch.c)
+target_compile_options(bench_patch PRIVATE -O2)
+target_include_directories(bench_patch PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_compile_definitions(bench_patch PRIVATE _GNU_SOURCE
+  BENCH_FAR_LIB="$<TARGET_FILE:bench_far>")
+target_link_libraries(bench_patch PRIVATE hotpatch_static)
+add_dependencies(bench_patch bench_far)
+if(NOT TARGET bench)
+  add_custom_target(bench COMMAND ${CMAKE_SOURCE_DIR}/bench/run.sh
+    DEPENDS bench_patch USES_TERMINAL
+    COMMENT "patch benchmark (bench/run.sh)")
+endif()
+add_test(NAME bench_patch_smoke COMMAND ${CMAKE_SOURCE_DIR}/bench/run.sh --smoke)
+set_tests_properties(bench_patch_smoke PROPERTIES TIMEOUT 300
+  ENVIRONMENT "BUILD_DIR=${CMAKE_BINARY_DIR}")
