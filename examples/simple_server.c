@@ -1,7 +1,7 @@
 /*
  * simple_server.c — the smallest program that uses hotpatch, in C.
  *
- * It registers a string, an int and a function, starts the agent, and prints one line per
+ * It registers a string, an int, a validated int and a function, starts the agent, and prints one line per
  * interval with the current values and add_func(1, 2), so every change made through the socket
  * shows up in its output:
  *
@@ -21,6 +21,19 @@
 
 static char user_name[64] = "myname";
 static int age = 10;
+/* Not printed: shows a validator, which refuses values outside 1..60000 with its own reason. */
+static int timeout_ms = 1000;
+
+static int timeout_in_range(const char *name, const void *value, char *why, size_t cap,
+                            void *user)
+{
+    (void)user;
+    int v = *(const int *)value;
+    if (v >= 1 && v <= 60000)
+        return 0;
+    snprintf(why, cap, "%s must be between 1 and 60000 milliseconds, not %d", name, v);
+    return 1;
+}
 
 /* The function an operator may upgrade. noinline keeps a real call in the loop below, and the
  * volatile read keeps the body longer than a 5-byte jump, as a real function would be. */
@@ -65,6 +78,7 @@ int main(int argc, char **argv)
 
     hotpatch_register_string("user_name", user_name, sizeof user_name);
     hotpatch_register_variable("age", &age);
+    hotpatch_register_variable_checked("timeout_ms", &timeout_ms, timeout_in_range, NULL, NULL);
     hotpatch_register_function("add_func", (void *)add_func);
     int rc = hotpatch_start();
     if (rc != 0)

@@ -37,7 +37,16 @@
 
 #include "internal.h"
 
-enum client_state { READING, WRITING };
+/*
+ * READING a request, WRITING its reply, then (unless in a session) DRAINING: the write side is
+ * shut and input is discarded until the client closes, for a bounded time. Closing a socket
+ * with unread input would make the kernel reset the connection, and the client could lose the
+ * reply it has not read yet (an over-long line is the usual case).
+ */
+enum client_state { READING, WRITING, DRAINING };
+
+#define DRAIN_MS 1000              /* longest lingering close */
+#define DRAIN_BYTES (1u << 20)     /* most input discarded while lingering */
 
 struct client {
     int fd;
@@ -47,6 +56,7 @@ struct client {
     bool close_after_write;
     long long deadline_ms;       /* monotonic; the connection closes when it passes */
     size_t in_len;
+    size_t drained;              /* bytes discarded while DRAINING */
     char *out;
     size_t out_len, out_sent;
     char in[HP_LINE_MAX + 2];    /* one line plus '\r' and '\n' */
@@ -188,6 +198,21 @@ static void refuse_connection(int fd, const struct hp_peer *peer, const char *re
     close(fd);
 }
 
+static struct client *add_client(struct hp_server *s, int fd, const struct hp_peer *peer)
+{
+    struct client *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->fd = fd;
+    c->peer = *peer;
+    c->state = READING;
+    c->deadline_ms = now_ms() + s->cfg.idle_timeout_ms;
+    s->clients[s->client_count++] = c;
+    return c;
+}
+
+static void queue_error(struct hp_server *s, struct client *c, const char *message);
+
 static void admit(struct hp_server *s, int fd)
 {
     struct ucred cred;
@@ -197,27 +222,25 @@ static void admit(struct hp_server *s, int fd)
         return;
     }
     struct hp_peer peer = {cred.uid, cred.gid, cred.pid};
-    if (!peer_allowed(&peer)) {
-        char reason[160];
-        snprintf(reason, sizeof reason, "permission denied: uid %ld may not control this process "
-                 "(allowed: root and uid %ld)", (long)peer.uid, (long)geteuid());
-        refuse_connection(fd, &peer, reason);
-        return;
-    }
     if (s->client_count >= (size_t)s->cfg.max_clients) {
         refuse_connection(fd, &peer, "too many connections; try again later");
         return;
     }
-    struct client *c = calloc(1, sizeof *c);
+    struct client *c = add_client(s, fd, &peer);
     if (!c) {
         refuse_connection(fd, &peer, "out of memory");
         return;
     }
-    c->fd = fd;
-    c->peer = peer;
-    c->state = READING;
-    c->deadline_ms = now_ms() + s->cfg.idle_timeout_ms;
-    s->clients[s->client_count++] = c;
+    if (!peer_allowed(&peer)) {
+        /* Refused through the normal reply path, so the refusal survives a client that has
+         * already sent its request (closing with unread input would reset the connection). */
+        char reason[160];
+        snprintf(reason, sizeof reason, "permission denied: uid %ld may not control this process "
+                 "(allowed: root and uid %ld)", (long)peer.uid, (long)geteuid());
+        hp_log("refused connection from uid %ld pid %ld: %s", (long)peer.uid, (long)peer.pid,
+               reason);
+        queue_error(s, c, reason);
+    }
 }
 
 static void accept_pending(struct hp_server *s)
@@ -336,6 +359,17 @@ static bool read_from(struct hp_server *s, struct client *c)
     return true;
 }
 
+/* Discards input until the client closes; returns false when the connection should close. */
+static bool drain(struct client *c)
+{
+    char sink[4096];
+    ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    c->drained += (size_t)n;
+    return n > 0 && c->drained < DRAIN_BYTES;
+}
+
 /* Sends what the socket takes; returns false when the connection should be closed now. */
 static bool write_to(struct hp_server *s, struct client *c)
 {
@@ -346,8 +380,12 @@ static bool write_to(struct hp_server *s, struct client *c)
             return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
         c->out_sent += (size_t)n;
     }
-    if (c->close_after_write)
-        return false;
+    if (c->close_after_write) {
+        shutdown(c->fd, SHUT_WR);
+        c->state = DRAINING;
+        c->deadline_ms = now_ms() + DRAIN_MS;
+        return true;
+    }
     free(c->out);
     c->out = NULL;
     c->out_len = c->out_sent = 0;
@@ -402,6 +440,8 @@ static void serve_events(struct hp_server *s, struct pollfd *fds, size_t polled)
             keep = read_from(s, c);
         else if (c->state == WRITING && (ev & (POLLOUT | POLLERR | POLLHUP)))
             keep = write_to(s, c);
+        else if (c->state == DRAINING)
+            keep = drain(c);
         if (keep && c->state == WRITING && c->out_sent == 0)
             keep = write_to(s, c);
         if (!keep)
@@ -429,7 +469,7 @@ static void *server_main(void *arg)
         for (size_t i = 0; i < s->client_count; i++) {
             struct client *c = s->clients[i];
             fds[2 + i] = (struct pollfd){.fd = c->fd,
-                                         .events = c->state == READING ? POLLIN : POLLOUT};
+                                         .events = c->state == WRITING ? POLLOUT : POLLIN};
         }
         size_t polled = s->client_count;
         int n = poll(fds, 2 + polled, next_timeout(s, now));
