@@ -24,7 +24,9 @@ deps:
 
 build: deps
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS)
+	@echo "Building into $(BUILD)/ (log: $(BUILD)/build.log)"
+	@env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS cmake --build $(BUILD) -j $(JOBS) >$(BUILD)/build.log 2>&1 \
+	  || { cat $(BUILD)/build.log; echo "build failed"; exit 1; }
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 2

@@ -8,10 +8,12 @@
  *   user_name=myname age=10 add_func(1, 2)=3
  *
  * Options: --interval-ms N (default 1000), --count N (stop after N lines; default: forever).
+ * SIGINT and SIGTERM stop it cleanly.
  * Output is line-buffered so tests and demos see each line as it is printed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,16 @@ __attribute__((noinline)) int add_func(int a, int b)
     return a + b + bias;
 }
 
+/* SIGINT and SIGTERM end the loop, so the program exits normally and the agent removes its
+ * socket (a process killed outright leaves it behind for the next start to replace). */
+static volatile sig_atomic_t stopping;
+
+static void request_stop(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
 static long parse_option(const char *name, const char *text)
 {
     char *end;
@@ -57,7 +69,7 @@ static long parse_option(const char *name, const char *text)
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !stopping)
         ;
 }
 
@@ -75,6 +87,9 @@ int main(int argc, char **argv)
         }
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sigaction sa = {.sa_handler = request_stop};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     hotpatch_register_string("user_name", user_name, sizeof user_name);
     hotpatch_register_variable("age", &age);
@@ -84,7 +99,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         fprintf(stderr, "simple_server: hotpatch agent not started: %s\n", strerror(-rc));
 
-    for (long n = 0; count < 0 || n < count; n++) {
+    for (long n = 0; !stopping && (count < 0 || n < count); n++) {
         char name[sizeof user_name];
         hotpatch_get_string("user_name", name, sizeof name);
         printf("user_name=%s age=%d add_func(1, 2)=%d\n", name,

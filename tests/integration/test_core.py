@@ -459,3 +459,12 @@ def test_cli_makes_relative_library_paths_absolute(server, tmp_path):
 def test_process_keeps_running_after_all_of_this(server):
     server.wait_output(r"user_name=myname age=10 add_func\(1, 2\)=3")
     assert server.alive()
+
+
+@pytest.mark.parametrize("program", ["simple_server", "simple_server_cpp"])
+def test_examples_stop_cleanly_on_sigterm_and_remove_their_socket(spawn, program):
+    p = spawn([BIN / program, "--interval-ms", "50"])
+    p.wait_output(r"age=10")
+    p.popen.terminate()
+    assert p.wait_exit() == 0
+    assert not os.path.exists(p.socket)
