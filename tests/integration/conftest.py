@@ -59,14 +59,26 @@ class Proc:
                 self._cond.notify_all()
 
     def wait_socket(self, timeout=10):
+        """Waits until the agent accepts connections (a stale file at the path does not)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if os.path.exists(self.socket):
+            if self._accepts():
                 return
             if self.popen.poll() is not None:
                 raise RuntimeError(f"process exited early: {self.err_lines}")
             time.sleep(0.01)
         raise TimeoutError(f"no socket at {self.socket}")
+
+    def _accepts(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.socket)
+            s.sendall(b"version\n")
+            return s.recv(64).startswith(b"hotpatch ")
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def wait_output(self, pattern, timeout=10, start=0):
         """Waits for a stdout line (from index `start`) matching pattern; returns its index."""
@@ -193,5 +205,18 @@ def session(socket_path):
     return Session(socket_path)
 
 
-def open_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def open_fds(pid, settle=0.3, timeout=5.0, expect=None):
+    """The process's open descriptor count once it has stopped changing for `settle` seconds
+    (connections the agent is still closing are not counted as leaks). With `expect`, waits up
+    to `timeout` for the count to come back to that value."""
+    deadline = time.time() + timeout
+    last, since = None, time.time()
+    while True:
+        n = len(os.listdir(f"/proc/{pid}/fd"))
+        if n != last:
+            last, since = n, time.time()
+        if (expect is None or n == expect) and time.time() - since >= settle:
+            return n
+        if time.time() > deadline:
+            return n
+        time.sleep(0.02)
