@@ -467,3 +467,21 @@ def test_examples_stop_cleanly_on_sigterm_and_remove_their_socket(spawn, program
     p.popen.terminate()
     assert p.wait_exit() == 0
     assert not os.path.exists(p.socket)
+
+
+def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
+    p = spawn([BIN / "forker"])
+    p.wait_output(r"parent-serving")
+    child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
+    child_socket = f"/tmp/{child_pid}.socket"
+    for _ in range(100):
+        if os.path.exists(child_socket):
+            break
+        time.sleep(0.02)
+    assert cli("-p", p.pid, "var", "set", "value", "5").returncode == 0
+    assert cli("-p", child_pid, "var", "get", "value").stdout == "1\n"
+    assert cli("-p", child_pid, "var", "set", "value", "2").returncode == 0
+    p.wait_output(r"child-exited 0")
+    assert not os.path.exists(child_socket)
+    assert os.path.exists(p.socket)
+    assert cli("-p", p.pid, "var", "get", "value").stdout == "5\n"
