@@ -485,3 +485,37 @@ def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
     assert not os.path.exists(child_socket)
     assert os.path.exists(p.socket)
     assert cli("-p", p.pid, "var", "get", "value").stdout == "5\n"
+
+
+def _retry_cli(*args, seconds=5):
+    deadline = time.time() + seconds
+    while True:
+        r = cli(*args)
+        if r.returncode == 0 or time.time() > deadline:
+            return r
+        time.sleep(0.1)
+
+
+def test_agent_survives_the_program_closing_its_descriptors(spawn):
+    p = spawn([BIN / "fdchaos", "close"])
+    p.wait_output(r"trampled")
+    r = _retry_cli("-p", p.pid, "var", "set", "value", "7")
+    assert r.returncode == 0, r.stderr
+    p.wait_output(r"value=7")
+    time.sleep(0.1)
+    assert any("listening again on" in l for l in p.err_lines)
+
+
+def test_agent_never_touches_descriptors_the_program_dup2ed_over(spawn, tmp_path):
+    victim = tmp_path / "program-file"
+    victim.write_bytes(b"")
+    p = spawn([BIN / "fdchaos", "dup2", victim])
+    p.wait_output(r"trampled")
+    r = _retry_cli("-p", p.pid, "var", "set", "value", "9")
+    assert r.returncode == 0, r.stderr
+    p.wait_output(r"value=9")
+    assert victim.read_bytes() == b""  # nothing of the agent's went into the program's file
+    p.popen.terminate()
+    assert p.wait_exit() == 0
+    assert victim.read_bytes() == b""
+    assert not os.path.exists(p.socket)
