@@ -66,3 +66,9 @@ endif()
 add_test(NAME bench_patch_smoke COMMAND ${CMAKE_SOURCE_DIR}/bench/run.sh --smoke)
 set_tests_properties(bench_patch_smoke PROPERTIES TIMEOUT 300
   ENVIRONMENT "BUILD_DIR=${CMAKE_BINARY_DIR}")
+
+# ---- integration tests: the func commands end to end ---------------------------------------------
+add_test(NAME integration_func
+  COMMAND ${HOTPATCH_PYTEST} ${CMAKE_SOURCE_DIR}/tests/integration/test_func.py)
+set_tests_properties(integration_func PROPERTIES
+  ENVIRONMENT "HOTPATCH_BUILD_DIR=${CMAKE_BINARY_DIR}" TIMEOUT 600)
