@@ -508,6 +508,38 @@ def test_lib_load_errors_carry_dlerror(server, tmp_path):
     assert cli("-p", server.pid, "lib", "list").stdout.startswith("no libraries are loaded")
 
 
+def test_lib_load_refuses_files_others_could_have_written(server, tmp_path):
+    libm = subprocess.run(["sh", "-c", "ldconfig -p | awk '/libm.so.6 .*x86-64/ {print $NF; exit}'"],
+                          capture_output=True, text=True).stdout.strip()
+    lib = tmp_path / "libshared.so"
+    lib.write_bytes(open(libm, "rb").read())
+    os.chmod(lib, 0o666)
+    r = cli("-p", server.pid, "lib", "load", "w", lib)
+    assert r.returncode == 1
+    assert r.stderr == (f"error: refusing to load {lib}: file {lib} is writable by every user "
+                        f"(mode 0666); only root or uid {os.geteuid()} may be able to change it\n")
+    os.chmod(lib, 0o664)
+    assert "is writable by its group (mode 0664)" in cli("-p", server.pid, "lib", "load", "w", lib).stderr
+    os.chmod(lib, 0o644)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    (open_dir / "lib.so").write_bytes(lib.read_bytes())
+    r = cli("-p", server.pid, "lib", "load", "w", open_dir / "lib.so")
+    assert f"directory {open_dir} is writable by every user (mode 0777)" in r.stderr
+    os.chmod(open_dir, 0o1777)  # sticky: others cannot replace our file
+    assert cli("-p", server.pid, "lib", "load", "sticky", open_dir / "lib.so").returncode == 0
+    link = tmp_path / "link.so"
+    link.symlink_to(open_dir / "lib.so")
+    os.chmod(open_dir, 0o777)
+    assert "is writable by every user" in cli("-p", server.pid, "lib", "load", "via_link", link).stderr
+    if os.geteuid() == 0:
+        os.chown(lib, 65534, 65534)
+        r = cli("-p", server.pid, "lib", "load", "foreign", lib)
+        assert f"file {lib} is owned by uid 65534; it must be owned by root or uid 0" in r.stderr
+    assert [l.split()[0] for l in cli("-p", server.pid, "lib", "list").stdout.splitlines()] == ["NAME", "sticky"]
+
+
 def test_cli_makes_relative_library_paths_absolute(server, tmp_path):
     libm = subprocess.run(["sh", "-c", "ldconfig -p | awk '/libm.so.6 .*x86-64/ {print $NF; exit}'"],
                           capture_output=True, text=True).stdout.strip()
