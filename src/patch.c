@@ -65,7 +65,7 @@
 
 #define MAX_SITES 4096
 #define RELAY_SLOTS 512
-#define STOP_TIMEOUT_MS 500
+#define STOP_TIMEOUT_MS 1000
 #define STOP_ATTEMPTS 20
 #define TWO_GB (1LL << 31)
 

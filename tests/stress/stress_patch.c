@@ -19,6 +19,7 @@
  * original bytes must be back exactly. Calls are both direct and through a function pointer.
  */
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -110,18 +111,30 @@ static int fail(const char *what, const char *why)
     return 1;
 }
 
+/* -EBUSY is the engine's "a thread could not be proven outside, nothing changed; try again"
+ * (a stop that timed out on a starved CPU): retried, counted, and never a failure by itself. */
+static long busy_refusals;
+
 static int upgrade(const struct hp_patch_target *t, const char *name, binary_fn to, char *why)
 {
     struct hp_patch_origin o = {"stress", name, (void *)to};
-    return hp_patch_upgrade(t, &o, why, HP_ERROR_MAX);
+    int rc;
+    for (int tries = 0; (rc = hp_patch_upgrade(t, &o, why, HP_ERROR_MAX)) == -EBUSY && tries < 50;
+         tries++)
+        busy_refusals++;
+    return rc;
 }
 
 static int rollback(const struct hp_patch_target *t, char *why)
 {
     char lib[128], sym[256];
-    int depth;
-    return hp_patch_rollback(NULL, t->entry, lib, sizeof lib, sym, sizeof sym, &depth, why,
-                             HP_ERROR_MAX);
+    int depth, rc;
+    for (int tries = 0; (rc = hp_patch_rollback(NULL, t->entry, lib, sizeof lib, sym, sizeof sym,
+                                                &depth, why, HP_ERROR_MAX)) == -EBUSY &&
+                        tries < 50;
+         tries++)
+        busy_refusals++;
+    return rc;
 }
 
 static int flip(const struct target *tg, const struct hp_patch_target *t)
@@ -174,9 +187,10 @@ static int run_target(const struct target *tg, int threads)
     struct hp_patch_stats st;
     hp_patch_get_stats(&st);
     printf("%-28s %6d flips in %6.2f s (%5.0f us/flip), %ld calls, %ld wrong; stops=%lu "
-           "int3=%lu stopped=%lu relay=%lu traps=%lu\n", tg->name, tg->flips, elapsed,
+           
+           "int3=%lu stopped=%lu relay=%lu traps=%lu busy=%ld\n", tg->name, tg->flips, elapsed,
            elapsed / tg->flips * 1e6, atomic_load(&calls), atomic_load(&wrong), st.stops,
-           st.int3_pokes, st.stopped_pokes, st.relay_stores, st.traps);
+           st.int3_pokes, st.stopped_pokes, st.relay_stores, st.traps, busy_refusals);
     if (rc)
         return rc;
     if (atomic_load(&wrong) != 0)

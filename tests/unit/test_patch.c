@@ -286,7 +286,8 @@ struct hammer {
     pthread_t thread;
     volatile int stop;
     bool block_sigtrap;
-    long calls, bad;
+    volatile long calls;
+    long bad;
     int allowed[4];
 };
 
@@ -329,11 +330,19 @@ static void stop_hammers(struct hammer *h, int n)
     }
 }
 
+static void wait_until_calling(struct hammer *h, int n)
+{
+    for (int i = 0; i < n; i++)
+        while (h[i].calls == 0)
+            usleep(1000);
+}
+
 static void test_threads_stop_and_resume(void **state)
 {
     (void)state;
     struct hammer h[4];
     start_hammers(h, 4, false);
+    wait_until_calling(h, 4);
     struct hp_stopped s;
     assert_int_equal(hp_threads_stop(&s, 1000), 0);
     assert_true(s.count >= 4);
@@ -351,6 +360,7 @@ static void test_flips_under_load(void **state)
     char why[HP_ERROR_MAX] = "";
     struct hammer h[4];
     start_hammers(h, 4, false);
+    wait_until_calling(h, 4);
     int depth;
     for (int i = 0; i < 300; i++) {
         assert_int_equal(upgrade((void *)target_add, "t", "r1", (void *)repl_near_1, why), 0);
@@ -368,6 +378,7 @@ static void test_thread_blocking_sigtrap_gets_stopped_writes(void **state)
     char why[HP_ERROR_MAX] = "";
     struct hammer h[2];
     start_hammers(h, 2, true);
+    wait_until_calling(h, 2);
     struct hp_patch_stats a, b;
     int depth;
     assert_int_equal(upgrade((void *)target_add, "t", "r1", (void *)repl_near_1, why), 0);
