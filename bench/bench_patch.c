@@ -33,7 +33,11 @@
 #include "internal.h"
 #include "patch.h"
 
+#if defined(__clang__)
+#define NOIPA __attribute__((noinline)) /* clang has no noipa; noinline keeps the call */
+#else
 #define NOIPA __attribute__((noinline, noipa))
+#endif
 #define HAMMERS 4
 
 NOIPA int f_direct(int a, int b);

@@ -6,7 +6,11 @@
  * loader maps them within 2 GB of each other: patching lib_add with repl_* is a near jump,
  * while patching a function of the PIE executable with repl_* needs a relay.
  */
+#if defined(__clang__)
+#define NOINLINE __attribute__((noinline)) /* clang has no noipa; noinline keeps the call */
+#else
 #define NOINLINE __attribute__((noinline, noipa))
+#endif
 
 #ifdef TARGET
 NOINLINE int lib_add(int a, int b);

@@ -30,7 +30,11 @@
 #include "internal.h"
 #include "patch.h"
 
+#if defined(__clang__)
+#define NOINLINE __attribute__((noinline)) /* clang has no noipa; noinline keeps the call */
+#else
 #define NOINLINE __attribute__((noinline, noipa))
+#endif
 
 NOINLINE int hot_add(int a, int b);
 NOINLINE int hot_add(int a, int b)
