@@ -453,6 +453,13 @@ int hp_maps_protection(uintptr_t addr)
     return -1;
 }
 
+/* A conservative scan reads whole stacks of parked threads, red zones and sanitizer poison
+ * included: sanitizers must not instrument this one read. */
+__attribute__((no_sanitize("address", "thread"))) static uintptr_t read_word(const uintptr_t *w)
+{
+    return *(const volatile uintptr_t *)w;
+}
+
 static int scan_thread(const struct hp_thread_state *t,
                        int (*scan)(void *, pid_t, uintptr_t, bool), void *ctx, char *why,
                        size_t why_cap)
@@ -478,7 +485,7 @@ static int scan_thread(const struct hp_thread_state *t,
         from = m.start;
     from &= ~(uintptr_t)7;
     for (const uintptr_t *w = (const uintptr_t *)from; rc == 0 && (uintptr_t)w < m.end; w++)
-        rc = scan(ctx, t->tid, *w, false);
+        rc = scan(ctx, t->tid, read_word(w), false);
     return rc;
 }
 
