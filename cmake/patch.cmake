@@ -44,8 +44,12 @@ foreach(opt O0 O2)
   target_link_options(stress_patch_${opt} PRIVATE -pie)
   target_link_libraries(stress_patch_${opt} PRIVATE hotpatch_static)
   add_dependencies(stress_patch_${opt} stress_target stress_repl)
-  add_test(NAME stress_patch_${opt} COMMAND stress_patch_${opt} 8 10000)
-  set_tests_properties(stress_patch_${opt} PROPERTIES TIMEOUT 600)
+  # Under TSan busy threads cannot be parked by a signal (TSan defers them), so the engine
+  # refuses what needs every thread stopped: the stress test is not registered there.
+  if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
+    add_test(NAME stress_patch_${opt} COMMAND stress_patch_${opt} 8 10000)
+    set_tests_properties(stress_patch_${opt} PROPERTIES TIMEOUT 600)
+  endif()
 endforeach()
 
 # ---- benchmark (issue 3, item 8): `make bench` runs bench/run.sh ---------------------------------
@@ -63,9 +67,11 @@ if(NOT TARGET bench)
     DEPENDS bench_patch USES_TERMINAL
     COMMENT "patch benchmark (bench/run.sh)")
 endif()
+if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
 add_test(NAME bench_patch_smoke COMMAND ${CMAKE_SOURCE_DIR}/bench/run.sh --smoke)
 set_tests_properties(bench_patch_smoke PROPERTIES TIMEOUT 300
   ENVIRONMENT "BUILD_DIR=${CMAKE_BINARY_DIR}")
+endif()
 
 # ---- integration tests: the func commands end to end ---------------------------------------------
 add_test(NAME integration_func

@@ -25,6 +25,18 @@
 
 #define NOINLINE __attribute__((noinline))
 
+/*
+ * ThreadSanitizer defers asynchronous signals until a thread enters an intercepted call and
+ * runs handlers on its own terms, so busy threads cannot be parked by the stop signal: the
+ * engine then refuses (safely) whatever needs every thread stopped. Those tests are skipped
+ * under TSan, saying so; everything else runs.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define NEEDS_THREAD_STOP() skip()
+#else
+#define NEEDS_THREAD_STOP() do { } while (0)
+#endif
+
 NOINLINE int target_add(int a, int b)
 {
     volatile int bias = 0;
@@ -284,9 +296,9 @@ static void test_sigtrap_chains_and_is_removed(void **state)
 
 struct hammer {
     pthread_t thread;
-    volatile int stop;
+    int stop;
     bool block_sigtrap;
-    volatile long calls;
+    long calls;
     long bad;
     int allowed[4];
 };
@@ -300,13 +312,13 @@ static void *hammer_main(void *arg)
         sigaddset(&set, SIGTRAP);
         pthread_sigmask(SIG_BLOCK, &set, NULL);
     }
-    while (!h->stop) {
+    while (!__atomic_load_n(&h->stop, __ATOMIC_RELAXED)) {
         int r = call_add(1, 2);
         bool ok = false;
         for (int i = 0; i < 4; i++)
             ok |= r == h->allowed[i];
         h->bad += !ok;
-        h->calls++;
+        __atomic_fetch_add(&h->calls, 1, __ATOMIC_RELAXED);
     }
     return NULL;
 }
@@ -322,7 +334,7 @@ static void start_hammers(struct hammer *h, int n, bool block_sigtrap)
 static void stop_hammers(struct hammer *h, int n)
 {
     for (int i = 0; i < n; i++)
-        h[i].stop = 1;
+        __atomic_store_n(&h[i].stop, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < n; i++) {
         pthread_join(h[i].thread, NULL);
         assert_int_equal(h[i].bad, 0);
@@ -333,23 +345,24 @@ static void stop_hammers(struct hammer *h, int n)
 static void wait_until_calling(struct hammer *h, int n)
 {
     for (int i = 0; i < n; i++)
-        while (h[i].calls == 0)
+        while (__atomic_load_n(&h[i].calls, __ATOMIC_RELAXED) == 0)
             usleep(1000);
 }
 
 static void test_threads_stop_and_resume(void **state)
 {
     (void)state;
+    NEEDS_THREAD_STOP();
     struct hammer h[4];
     start_hammers(h, 4, false);
     wait_until_calling(h, 4);
     struct hp_stopped s;
     assert_int_equal(hp_threads_stop(&s, 1000), 0);
     assert_true(s.count >= 4);
-    long frozen = h[0].calls;
+    long frozen = __atomic_load_n(&h[0].calls, __ATOMIC_RELAXED);
     for (size_t i = 0; i < s.count; i++)
         assert_true(s.threads[i].tid > 0 && s.threads[i].sp != 0 && s.threads[i].pc != 0);
-    assert_int_equal(h[0].calls, frozen); /* really parked */
+    assert_int_equal(__atomic_load_n(&h[0].calls, __ATOMIC_RELAXED), frozen); /* parked */
     hp_threads_resume(&s);
     stop_hammers(h, 4);
 }
@@ -357,6 +370,7 @@ static void test_threads_stop_and_resume(void **state)
 static void test_flips_under_load(void **state)
 {
     (void)state;
+    NEEDS_THREAD_STOP();
     char why[HP_ERROR_MAX] = "";
     struct hammer h[4];
     start_hammers(h, 4, false);
@@ -375,6 +389,7 @@ static void test_flips_under_load(void **state)
 static void test_thread_blocking_sigtrap_gets_stopped_writes(void **state)
 {
     (void)state;
+    NEEDS_THREAD_STOP();
     char why[HP_ERROR_MAX] = "";
     struct hammer h[2];
     start_hammers(h, 2, true);
@@ -411,6 +426,7 @@ static void *spinner_main(void *arg)
 static void test_library_busy(void **state)
 {
     (void)state;
+    NEEDS_THREAD_STOP();
     char why[HP_ERROR_MAX] = "";
     struct link_map *map;
     dlinfo(far_lib(), RTLD_DI_LINKMAP, &map);
