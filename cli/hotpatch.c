@@ -51,7 +51,7 @@ static void usage(FILE *out)
             "Talks to the hotpatch agent inside a running process.\n"
             "\n"
             "  -p, --pid PID       the process (its agent listens on /tmp/PID.socket, or on the\n"
-            "                      HOTPATCH_SOCKET set in the process's environment)\n"
+            "                      HOTPATCH_SOCKET set in the process's environment, %%p = pid)\n"
             "  -s, --socket PATH   talk to the agent socket at PATH\n"
             "  -j, --json          print the agent's JSON reply (one line)\n"
             "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
@@ -151,6 +151,22 @@ static int build_request(int argc, char **argv, char *line, size_t cap, bool *js
 
 /* ---- finding and checking the agent -------------------------------------------------------- */
 
+/* The agent's socket pattern with each "%p" replaced by pid (as the agent does). */
+static bool expand_pid(const char *pattern, long pid, char *out, size_t cap)
+{
+    size_t used = 0;
+    for (const char *p = pattern; *p; p++) {
+        bool is_pid = p[0] == '%' && p[1] == 'p';
+        int n = is_pid ? snprintf(out + used, cap - used, "%ld", pid)
+                       : snprintf(out + used, cap - used, "%c", *p);
+        if (n < 0 || (size_t)n >= cap - used)
+            return false;
+        used += (size_t)n;
+        p += is_pid;
+    }
+    return true;
+}
+
 /* The HOTPATCH_SOCKET the target process was started with, if its environment is readable. */
 static bool socket_from_environment(long pid, char *out, size_t cap)
 {
@@ -165,9 +181,8 @@ static bool socket_from_environment(long pid, char *out, size_t cap)
     env[n] = '\0';
     for (size_t i = 0; i < n; i += strlen(env + i) + 1) {
         const char *kv = env + i;
-        if (strncmp(kv, "HOTPATCH_SOCKET=", 16) == 0 && kv[16] &&
-            (size_t)snprintf(out, cap, "%s", kv + 16) < cap)
-            return true;
+        if (strncmp(kv, "HOTPATCH_SOCKET=", 16) == 0 && kv[16])
+            return expand_pid(kv + 16, pid, out, cap);
     }
     return false;
 }

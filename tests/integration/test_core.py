@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -11,6 +12,16 @@ import time
 import pytest
 
 from conftest import BIN, LIB, HOTPATCH, cli, nc, raw, session, open_fds
+
+
+def _retry_cli(*args, seconds=5):
+    """Runs the CLI until it succeeds (an agent that is still starting) or time runs out."""
+    deadline = time.time() + seconds
+    while True:
+        r = cli(*args)
+        if r.returncode == 0 or time.time() > deadline:
+            return r
+        time.sleep(0.1)
 
 
 # ---- var through the CLI ------------------------------------------------------------------
@@ -567,14 +578,12 @@ def test_examples_stop_cleanly_on_sigterm_and_remove_their_socket(spawn, program
 
 
 def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
-    p = spawn([BIN / "forker"])
+    p = spawn([BIN / "forker", "serve"])
     p.wait_output(r"parent-serving")
     child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
     child_socket = f"/tmp/{child_pid}.socket"
-    for _ in range(100):
-        if os.path.exists(child_socket):
-            break
-        time.sleep(0.02)
+    r = _retry_cli("-p", child_pid, "var", "get", "value")
+    assert r.stdout == "1\n", r.stderr
     assert cli("-p", p.pid, "var", "set", "value", "5").returncode == 0
     assert cli("-p", child_pid, "var", "get", "value").stdout == "1\n"
     assert cli("-p", child_pid, "var", "set", "value", "2").returncode == 0
@@ -584,13 +593,37 @@ def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
     assert cli("-p", p.pid, "var", "get", "value").stdout == "5\n"
 
 
-def _retry_cli(*args, seconds=5):
-    deadline = time.time() + seconds
-    while True:
-        r = cli(*args)
-        if r.returncode == 0 or time.time() > deadline:
-            return r
-        time.sleep(0.1)
+def test_fork_then_exec_leaves_no_socket(spawn):
+    p = spawn([BIN / "forker", "exec"])
+    child_pid = int(p.lines[p.wait_output(r"^parent-serving \d+")].split()[1])
+    child_socket = f"/tmp/{child_pid}.socket"
+    deadline = time.time() + 0.8
+    while time.time() < deadline:  # the exec'd child (sleep 1) lives on with the same pid
+        assert not os.path.exists(child_socket)
+        time.sleep(0.05)
+    p.wait_output(r"child-exited 0")
+    assert not os.path.exists(child_socket)
+    assert cli("-p", p.pid, "var", "get", "value").stdout == "1\n"
+
+
+def test_fork_agent_can_be_turned_off(spawn):
+    p = spawn([BIN / "forker", "serve"], env={"HOTPATCH_FORK_AGENT": "0"})
+    child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
+    time.sleep(0.5)
+    assert not os.path.exists(f"/tmp/{child_pid}.socket")
+    os.kill(child_pid, signal.SIGKILL)
+
+
+def test_socket_path_pattern_gives_each_process_its_own(spawn, tmp_path):
+    pattern = str(tmp_path / "agent-%p.sock")
+    p = spawn([BIN / "forker", "serve"], env={"HOTPATCH_SOCKET": pattern},
+              socket=pattern.replace("%p", "{}"), wait_socket=False)
+    p.socket = pattern.replace("%p", str(p.pid))
+    p.wait_socket()
+    child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
+    r = _retry_cli("-p", child_pid, "var", "set", "value", "2")
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(p.socket)
 
 
 def test_agent_survives_the_program_closing_its_descriptors(spawn):
