@@ -649,3 +649,25 @@ def test_agent_never_touches_descriptors_the_program_dup2ed_over(spawn, tmp_path
     assert p.wait_exit() == 0
     assert victim.read_bytes() == b""
     assert not os.path.exists(p.socket)
+
+
+def _signal_masks(pid):
+    masks = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("SigCgt", "SigIgn", "SigBlk"):
+                masks[key] = line.split()[1]
+    return masks
+
+
+def test_agent_never_changes_the_programs_signal_dispositions(server):
+    before = _signal_masks(server.pid)
+    assert int(before["SigCgt"], 16) & (1 << (signal.SIGTERM - 1))  # the program's own handler
+    cli("-p", server.pid, "var", "set", "age", "1")
+    cli("-p", server.pid, "lib", "load", "m", "libm.so.6")
+    cli("-p", server.pid, "lib", "unload", "m")
+    raw(server.socket, b"\xff" * 5000)
+    nc(server.socket, "help\n")
+    after = _signal_masks(server.pid)
+    assert before["SigCgt"] == after["SigCgt"] and before["SigIgn"] == after["SigIgn"]
