@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, LIB, HOTPATCH, cli, nc, raw, session, open_fds
+from conftest import BIN, cli, nc, raw, read_until_closed, session, open_fds
 
 
 def _retry_cli(*args, seconds=5):
@@ -160,12 +160,7 @@ def test_session_pipelined_requests_are_answered_in_order(server):
     s.settimeout(5)
     s.connect(server.socket)
     s.sendall(b"session\n" + b"".join(f"var set age {i}\n".encode() for i in range(100)) + b"quit\n")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = read_until_closed(s)
     s.close()
     replies = [json.loads(l) for l in data.splitlines()]
     assert len(replies) == 102
@@ -248,14 +243,8 @@ def test_two_hundred_concurrent_clients(server):
         s.connect(server.socket)
         barrier.wait()
         s.sendall(b"json var get age\n" if i % 2 else b"var list\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        results[i] = read_until_closed(s)
         s.close()
-        results[i] = data
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(200)]
     for t in threads:
