@@ -81,24 +81,27 @@ static bool needs_quotes(const char *w)
     return *w == '\0' || strpbrk(w, " \t\"'\\") != NULL;
 }
 
-/* Appends word to line (capacity cap), quoting when needed. False when it does not fit. */
+/* Appends word to line (capacity cap), quoting when needed. False, and the line unchanged,
+ * when the whole word does not fit: a request is never sent cut short. */
 static bool append_word(char *line, size_t cap, const char *word)
 {
-    size_t n = strlen(line);
-    if (n && n + 1 < cap)
-        line[n++] = ' ';
     bool quote = needs_quotes(word);
-    if (quote && n + 1 < cap)
+    size_t n = strlen(line), need = (n > 0) + (quote ? 2 : 0);
+    for (const char *p = word; *p; p++)
+        need += 1 + (quote && (*p == '"' || *p == '\\'));
+    if (n + need + 1 > cap)
+        return false;
+    if (n)
+        line[n++] = ' ';
+    if (quote)
         line[n++] = '"';
-    for (const char *p = word; *p && n + 2 < cap; p++) {
+    for (const char *p = word; *p; p++) {
         if (quote && (*p == '"' || *p == '\\'))
             line[n++] = '\\';
         line[n++] = *p;
     }
-    if (quote && n + 1 < cap)
+    if (quote)
         line[n++] = '"';
-    if (n + 1 >= cap)
-        return false;
     line[n] = '\0';
     return true;
 }

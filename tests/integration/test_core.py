@@ -660,3 +660,14 @@ def test_agent_never_changes_the_programs_signal_dispositions(server):
     nc(server.socket, "help\n")
     after = _signal_masks(server.pid)
     assert before["SigCgt"] == after["SigCgt"] and before["SigIgn"] == after["SigIgn"]
+
+
+def test_cli_refuses_a_request_over_the_line_limit_instead_of_cutting_it(server):
+    r = cli("-p", server.pid, "var", "set", "user_name", "x" * 5000)
+    assert r.returncode == 2
+    assert r.stderr == "hotpatch: the request is longer than the agent's limit of 4096 bytes\n"
+    assert cli("-p", server.pid, "var", "get", "user_name").stdout == "myname\n"
+    r = cli("-p", server.pid, "var", "get", "y" * (4096 - len("json var get ")))
+    assert r.returncode == 1 and "no variable named" in r.stderr
+    r = cli("-p", server.pid, "var", "get", "y" * (4097 - len("json var get ")))
+    assert r.returncode == 2
