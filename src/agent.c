@@ -10,6 +10,8 @@
  *   HOTPATCH_SESSION_TIMEOUT_MS    idle time allowed between requests in a session (300000)
  *   HOTPATCH_WRITE_TIMEOUT_MS      time a client has to take its reply (10000)
  *   HOTPATCH_MAX_CLIENTS           simultaneous connections (512)
+ * and the access and audit policy (policy.c): HOTPATCH_ALLOW_UIDS, HOTPATCH_READ_ONLY,
+ * HOTPATCH_AUDIT.
  * A value that does not parse is ignored with a log line; the agent never refuses to start
  * because of a tuning knob.
  *
@@ -108,7 +110,10 @@ HOTPATCH_API int hotpatch_start(void)
         .max_clients = env_int("HOTPATCH_MAX_CLIENTS", 512, 1, 65536),
     };
     pthread_mutex_lock(&agent_lock);
-    rc = running ? 0 : hp_server_start(&cfg, &running);
+    if (!running) {
+        hp_policy_load();
+        rc = hp_server_start(&cfg, &running);
+    }
     pthread_mutex_unlock(&agent_lock);
     return rc;
 }

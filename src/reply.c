@@ -65,6 +65,11 @@ bool hp_reply_ok(const struct hp_reply *r)
     return !r->failed;
 }
 
+const char *hp_reply_error_text(const struct hp_reply *r)
+{
+    return r->failed ? r->error : "";
+}
+
 static void set_error_v(struct hp_reply *r, const char *fmt, va_list ap)
 {
     if (r->failed)

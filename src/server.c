@@ -8,8 +8,9 @@
  * for a request, waiting between session requests, waiting for the client to take its reply).
  * Sends use MSG_NOSIGNAL, so a vanished client is an error code, never SIGPIPE in the host.
  *
- * Who may talk: the kernel's SO_PEERCRED says which uid is at the other end; only root and the
- * process's own uid are answered. Others get a one-line refusal and a line in the log.
+ * Who may talk: the kernel's SO_PEERCRED says which uid is at the other end; policy.c says
+ * whether it is answered (root and the process's uid by default). Others get a one-line
+ * refusal and a line in the log.
  *
  * The socket file: created with bind(2) and set to mode 0600. A path that already exists is
  * replaced only when it is a socket owned by this uid that nobody answers on (the stale socket
@@ -224,11 +225,6 @@ static void remove_socket_file(const struct hp_server *s)
 
 /* ---- connections --------------------------------------------------------------------------- */
 
-static bool peer_allowed(const struct hp_peer *peer)
-{
-    return peer->uid == 0 || peer->uid == geteuid() || peer->uid == getuid();
-}
-
 /* Best effort, for a connection about to be closed: never blocks, never raises SIGPIPE. */
 static void send_and_forget(int fd, const char *text)
 {
@@ -293,12 +289,13 @@ static void admit(struct hp_server *s, int fd)
         refuse_connection(fd, &peer, "cannot take the connection");
         return;
     }
-    if (!peer_allowed(&peer)) {
+    if (!hp_policy_allows(peer.uid)) {
         /* Refused through the normal reply path, so the refusal survives a client that has
          * already sent its request (closing with unread input would reset the connection). */
-        char reason[160];
+        char allowed[200], reason[300];
+        hp_policy_describe_allowed(allowed, sizeof allowed);
         snprintf(reason, sizeof reason, "permission denied: uid %ld may not control this process "
-                 "(allowed: root and uid %ld)", (long)peer.uid, (long)geteuid());
+                 "(allowed: %s)", (long)peer.uid, allowed);
         hp_log("refused connection from uid %ld pid %ld: %s", (long)peer.uid, (long)peer.pid,
                reason);
         queue_error(s, c, reason);

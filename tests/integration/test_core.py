@@ -1,6 +1,7 @@
 """The core agent end to end: real example processes, the real CLI, nc and raw sockets."""
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -296,23 +297,87 @@ def test_other_user_is_refused_by_peer_credentials(spawn, tmp_path):
     os.chmod(p.socket, 0o666)
     r = subprocess.run(AS_NOBODY + ["nc", "-U", p.socket], input=b"var set age 1\n",
                        capture_output=True, timeout=10)
-    assert r.stdout.startswith(b"error: permission denied: uid 65534 may not control this process")
+    assert r.stdout == (b"error: permission denied: uid 65534 may not control this process "
+                        b"(allowed: root, uid 0)\n")
     assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
     time.sleep(0.1)
     assert any("refused connection from uid 65534" in l for l in p.err_lines)
 
 
-def test_mutations_are_logged_with_the_peer(server):
-    r = cli("-p", server.pid, "var", "set", "age", "5")
-    assert r.returncode == 0
+AUDIT_LINE = re.compile(r'^hotpatch\[(\d+)\]: audit time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z '
+                        r'uid=(\d+) pid=(\d+) request="(.*)" result=(.*)$')
+
+
+def test_mutations_are_audited_with_time_peer_and_result(server):
+    assert cli("-p", server.pid, "var", "set", "age", "5").returncode == 0
+    assert cli("-p", server.pid, "var", "set", "age", "x").returncode == 1
+    assert cli("-p", server.pid, "var", "get", "age").returncode == 0
     time.sleep(0.1)
-    logged = [l for l in server.err_lines if l.endswith("json var set age 5 -> ok")]
-    assert len(logged) == 1
-    assert logged[0].startswith(f"hotpatch[{server.pid}]: uid {os.geteuid()} pid ")
-    cli("-p", server.pid, "var", "set", "age", "x")
-    time.sleep(0.1)
-    assert any(l.endswith("json var set age x -> refused") for l in server.err_lines)
-    assert not any("var get" in l or "var list" in l for l in server.err_lines)
+    audits = [AUDIT_LINE.match(l) for l in server.err_lines if " audit " in l]
+    assert len(audits) == 2 and all(audits)
+    ok, refused = audits
+    assert ok.group(1) == str(server.pid) and ok.group(2) == str(os.geteuid())
+    assert ok.group(4) == "json var set age 5" and ok.group(5) == "ok"
+    assert refused.group(5).startswith("refused: 'x' is not a valid int")
+
+
+def test_audit_to_a_file(spawn, tmp_path):
+    log = tmp_path / "audit.log"
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_AUDIT": f"file:{log}"})
+    assert cli("-p", p.pid, "var", "set", "age", "6").returncode == 0
+    assert cli("-p", p.pid, "lib", "load", "x", "/nonexistent.so").returncode == 1
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and all(AUDIT_LINE.match(l) for l in lines)
+    assert 'request="json lib load x /nonexistent.so" result=refused: cannot load' in lines[1]
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
+    assert not any(" audit " in l for l in p.err_lines)
+
+
+def test_audit_to_syslog(spawn):
+    if os.path.exists("/dev/log"):
+        pytest.skip("a system logger owns /dev/log; not intercepting it")
+    collector = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    collector.bind("/dev/log")
+    collector.settimeout(5)
+    try:
+        p = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_AUDIT": "syslog"})
+        assert cli("-p", p.pid, "var", "set", "age", "8").returncode == 0
+        message = collector.recv(4096).decode()
+        assert f"hotpatch[{p.pid}]: audit time=" in message
+        assert 'request="json var set age 8" result=ok' in message
+    finally:
+        collector.close()
+        os.unlink("/dev/log")
+
+
+def test_read_only_agent_refuses_every_mutation(spawn):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_READ_ONLY": "1"})
+    assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
+    for args in (["var", "set", "age", "1"], ["lib", "load", "m", "libm.so.6"], ["lib", "unload", "m"]):
+        r = cli("-p", p.pid, *args)
+        assert r.returncode == 1
+        assert r.stderr.startswith("error: the agent is read-only (HOTPATCH_READ_ONLY is set); "
+                                   f"'{args[0]} {args[1]}' would change the process")
+    assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
+    assert cli("-p", p.pid, "lib", "list").stdout.startswith("no libraries")
+
+
+@needs_root
+def test_allowed_users_are_configurable(spawn):
+    allowed = spawn([BIN / "simple_server", "--interval-ms", "50"],
+                    env={"HOTPATCH_ALLOW_UIDS": "nobody,4242"})
+    os.chmod(allowed.socket, 0o666)
+    r = subprocess.run(AS_NOBODY + ["nc", "-U", allowed.socket], input=b"var set age 3\n",
+                       capture_output=True, timeout=10)
+    assert r.stdout == b"age = 3 (was 10)\n"
+    assert cli("-p", allowed.pid, "var", "get", "age").stdout == "3\n"  # root still allowed
+
+    others = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_ALLOW_UIDS": "4242"})
+    os.chmod(others.socket, 0o666)
+    r = subprocess.run(AS_NOBODY + ["nc", "-U", others.socket], input=b"var get age\n",
+                       capture_output=True, timeout=10)
+    assert r.stdout == (b"error: permission denied: uid 65534 may not control this process "
+                        b"(allowed: root, uid 4242)\n")
 
 
 # ---- socket file life cycle ----------------------------------------------------------------------
@@ -441,6 +506,38 @@ def test_lib_load_errors_carry_dlerror(server, tmp_path):
     assert nc(server.socket, "lib load rel some/dir/lib.so\n").startswith(
         "error: relative path 'some/dir/lib.so' would be resolved against the process's working directory")
     assert cli("-p", server.pid, "lib", "list").stdout.startswith("no libraries are loaded")
+
+
+def test_lib_load_refuses_files_others_could_have_written(server, tmp_path):
+    libm = subprocess.run(["sh", "-c", "ldconfig -p | awk '/libm.so.6 .*x86-64/ {print $NF; exit}'"],
+                          capture_output=True, text=True).stdout.strip()
+    lib = tmp_path / "libshared.so"
+    lib.write_bytes(open(libm, "rb").read())
+    os.chmod(lib, 0o666)
+    r = cli("-p", server.pid, "lib", "load", "w", lib)
+    assert r.returncode == 1
+    assert r.stderr == (f"error: refusing to load {lib}: file {lib} is writable by every user "
+                        f"(mode 0666); only root or uid {os.geteuid()} may be able to change it\n")
+    os.chmod(lib, 0o664)
+    assert "is writable by its group (mode 0664)" in cli("-p", server.pid, "lib", "load", "w", lib).stderr
+    os.chmod(lib, 0o644)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    (open_dir / "lib.so").write_bytes(lib.read_bytes())
+    r = cli("-p", server.pid, "lib", "load", "w", open_dir / "lib.so")
+    assert f"directory {open_dir} is writable by every user (mode 0777)" in r.stderr
+    os.chmod(open_dir, 0o1777)  # sticky: others cannot replace our file
+    assert cli("-p", server.pid, "lib", "load", "sticky", open_dir / "lib.so").returncode == 0
+    link = tmp_path / "link.so"
+    link.symlink_to(open_dir / "lib.so")
+    os.chmod(open_dir, 0o777)
+    assert "is writable by every user" in cli("-p", server.pid, "lib", "load", "via_link", link).stderr
+    if os.geteuid() == 0:
+        os.chown(lib, 65534, 65534)
+        r = cli("-p", server.pid, "lib", "load", "foreign", lib)
+        assert f"file {lib} is owned by uid 65534; it must be owned by root or uid 0" in r.stderr
+    assert [l.split()[0] for l in cli("-p", server.pid, "lib", "list").stdout.splitlines()] == ["NAME", "sticky"]
 
 
 def test_cli_makes_relative_library_paths_absolute(server, tmp_path):
