@@ -284,6 +284,8 @@ struct hp_server_config {
     int session_timeout_ms;      /* idle limit between requests in a session */
     int write_timeout_ms;        /* a reply not taken by the client within this long is dropped */
     int max_clients;
+    int start_delay_ms;          /* > 0: the thread waits this long, then creates the socket
+                                  * (errors are then logged, not returned) */
 };
 /* Creates the socket and starts the thread. 0 or negative errno (and a log line). */
 int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out);

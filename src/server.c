@@ -189,11 +189,6 @@ static int bind_path(int fd, const char *path)
 /* Creates, binds (mode 0600) and listens on the socket; records the file's identity. */
 static int bind_socket(struct hp_server *s)
 {
-    size_t len = strlen(s->cfg.socket_path);
-    if (len >= sizeof s->path)
-        return -ENAMETOOLONG;
-    memcpy(s->path, s->cfg.socket_path, len + 1);
-
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
@@ -555,9 +550,28 @@ static void serve_events(struct hp_server *s, struct pollfd *fds, size_t polled)
     }
 }
 
+/* A delayed start (a forked child's agent) waits first, so a child that execs right after
+ * fork never creates a socket; a wake-up during the wait means stop. */
+static bool delayed_bind(struct hp_server *s)
+{
+    struct pollfd wake = {.fd = s->wake.fd, .events = POLLIN};
+    int n;
+    do
+        n = poll(&wake, 1, s->cfg.start_delay_ms);
+    while (n < 0 && errno == EINTR);
+    if (n != 0 || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+        return false;
+    int rc = bind_socket(s);
+    if (rc != 0)
+        hp_log("cannot serve %s: %s", s->path[0] ? s->path : s->cfg.socket_path, strerror(-rc));
+    return rc == 0;
+}
+
 static void *server_main(void *arg)
 {
     struct hp_server *s = arg;
+    if (s->cfg.start_delay_ms > 0 && !delayed_bind(s))
+        return NULL;
     size_t cap = (size_t)s->cfg.max_clients + 2;
     struct pollfd *fds = calloc(cap, sizeof *fds);
     if (!fds) {
@@ -632,7 +646,13 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out)
     s->listener.fd = -1;
     own(&s->wake, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     s->clients = calloc((size_t)cfg->max_clients, sizeof *s->clients);
-    int rc = s->wake.fd < 0 ? -EMFILE : !s->clients ? -ENOMEM : bind_socket(s);
+    size_t len = strlen(cfg->socket_path);
+    int rc = s->wake.fd < 0 ? -EMFILE : !s->clients ? -ENOMEM
+             : len >= sizeof s->path ? -ENAMETOOLONG : 0;
+    if (rc == 0)
+        memcpy(s->path, cfg->socket_path, len + 1);
+    if (rc == 0 && cfg->start_delay_ms <= 0)
+        rc = bind_socket(s);
     if (rc == 0)
         rc = start_thread(s);
     if (rc != 0) {

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -10,7 +11,17 @@ import time
 
 import pytest
 
-from conftest import BIN, LIB, HOTPATCH, cli, nc, raw, session, open_fds
+from conftest import BIN, cli, nc, raw, read_until_closed, session, open_fds
+
+
+def _retry_cli(*args, seconds=5):
+    """Runs the CLI until it succeeds (an agent that is still starting) or time runs out."""
+    deadline = time.time() + seconds
+    while True:
+        r = cli(*args)
+        if r.returncode == 0 or time.time() > deadline:
+            return r
+        time.sleep(0.1)
 
 
 # ---- var through the CLI ------------------------------------------------------------------
@@ -149,12 +160,7 @@ def test_session_pipelined_requests_are_answered_in_order(server):
     s.settimeout(5)
     s.connect(server.socket)
     s.sendall(b"session\n" + b"".join(f"var set age {i}\n".encode() for i in range(100)) + b"quit\n")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = read_until_closed(s)
     s.close()
     replies = [json.loads(l) for l in data.splitlines()]
     assert len(replies) == 102
@@ -237,14 +243,8 @@ def test_two_hundred_concurrent_clients(server):
         s.connect(server.socket)
         barrier.wait()
         s.sendall(b"json var get age\n" if i % 2 else b"var list\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        results[i] = read_until_closed(s)
         s.close()
-        results[i] = data
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(200)]
     for t in threads:
@@ -567,14 +567,12 @@ def test_examples_stop_cleanly_on_sigterm_and_remove_their_socket(spawn, program
 
 
 def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
-    p = spawn([BIN / "forker"])
+    p = spawn([BIN / "forker", "serve"])
     p.wait_output(r"parent-serving")
     child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
     child_socket = f"/tmp/{child_pid}.socket"
-    for _ in range(100):
-        if os.path.exists(child_socket):
-            break
-        time.sleep(0.02)
+    r = _retry_cli("-p", child_pid, "var", "get", "value")
+    assert r.stdout == "1\n", r.stderr
     assert cli("-p", p.pid, "var", "set", "value", "5").returncode == 0
     assert cli("-p", child_pid, "var", "get", "value").stdout == "1\n"
     assert cli("-p", child_pid, "var", "set", "value", "2").returncode == 0
@@ -584,13 +582,37 @@ def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
     assert cli("-p", p.pid, "var", "get", "value").stdout == "5\n"
 
 
-def _retry_cli(*args, seconds=5):
-    deadline = time.time() + seconds
-    while True:
-        r = cli(*args)
-        if r.returncode == 0 or time.time() > deadline:
-            return r
-        time.sleep(0.1)
+def test_fork_then_exec_leaves_no_socket(spawn):
+    p = spawn([BIN / "forker", "exec"])
+    child_pid = int(p.lines[p.wait_output(r"^parent-serving \d+")].split()[1])
+    child_socket = f"/tmp/{child_pid}.socket"
+    deadline = time.time() + 0.8
+    while time.time() < deadline:  # the exec'd child (sleep 1) lives on with the same pid
+        assert not os.path.exists(child_socket)
+        time.sleep(0.05)
+    p.wait_output(r"child-exited 0")
+    assert not os.path.exists(child_socket)
+    assert cli("-p", p.pid, "var", "get", "value").stdout == "1\n"
+
+
+def test_fork_agent_can_be_turned_off(spawn):
+    p = spawn([BIN / "forker", "serve"], env={"HOTPATCH_FORK_AGENT": "0"})
+    child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
+    time.sleep(0.5)
+    assert not os.path.exists(f"/tmp/{child_pid}.socket")
+    os.kill(child_pid, signal.SIGKILL)
+
+
+def test_socket_path_pattern_gives_each_process_its_own(spawn, tmp_path):
+    pattern = str(tmp_path / "agent-%p.sock")
+    p = spawn([BIN / "forker", "serve"], env={"HOTPATCH_SOCKET": pattern},
+              socket=pattern.replace("%p", "{}"), wait_socket=False)
+    p.socket = pattern.replace("%p", str(p.pid))
+    p.wait_socket()
+    child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
+    r = _retry_cli("-p", child_pid, "var", "set", "value", "2")
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(p.socket)
 
 
 def test_agent_survives_the_program_closing_its_descriptors(spawn):
@@ -616,3 +638,36 @@ def test_agent_never_touches_descriptors_the_program_dup2ed_over(spawn, tmp_path
     assert p.wait_exit() == 0
     assert victim.read_bytes() == b""
     assert not os.path.exists(p.socket)
+
+
+def _signal_masks(pid):
+    masks = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("SigCgt", "SigIgn", "SigBlk"):
+                masks[key] = line.split()[1]
+    return masks
+
+
+def test_agent_never_changes_the_programs_signal_dispositions(server):
+    before = _signal_masks(server.pid)
+    assert int(before["SigCgt"], 16) & (1 << (signal.SIGTERM - 1))  # the program's own handler
+    cli("-p", server.pid, "var", "set", "age", "1")
+    cli("-p", server.pid, "lib", "load", "m", "libm.so.6")
+    cli("-p", server.pid, "lib", "unload", "m")
+    raw(server.socket, b"\xff" * 5000)
+    nc(server.socket, "help\n")
+    after = _signal_masks(server.pid)
+    assert before["SigCgt"] == after["SigCgt"] and before["SigIgn"] == after["SigIgn"]
+
+
+def test_cli_refuses_a_request_over_the_line_limit_instead_of_cutting_it(server):
+    r = cli("-p", server.pid, "var", "set", "user_name", "x" * 5000)
+    assert r.returncode == 2
+    assert r.stderr == "hotpatch: the request is longer than the agent's limit of 4096 bytes\n"
+    assert cli("-p", server.pid, "var", "get", "user_name").stdout == "myname\n"
+    r = cli("-p", server.pid, "var", "get", "y" * (4096 - len("json var get ")))
+    assert r.returncode == 1 and "no variable named" in r.stderr
+    r = cli("-p", server.pid, "var", "get", "y" * (4097 - len("json var get ")))
+    assert r.returncode == 2
