@@ -33,7 +33,7 @@ USAGE = (
     "Talks to the hotpatch agent inside a running process.\n"
     "\n"
     "  -p, --pid PID       the process (its agent listens on /tmp/PID.socket, or on the\n"
-    "                      HOTPATCH_SOCKET set in the process's environment)\n"
+    "                      HOTPATCH_SOCKET set in the process's environment, %p = pid)\n"
     "  -s, --socket PATH   talk to the agent socket at PATH\n"
     "  -j, --json          print the agent's JSON reply (one line)\n"
     "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"

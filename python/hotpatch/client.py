@@ -78,30 +78,20 @@ def quote_word(word: Word) -> bytes:
 
 def _append_word(line: bytearray, word: bytes, cap: int) -> bool:
     """Appends ``word`` to ``line`` the way the C client's append_word() does into a buffer of
-    ``cap`` bytes (room for the terminating NUL included), and returns False where it would.
-
-    The C function stops copying silently when the buffer fills inside the last word and still
-    reports success (the line is then cut short); here a cut word is refused instead, so the
-    agent never receives a truncated value.
+    ``cap`` bytes (room for the terminating NUL included): quoted when needed, and only whole.
+    Returns False, leaving ``line`` unchanged, when the word does not fit, so the agent never
+    receives a value cut short.
     """
-    n = len(line)
-    if n and n + 1 < cap:
-        line.append(0x20)
     quote = _needs_quotes(word)
-    if quote and len(line) + 1 < cap:
-        line.append(0x22)
-    copied = 0
+    body = bytearray()
     for c in word:
-        if len(line) + 2 >= cap:
-            break
         if quote and c in (0x22, 0x5C):
-            line.append(0x5C)
-        line.append(c)
-        copied += 1
-    if quote and len(line) + 1 < cap:
-        line.append(0x22)
-    if len(line) + 1 >= cap or copied < len(word):
+            body.append(0x5C)
+        body.append(c)
+    piece = (b" " if line else b"") + (b'"' + body + b'"' if quote else body)
+    if len(line) + len(piece) + 1 > cap:
         return False
+    line += piece
     return True
 
 
@@ -172,7 +162,8 @@ def format_value(value: Any) -> str:
 
 def socket_path_for_pid(pid: int) -> str:
     """The socket of process ``pid``: the ``HOTPATCH_SOCKET`` in its environment when that is
-    readable and set (and shorter than PATH_MAX), else ``/tmp/PID.socket`` — the C client's
+    readable and set (``%p`` replaced by the pid; shorter than PATH_MAX), else
+    ``/tmp/PID.socket`` — the C client's
     rule, reading at most the first 64 KiB of ``/proc/PID/environ`` as it does."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
@@ -182,7 +173,7 @@ def socket_path_for_pid(pid: int) -> str:
     if env is not None:
         for entry in env.split(b"\0"):
             if entry.startswith(b"HOTPATCH_SOCKET=") and len(entry) > 16:
-                value = entry[16:]
+                value = entry[16:].replace(b"%p", str(pid).encode())  # as the agent expands it
                 if len(value) < _PATH_MAX:
                     return os.fsdecode(value)
     return f"/tmp/{pid}.socket"
