@@ -42,6 +42,7 @@ USAGE = (
     "Commands (the agent's 'help' lists all of them):\n"
     "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
     "  lib list | lib load NAME PATH | lib unload NAME\n"
+    "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
     "  help [FAMILY] | version\n"
     "\n"
     "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.\n"

@@ -253,7 +253,7 @@ def test_refusals_are_identical(server):
                  ["var", "set", "age", "99999999999"], ["var", "get", "string", "age"],
                  ["var", "get", "age", "extra"], ["var"], ["var", "frob"], ["lib", "unload", "x"],
                  ["lib", "load", "bad name!", LIBM], ["lib", "load", "x", "/nonexistent/lib.so"],
-                 ["gflags", "list"], ["func", "list"], ["glog", "get", "v"], ["-j", "nope"],
+                 ["gflags", "list"], ["func", "rollback", "nosuch"], ["glog", "get", "v"], ["-j", "nope"],
                  ["var", "get", "\xe9\udcff"], ["var", "set", "age", ""]):
         rc, out, err = assert_same("-p", p, *args)
         assert rc == 1, args
