@@ -8,7 +8,8 @@
 # otherwise it starts its own. Exits non-zero if any step does not do what it shows.
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
-HOTPATCH="$BUILD/bin/hotpatch"
+export PATH="$BUILD/bin:$PATH"
+HOTPATCH=hotpatch
 bold=$'\e[1m'; dim=$'\e[2m'; reset=$'\e[0m'
 [ -t 1 ] || { bold=; dim=; reset=; }
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$reset"; }
