@@ -71,12 +71,12 @@ static double now_ns(void)
 
 /* One loop per variant, so each call site is a plain direct call (or one indirect call). */
 #define LOOP(name, call)                                                                   \
-    static NOIPA double loop_##name(long n, int *sink)                                   \
+    static NOIPA double loop_##name(long n, unsigned *sink)                              \
     {                                                                                      \
-        int s = 0;                                                                         \
+        unsigned s = 0; /* unsigned: the sum may wrap without undefined behaviour */     \
         double t0 = now_ns();                                                              \
         for (long i = 0; i < n; i++)                                                       \
-            s += call((int)i, 7);                                                          \
+            s += (unsigned)call((int)(i & 0xffff), 7);                                     \
         double t1 = now_ns();                                                              \
         *sink += s;                                                                        \
         return (t1 - t0) / (double)n;                                                      \
@@ -210,7 +210,7 @@ int main(int argc, char **argv)
     static const char *names[N] = {"direct call", "function pointer", "patched near (rel32)",
                                    "patched far (relay)", "seed push/mov/ret"};
     double samples[N][64];
-    int sink = 0;
+    unsigned sink = 0;
     for (int r = 0; r < rounds; r++) {
         samples[DIRECT][r] = loop_direct(calls_per_round, &sink);
         samples[POINTER][r] = loop_pointer(calls_per_round, &sink);
@@ -221,8 +221,8 @@ int main(int argc, char **argv)
     double med[N];
     for (int v = 0; v < N; v++)
         med[v] = median(samples[v], rounds);
-    printf("call cost: median of %d rounds x %ld calls (sink %d)\n", rounds, calls_per_round,
-           sink & 1);
+    printf("call cost: median of %d rounds x %ld calls (sink %u)\n", rounds, calls_per_round,
+           sink & 1u);
     printf("  %-22s %8s %8s\n", "variant", "ns/call", "ratio");
     for (int v = 0; v < N; v++)
         printf("  %-22s %8.3f %7.2fx\n", names[v], med[v], med[v] / med[DIRECT]);

@@ -129,5 +129,7 @@ def test_afterwards_the_process_is_unharmed(victim):
     fds = open_fds(victim.pid, expect=victim.fds_before, timeout=10)
     assert fds == victim.fds_before
     grown = rss_kb(victim.pid) - victim.rss_before
+    if os.environ.get("HOTPATCH_SANITIZE"):
+        return  # sanitizer runtimes keep freed memory in quarantine: RSS says nothing there
     assert grown < RSS_BOUND_KB, f"resident memory grew by {grown} KiB"
     print(f"rss before {victim.rss_before} KiB, growth {grown} KiB")
