@@ -1,17 +1,19 @@
 /*
  * simple_server.c — the smallest program that uses hotpatch, in C.
  *
- * It registers a string, an int and a function, starts the agent, and prints one line per
+ * It registers a string, an int, a validated int and a function, starts the agent, and prints one line per
  * interval with the current values and add_func(1, 2), so every change made through the socket
  * shows up in its output:
  *
  *   user_name=myname age=10 add_func(1, 2)=3
  *
  * Options: --interval-ms N (default 1000), --count N (stop after N lines; default: forever).
+ * SIGINT and SIGTERM stop it cleanly.
  * Output is line-buffered so tests and demos see each line as it is printed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,19 @@
 
 static char user_name[64] = "myname";
 static int age = 10;
+/* Not printed: shows a validator, which refuses values outside 1..60000 with its own reason. */
+static int timeout_ms = 1000;
+
+static int timeout_in_range(const char *name, const void *value, char *why, size_t cap,
+                            void *user)
+{
+    (void)user;
+    int v = *(const int *)value;
+    if (v >= 1 && v <= 60000)
+        return 0;
+    snprintf(why, cap, "%s must be between 1 and 60000 milliseconds, not %d", name, v);
+    return 1;
+}
 
 /* The function an operator may upgrade. noinline keeps a real call in the loop below, and the
  * volatile read keeps the body longer than a 5-byte jump, as a real function would be. */
@@ -28,6 +43,16 @@ __attribute__((noinline)) int add_func(int a, int b)
 {
     volatile int bias = 0;
     return a + b + bias;
+}
+
+/* SIGINT and SIGTERM end the loop, so the program exits normally and the agent removes its
+ * socket (a process killed outright leaves it behind for the next start to replace). */
+static volatile sig_atomic_t stopping;
+
+static void request_stop(int sig)
+{
+    (void)sig;
+    stopping = 1;
 }
 
 static long parse_option(const char *name, const char *text)
@@ -44,7 +69,7 @@ static long parse_option(const char *name, const char *text)
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !stopping)
         ;
 }
 
@@ -62,15 +87,19 @@ int main(int argc, char **argv)
         }
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sigaction sa = {.sa_handler = request_stop};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     hotpatch_register_string("user_name", user_name, sizeof user_name);
     hotpatch_register_variable("age", &age);
+    hotpatch_register_variable_checked("timeout_ms", &timeout_ms, timeout_in_range, NULL, NULL);
     hotpatch_register_function("add_func", (void *)add_func);
     int rc = hotpatch_start();
     if (rc != 0)
         fprintf(stderr, "simple_server: hotpatch agent not started: %s\n", strerror(-rc));
 
-    for (long n = 0; count < 0 || n < count; n++) {
+    for (long n = 0; !stopping && (count < 0 || n < count); n++) {
         char name[sizeof user_name];
         hotpatch_get_string("user_name", name, sizeof name);
         printf("user_name=%s age=%d add_func(1, 2)=%d\n", name,

@@ -5,6 +5,7 @@
  * add_func(1, 2). Options: --interval-ms N, --count N.
  */
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +22,9 @@ extern "C" __attribute__((noinline)) int add_func(int a, int b)
     volatile int bias = 0;
     return a + b + bias;
 }
+
+// SIGINT and SIGTERM end the loop so the program exits normally and the socket is removed.
+static volatile std::sig_atomic_t stopping;
 
 static long ParseOption(const char *name, const char *text)
 {
@@ -48,6 +52,8 @@ int main(int argc, char **argv)
         }
     }
     std::setvbuf(stdout, nullptr, _IOLBF, 0);
+    std::signal(SIGINT, [](int) { stopping = 1; });
+    std::signal(SIGTERM, [](int) { stopping = 1; });
 
     hotpatch::RegisterVariable("user_name", &user_name);
     hotpatch::RegisterVariable("age", &age);
@@ -56,11 +62,12 @@ int main(int argc, char **argv)
         std::fprintf(stderr, "simple_server_cpp: hotpatch agent not started: %s\n",
                      std::strerror(-rc));
 
-    for (long n = 0; count < 0 || n < count; n++) {
+    for (long n = 0; !stopping && (count < 0 || n < count); n++) {
         std::printf("user_name=%s age=%d add_func(1, 2)=%d\n",
                     hotpatch::ReadString("user_name").c_str(),
                     __atomic_load_n(&age, __ATOMIC_RELAXED), add_func(1, 2));
-        std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+        for (long slept = 0; slept < interval_ms && !stopping; slept += 10)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     hotpatch::Stop();
     return 0;

@@ -14,9 +14,10 @@
  * because of a tuning knob.
  *
  * Exit: a destructor stops the agent so the socket disappears on normal exit. Fork: the child
- * inherits the agent's memory but not its thread, so a pthread_atfork child handler forgets
- * the parent's server (closing only descriptors) — the child never joins a thread it does not
- * have nor unlinks the parent's socket; it may call hotpatch_start() for its own.
+ * inherits the agent's memory but not its thread, so pthread_atfork handlers (installed when
+ * the library loads) hold the agent and registry locks across the fork, and the child forgets
+ * the parent's server (closing only descriptors): it never joins a thread it does not have nor
+ * unlinks the parent's socket, and may call hotpatch_start() for its own.
  */
 #include <errno.h>
 #include <limits.h>
@@ -30,7 +31,6 @@
 
 static pthread_mutex_t agent_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hp_server *running;          /* guarded by agent_lock */
-static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
 
 static int env_int(const char *name, int fallback, int min, int max)
 {
@@ -63,25 +63,39 @@ HOTPATCH_API int hotpatch_socket_path(char *buf, size_t cap)
     return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : n;
 }
 
+/*
+ * fork(): both locks are held across the fork so the child inherits consistent state and
+ * unlocked mutexes; the child then forgets the parent's server (its thread does not exist in
+ * the child) without touching the parent's socket file.
+ */
+static void lock_before_fork(void)
+{
+    pthread_mutex_lock(&agent_lock);
+    hp_registry_before_fork();
+}
+
+static void unlock_in_parent(void)
+{
+    hp_registry_after_fork();
+    pthread_mutex_unlock(&agent_lock);
+}
+
 static void forget_parent_agent(void)
 {
-    /* Runs in the child right after fork, single-threaded: no lock is needed, and the lock
-     * itself may have been held by a parent thread at fork time, so it is re-initialised. */
-    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-    agent_lock = fresh;
+    hp_registry_after_fork();
     if (running)
         hp_server_abandon(running);
     running = NULL;
+    pthread_mutex_unlock(&agent_lock);
 }
 
-static void install_fork_handler(void)
+__attribute__((constructor)) static void install_fork_handler(void)
 {
-    pthread_atfork(NULL, NULL, forget_parent_agent);
+    pthread_atfork(lock_before_fork, unlock_in_parent, forget_parent_agent);
 }
 
 HOTPATCH_API int hotpatch_start(void)
 {
-    pthread_once(&fork_handler_once, install_fork_handler);
     char path[PATH_MAX];
     int rc = hotpatch_socket_path(path, sizeof path);
     if (rc < 0)
@@ -122,9 +136,9 @@ HOTPATCH_API bool hotpatch_running(void)
     return r;
 }
 
-/* Normal exit (return from main, exit(), dlclose of the library): remove the socket. When exit
- * is called on the agent's own thread (from a change callback) the thread cannot be joined;
- * the socket file is still removed by hp_server_abandon's caller below. */
+/* Normal exit (return from main, exit(), dlclose of the library): stop and remove the socket.
+ * When exit is called on the agent's own thread (from a change callback) that thread cannot
+ * join itself; the socket file is removed directly instead. */
 __attribute__((destructor)) static void stop_at_exit(void)
 {
     if (hotpatch_stop() == -EDEADLK) {

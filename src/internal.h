@@ -230,6 +230,10 @@ int hp_registry_set_variable(const char *name, enum hotpatch_type want_type, con
                              enum hotpatch_type *type, char *old_value, char *new_value,
                              size_t value_cap, char *why, size_t why_cap);
 
+/* pthread_atfork handlers (installed by agent.c): hold the registry lock across fork(). */
+void hp_registry_before_fork(void);
+void hp_registry_after_fork(void);
+
 struct hp_function_view {
     const char *name;
     void *address;

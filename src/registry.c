@@ -79,6 +79,18 @@ static size_t table_search(const struct table *t, const char *name, bool *found)
     return lo;
 }
 
+/* fork(): the registry lock is taken before the fork and released on both sides after it, so
+ * the child never inherits a lock held by a thread it does not have, nor a table mid-update. */
+void hp_registry_before_fork(void)
+{
+    pthread_mutex_lock(&registry_lock);
+}
+
+void hp_registry_after_fork(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+}
+
 static void *table_find(const struct table *t, const char *name)
 {
     bool found;

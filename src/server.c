@@ -16,6 +16,12 @@
  * of a dead process); anything else makes the start fail. On stop the path is unlinked only if
  * it is still the very inode this server created.
  *
+ * Descriptors: the program may close or dup2() over descriptors it does not own (daemons often
+ * close every fd at start-up). So each descriptor the server owns remembers the identity
+ * (st_dev, st_ino) of what it opened, and is checked before it is used or closed: a descriptor
+ * that now names something else is forgotten, never read, written or closed, and a lost listen
+ * socket or wake-up eventfd is recreated within a second.
+ *
  * The thread runs with asynchronous signals blocked, so the program's signal handlers run on
  * the program's own threads; synchronous faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP) stay
  * deliverable because blocking them would make the kernel kill the process instead.
@@ -37,16 +43,33 @@
 
 #include "internal.h"
 
-enum client_state { READING, WRITING };
+/*
+ * READING a request, WRITING its reply, then (unless in a session) DRAINING: the write side is
+ * shut and input is discarded until the client closes, for a bounded time. Closing a socket
+ * with unread input would make the kernel reset the connection, and the client could lose the
+ * reply it has not read yet (an over-long line is the usual case).
+ */
+enum client_state { READING, WRITING, DRAINING };
+
+/* A descriptor and the identity of the object it was opened on. */
+struct owned_fd {
+    int fd;                      /* -1 when none */
+    dev_t dev;
+    ino_t ino;
+};
+
+#define DRAIN_MS 1000              /* longest lingering close */
+#define DRAIN_BYTES (1u << 20)     /* most input discarded while lingering */
 
 struct client {
-    int fd;
+    struct owned_fd sock;
     struct hp_peer peer;
     enum client_state state;
     bool in_session;
     bool close_after_write;
     long long deadline_ms;       /* monotonic; the connection closes when it passes */
     size_t in_len;
+    size_t drained;              /* bytes discarded while DRAINING */
     char *out;
     size_t out_len, out_sent;
     char in[HP_LINE_MAX + 2];    /* one line plus '\r' and '\n' */
@@ -54,8 +77,9 @@ struct client {
 
 struct hp_server {
     pthread_t thread;
-    int listen_fd;
-    int wake_fd;                 /* eventfd: hp_server_stop() writes it to end the loop */
+    struct owned_fd listener;
+    struct owned_fd wake;        /* eventfd: hp_server_stop() writes it to end the loop */
+    int stopping;                /* set (atomically) by hp_server_stop() */
     struct hp_server_config cfg;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     dev_t dev;                   /* identity of the socket file this server created */
@@ -70,6 +94,39 @@ static long long now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- owned descriptors -------------------------------------------------------------------- */
+
+/* Takes ownership of fd, remembering what it refers to. */
+static void own(struct owned_fd *o, int fd)
+{
+    struct stat st;
+    o->fd = -1;
+    if (fd < 0)
+        return;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return;
+    }
+    o->fd = fd;
+    o->dev = st.st_dev;
+    o->ino = st.st_ino;
+}
+
+/* True while the descriptor still refers to the object it was opened on. */
+static bool still_ours(const struct owned_fd *o)
+{
+    struct stat st;
+    return o->fd >= 0 && fstat(o->fd, &st) == 0 && st.st_dev == o->dev && st.st_ino == o->ino;
+}
+
+/* Closes the descriptor if it is still ours; forgets it either way. */
+static void release(struct owned_fd *o)
+{
+    if (still_ours(o))
+        close(o->fd);
+    o->fd = -1;
 }
 
 /* ---- the socket file ----------------------------------------------------------------------- */
@@ -107,43 +164,54 @@ static bool is_stale_socket(const char *path, int *why)
     return true;
 }
 
-static int bind_socket(struct hp_server *s)
+/* Binds fd to path, replacing a stale socket of ours (never anything else). */
+static int bind_path(int fd, const char *path)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0)
+        return 0;
+    int why = errno;
+    if (why != EADDRINUSE)
+        return -why;
+    if (!is_stale_socket(path, &why)) {
+        hp_log("not starting: %s exists and is not a stale socket of this user (%s)", path,
+               why == EADDRINUSE ? "another agent answers there" : strerror(why));
+        return -why;
+    }
+    hp_log("replacing stale socket %s", path);
+    if (unlink(path) != 0 && errno != ENOENT)
+        return -errno;
+    return bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 ? 0 : -errno;
+}
+
+/* Creates, binds (mode 0600) and listens on the socket; records the file's identity. */
+static int bind_socket(struct hp_server *s)
+{
     size_t len = strlen(s->cfg.socket_path);
-    if (len >= sizeof addr.sun_path)
+    if (len >= sizeof s->path)
         return -ENAMETOOLONG;
-    memcpy(addr.sun_path, s->cfg.socket_path, len + 1);
     memcpy(s->path, s->cfg.socket_path, len + 1);
 
-    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (s->listen_fd < 0)
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
         return -errno;
-    if (bind(s->listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        int why = errno;
-        if (why != EADDRINUSE)
-            return -why;
-        if (!is_stale_socket(s->path, &why)) {
-            hp_log("not starting: %s exists and is not a stale socket of this user (%s)", s->path,
-                   why == EADDRINUSE ? "another agent answers there" : strerror(why));
-            return -why;
-        }
-        hp_log("replacing stale socket %s", s->path);
-        if (unlink(s->path) != 0 && errno != ENOENT)
-            return -errno;
-        if (bind(s->listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0)
-            return -errno;
-    }
+    int rc = bind_path(fd, s->path);
     struct stat st;
-    if (lstat(s->path, &st) != 0 || !S_ISSOCK(st.st_mode))
-        return -EEXIST;
-    s->dev = st.st_dev;
-    s->ino = st.st_ino;
-    if (chmod(s->path, 0600) != 0)
-        return -errno;
-    if (listen(s->listen_fd, 128) != 0)
-        return -errno;
-    return 0;
+    if (rc == 0 && (lstat(s->path, &st) != 0 || !S_ISSOCK(st.st_mode)))
+        rc = -EEXIST;
+    if (rc == 0) {
+        s->dev = st.st_dev;
+        s->ino = st.st_ino;
+        if (chmod(s->path, 0600) != 0 || listen(fd, 128) != 0)
+            rc = -errno;
+    }
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    own(&s->listener, fd);
+    return s->listener.fd < 0 ? -EBADF : 0;
 }
 
 /* Unlinks the socket path only if it is still the inode this server created. */
@@ -171,7 +239,7 @@ static void send_and_forget(int fd, const char *text)
 static void close_client(struct hp_server *s, size_t index)
 {
     struct client *c = s->clients[index];
-    close(c->fd);
+    release(&c->sock);
     free(c->out);
     free(c);
     s->clients[index] = s->clients[--s->client_count];
@@ -188,6 +256,25 @@ static void refuse_connection(int fd, const struct hp_peer *peer, const char *re
     close(fd);
 }
 
+static struct client *add_client(struct hp_server *s, int fd, const struct hp_peer *peer)
+{
+    struct client *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    own(&c->sock, fd);
+    if (c->sock.fd < 0) {
+        free(c);
+        return NULL;
+    }
+    c->peer = *peer;
+    c->state = READING;
+    c->deadline_ms = now_ms() + s->cfg.idle_timeout_ms;
+    s->clients[s->client_count++] = c;
+    return c;
+}
+
+static void queue_error(struct hp_server *s, struct client *c, const char *message);
+
 static void admit(struct hp_server *s, int fd)
 {
     struct ucred cred;
@@ -197,33 +284,31 @@ static void admit(struct hp_server *s, int fd)
         return;
     }
     struct hp_peer peer = {cred.uid, cred.gid, cred.pid};
-    if (!peer_allowed(&peer)) {
-        char reason[160];
-        snprintf(reason, sizeof reason, "permission denied: uid %ld may not control this process "
-                 "(allowed: root and uid %ld)", (long)peer.uid, (long)geteuid());
-        refuse_connection(fd, &peer, reason);
-        return;
-    }
     if (s->client_count >= (size_t)s->cfg.max_clients) {
         refuse_connection(fd, &peer, "too many connections; try again later");
         return;
     }
-    struct client *c = calloc(1, sizeof *c);
+    struct client *c = add_client(s, fd, &peer);
     if (!c) {
-        refuse_connection(fd, &peer, "out of memory");
+        refuse_connection(fd, &peer, "cannot take the connection");
         return;
     }
-    c->fd = fd;
-    c->peer = peer;
-    c->state = READING;
-    c->deadline_ms = now_ms() + s->cfg.idle_timeout_ms;
-    s->clients[s->client_count++] = c;
+    if (!peer_allowed(&peer)) {
+        /* Refused through the normal reply path, so the refusal survives a client that has
+         * already sent its request (closing with unread input would reset the connection). */
+        char reason[160];
+        snprintf(reason, sizeof reason, "permission denied: uid %ld may not control this process "
+                 "(allowed: root and uid %ld)", (long)peer.uid, (long)geteuid());
+        hp_log("refused connection from uid %ld pid %ld: %s", (long)peer.uid, (long)peer.pid,
+               reason);
+        queue_error(s, c, reason);
+    }
 }
 
 static void accept_pending(struct hp_server *s)
 {
     for (int i = 0; i < 64; i++) {
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(s->listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             admit(s, fd);
             continue;
@@ -313,7 +398,7 @@ static bool serve_buffered_line(struct hp_server *s, struct client *c)
 static bool read_from(struct hp_server *s, struct client *c)
 {
     size_t room = sizeof c->in - c->in_len;
-    ssize_t n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
+    ssize_t n = recv(c->sock.fd, c->in + c->in_len, room, MSG_DONTWAIT);
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
     if (n == 0) {
@@ -336,18 +421,33 @@ static bool read_from(struct hp_server *s, struct client *c)
     return true;
 }
 
+/* Discards input until the client closes; returns false when the connection should close. */
+static bool drain(struct client *c)
+{
+    char sink[4096];
+    ssize_t n = recv(c->sock.fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    c->drained += (size_t)n;
+    return n > 0 && c->drained < DRAIN_BYTES;
+}
+
 /* Sends what the socket takes; returns false when the connection should be closed now. */
 static bool write_to(struct hp_server *s, struct client *c)
 {
     while (c->out_sent < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
+        ssize_t n = send(c->sock.fd, c->out + c->out_sent, c->out_len - c->out_sent,
                          MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
         c->out_sent += (size_t)n;
     }
-    if (c->close_after_write)
-        return false;
+    if (c->close_after_write) {
+        shutdown(c->sock.fd, SHUT_WR);
+        c->state = DRAINING;
+        c->deadline_ms = now_ms() + DRAIN_MS;
+        return true;
+    }
     free(c->out);
     c->out = NULL;
     c->out_len = c->out_sent = 0;
@@ -369,7 +469,7 @@ static void expire(struct hp_server *s, size_t index)
                                                 : "timed out waiting for a complete request line",
                                   &len);
         if (text)
-            send_and_forget(c->fd, text);
+            send_and_forget(c->sock.fd, text);
         free(text);
     }
     close_client(s, index);
@@ -377,15 +477,58 @@ static void expire(struct hp_server *s, size_t index)
 
 /* ---- the loop ------------------------------------------------------------------------------ */
 
+#define CHECK_INTERVAL_MS 1000  /* descriptors are re-verified at least this often */
+
 static int next_timeout(const struct hp_server *s, long long now)
 {
-    long long soonest = now + 60000;
+    long long soonest = now + CHECK_INTERVAL_MS;
     for (size_t i = 0; i < s->client_count; i++)
         if (s->clients[i]->deadline_ms < soonest)
             soonest = s->clients[i]->deadline_ms;
     if (s->accept_pause_until_ms > now && s->accept_pause_until_ms < soonest)
         soonest = s->accept_pause_until_ms;
     return soonest <= now ? 0 : (int)(soonest - now);
+}
+
+/* The program closed or replaced our listen socket: listen again on the same path, which is
+ * still our (now unanswered) socket file. Anything else at the path is left alone. */
+static void recover_listener(struct hp_server *s)
+{
+    s->listener.fd = -1; /* not ours any more: never close it */
+    struct stat st;
+    if (lstat(s->path, &st) == 0) {
+        if (st.st_dev != s->dev || st.st_ino != s->ino) {
+            hp_log("listen socket lost and %s is no longer ours; not serving", s->path);
+            return;
+        }
+        unlink(s->path);
+    }
+    int rc = bind_socket(s);
+    hp_log("the program closed the agent's listen socket; %s %s", rc == 0 ? "listening again on"
+           : "cannot listen again:", rc == 0 ? s->path : strerror(-rc));
+}
+
+static void recover_wake(struct hp_server *s)
+{
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct owned_fd fresh = {-1, 0, 0};
+    own(&fresh, fd);
+    __atomic_store_n(&s->wake.fd, -1, __ATOMIC_SEQ_CST);
+    s->wake.dev = fresh.dev;
+    s->wake.ino = fresh.ino;
+    __atomic_store_n(&s->wake.fd, fresh.fd, __ATOMIC_SEQ_CST);
+}
+
+/* Re-verifies the server's own descriptors; forgets clients whose descriptor was taken. */
+static void check_descriptors(struct hp_server *s)
+{
+    if (s->listener.fd >= 0 && !still_ours(&s->listener))
+        recover_listener(s);
+    if (!still_ours(&s->wake))
+        recover_wake(s);
+    for (size_t i = s->client_count; i-- > 0;)
+        if (!still_ours(&s->clients[i]->sock))
+            close_client(s, i);
 }
 
 static void serve_events(struct hp_server *s, struct pollfd *fds, size_t polled)
@@ -397,11 +540,17 @@ static void serve_events(struct hp_server *s, struct pollfd *fds, size_t polled)
         short ev = fds[2 + i].revents;
         if (!ev)
             continue;
+        if ((ev & POLLNVAL) || !still_ours(&c->sock)) {
+            close_client(s, i); /* the program closed or replaced it: forget, never close */
+            continue;
+        }
         bool keep = true;
         if (c->state == READING && (ev & (POLLIN | POLLHUP | POLLERR)))
             keep = read_from(s, c);
         else if (c->state == WRITING && (ev & (POLLOUT | POLLERR | POLLHUP)))
             keep = write_to(s, c);
+        else if (c->state == DRAINING)
+            keep = drain(c);
         if (keep && c->state == WRITING && c->out_sent == 0)
             keep = write_to(s, c);
         if (!keep)
@@ -418,18 +567,19 @@ static void *server_main(void *arg)
         hp_log("server thread cannot allocate its poll set; not serving");
         return NULL;
     }
-    for (;;) {
+    while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
+        check_descriptors(s);
         long long now = now_ms();
         for (size_t i = s->client_count; i-- > 0;)
             if (s->clients[i]->deadline_ms <= now)
                 expire(s, i);
-        fds[0] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
+        fds[0] = (struct pollfd){.fd = s->wake.fd, .events = POLLIN};
         bool accepting = now >= s->accept_pause_until_ms;
-        fds[1] = (struct pollfd){.fd = accepting ? s->listen_fd : -1, .events = POLLIN};
+        fds[1] = (struct pollfd){.fd = accepting ? s->listener.fd : -1, .events = POLLIN};
         for (size_t i = 0; i < s->client_count; i++) {
             struct client *c = s->clients[i];
-            fds[2 + i] = (struct pollfd){.fd = c->fd,
-                                         .events = c->state == READING ? POLLIN : POLLOUT};
+            fds[2 + i] = (struct pollfd){.fd = c->sock.fd,
+                                         .events = c->state == WRITING ? POLLOUT : POLLIN};
         }
         size_t polled = s->client_count;
         int n = poll(fds, 2 + polled, next_timeout(s, now));
@@ -439,7 +589,7 @@ static void *server_main(void *arg)
         }
         if (n <= 0)
             continue;
-        if (fds[0].revents)
+        if (fds[0].revents && still_ours(&s->wake))
             break;
         serve_events(s, fds, polled);
         if (fds[1].revents & POLLIN)
@@ -453,10 +603,8 @@ static void *server_main(void *arg)
 
 static void destroy(struct hp_server *s)
 {
-    if (s->listen_fd >= 0)
-        close(s->listen_fd);
-    if (s->wake_fd >= 0)
-        close(s->wake_fd);
+    release(&s->listener);
+    release(&s->wake);
     while (s->client_count > 0)
         close_client(s, s->client_count - 1);
     free(s->clients);
@@ -484,10 +632,10 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out)
     if (!s)
         return -ENOMEM;
     s->cfg = *cfg;
-    s->listen_fd = -1;
-    s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->listener.fd = -1;
+    own(&s->wake, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     s->clients = calloc((size_t)cfg->max_clients, sizeof *s->clients);
-    int rc = s->wake_fd < 0 ? -errno : !s->clients ? -ENOMEM : bind_socket(s);
+    int rc = s->wake.fd < 0 ? -EMFILE : !s->clients ? -ENOMEM : bind_socket(s);
     if (rc == 0)
         rc = start_thread(s);
     if (rc != 0) {
@@ -504,9 +652,16 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out)
 
 void hp_server_stop(struct hp_server *s)
 {
+    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+    /* Wake the thread now; if the program has taken the eventfd's number, the thread still
+     * sees `stopping` within CHECK_INTERVAL_MS. */
+    struct owned_fd wake = {__atomic_load_n(&s->wake.fd, __ATOMIC_SEQ_CST), s->wake.dev,
+                            s->wake.ino};
     uint64_t one = 1;
-    ssize_t ignored = write(s->wake_fd, &one, sizeof one);
-    (void)ignored;
+    if (still_ours(&wake)) {
+        ssize_t ignored = write(wake.fd, &one, sizeof one);
+        (void)ignored;
+    }
     pthread_join(s->thread, NULL);
     remove_socket_file(s);
     destroy(s);
@@ -525,10 +680,10 @@ const char *hp_server_path(const struct hp_server *s)
 /* For fork: the child must not serve, join or unlink anything of the parent's server. */
 void hp_server_abandon(struct hp_server *s)
 {
-    close(s->listen_fd);
-    close(s->wake_fd);
+    release(&s->listener);
+    release(&s->wake);
     for (size_t i = 0; i < s->client_count; i++)
-        close(s->clients[i]->fd);
+        release(&s->clients[i]->sock);
     /* The memory is not freed: another thread of the parent may have been using it at fork
      * time, and it is small; leaking it in the child is the safe choice. */
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Checks that the Debian packages hotpatch needs to build, test and demo are installed.
+# As root it installs what is missing (apt-get); otherwise it prints the command to run.
+# The list is the one place that names them: .ci/run calls this script too.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang
+  libcmocka-dev            # C unit tests
+  python3 python3-pytest python3-venv python3-setuptools python3-pip # integration tests, Python client
+  netcat-openbsd socat     # tests and demo drive the socket with nc -U
+  libgflags-dev libgoogle-glog-dev # gflags/glog support and the prebuilt_server example
+  libelf-dev               # ELF symbol tables for function patching
+  util-linux               # setpriv, for the other-user tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "Installing missing packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "Missing packages: ${missing[*]}" >&2
+  echo "Install them with:  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
