@@ -62,6 +62,8 @@ static void reply_with_flag(const struct hp_gflag *flag, void *ctx)
     hp_reply_field(reply, "default", flag->default_value,
                    hp_gflag_json_kind(flag->type, flag->default_value));
     hp_reply_field(reply, "is_default", flag->is_default ? "true" : "false", HP_JSON_BOOL);
+    hp_reply_field(reply, "has_validator", flag->has_validator ? "true" : "false", HP_JSON_BOOL);
+    hp_reply_field(reply, "file", flag->file, HP_JSON_STRING);
     hp_reply_field(reply, "description", flag->description, HP_JSON_STRING);
 }
 
