@@ -118,11 +118,11 @@ std::vector<std::string> flag_variable_symbols(const std::string &type, const st
 }
 
 /*
- * A flag is glog's when glog's own object defines its FLAGS_ variable. (Where the variable
- * lives at run time does not tell: a program that assigns FLAGS_logtostderr gets a copy
- * relocation, and the live variable then sits in the executable.) When glog is linked into the
- * executable itself there is no separate object to ask, so the defining source file must be one
- * of glog's.
+ * A flag is glog's when its variable lives in glog's object, or when glog's object defines its
+ * FLAGS_ symbol. Both are needed: glog exports only some of its flags, and an exported one that
+ * the program assigns (FLAGS_logtostderr = true) gets a copy relocation, so its live variable
+ * sits in the executable. When glog is linked into the executable itself there is no separate
+ * object to ask, so the defining source file must be one of glog's.
  */
 class GlogOwnership {
   public:
@@ -151,6 +151,8 @@ class GlogOwnership {
             return is_glog_source(flag.filename);
         if (!glog_)
             return false;
+        if (object_base(flag.flag_ptr) == glog_base_)
+            return true; /* the variable lives in glog (all unexported ones do) */
         for (const std::string &symbol : flag_variable_symbols(flag.type, flag.name)) {
             void *variable = dlsym(glog_, symbol.c_str());
             if (variable && object_base(variable) == glog_base_)

@@ -167,7 +167,8 @@ static void glog_settings_are_glogs_only(void **)
 {
     std::string list = Run("glog list");
     for (const char *name : {"minloglevel", "stderrthreshold", "logtostderr", "alsologtostderr",
-                             "colorlogtostderr", "log_prefix", "v", "vmodule", "log_dir"})
+                             "colorlogtostderr", "log_prefix", "v", "vmodule", "log_dir",
+                             "logemaillevel", "symbolize_stacktrace"})
         assert_contains(list, std::string("\n") + name + " ");
     assert_false(Contains(list, "\nport "));
     assert_false(Contains(list, "\nflagfile "));
