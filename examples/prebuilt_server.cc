@@ -81,7 +81,8 @@ int main(int argc, char **argv)
             break;
         SleepMs(FLAGS_interval_ms);
     }
+    // No gflags::ShutDownCommandLineFlags(): it frees gflags' registry while an agent thread
+    // may be reading it (see "The preload agent" in docs/protocol.md).
     google::ShutdownGoogleLogging();
-    gflags::ShutDownCommandLineFlags();
     return 0;
 }
