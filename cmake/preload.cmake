@@ -70,6 +70,12 @@ target_compile_definitions(test_gflags_absent PRIVATE _GNU_SOURCE)
 add_dependencies(test_gflags_absent hotpatch_gflags)
 add_test(NAME unit_gflags_absent COMMAND test_gflags_absent)
 
+# simple_server with its own copy of the agent, linked statically and exported (-rdynamic): under
+# the preload agent it must keep its own agent, and the preload must stand aside.
+add_executable(simple_server_static_exported examples/simple_server.c)
+target_link_libraries(simple_server_static_exported PRIVATE hotpatch_static)
+set_target_properties(simple_server_static_exported PROPERTIES ENABLE_EXPORTS ON)
+
 add_test(NAME integration_preload
   COMMAND ${HOTPATCH_PYTEST} ${CMAKE_SOURCE_DIR}/tests/integration/test_preload.py)
 set_tests_properties(integration_preload PROPERTIES

@@ -391,6 +391,19 @@ def test_one_agent_when_the_program_links_libhotpatch(spawn):
     assert nc(p.socket, "gflags list\n") == "error: this process has no gflags\n"
 
 
+def test_preload_stands_aside_for_a_programs_own_exported_agent(spawn):
+    p = spawn([BIN / "simple_server_static_exported", "--interval-ms", "50"], env=preload_env())
+    p.wait_output(r"age=10")
+    assert agent_threads(p.pid) == 1
+    exe = str((BIN / "simple_server_static_exported").resolve())
+    assert any(re.search(rf"preload agent not started: .*simple_server_static_exported has its "
+                         r"own hotpatch agent", l) for l in p.err_lines), p.err_lines
+    r = cli("-p", p.pid, "var", "set", "age", "34")
+    assert r.returncode == 0, r.stderr
+    p.wait_output(r"age=34")
+    assert exe in mapped_objects(p.pid)
+
+
 # ---- a third-party prebuilt binary from Debian ---------------------------------------------------
 
 @pytest.mark.skipif(DB_BENCH is None, reason="db_bench not installed: apt-get install rocksdb-tools")
