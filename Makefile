@@ -6,6 +6,7 @@
 #   make bench      build, then run the benchmarks
 #   make install PREFIX=/usr/local
 #   make sanitize   ASan+UBSan build in build-asan/ and its tests;  make tsan: TSan in build-tsan/
+#   make fuzz       libFuzzer (clang, ASan+UBSan) over the request path for FUZZ_SECONDS (60)
 #
 # Each target first checks the system packages it needs (scripts/deps.sh): as root it installs
 # what is missing with apt-get; otherwise it prints the exact command to run.
@@ -15,7 +16,7 @@ PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all build deps test demo bench install sanitize tsan clean
+.PHONY: all build deps test demo bench install sanitize tsan fuzz clean
 
 all: build
 
@@ -46,5 +47,9 @@ sanitize:
 tsan:
 	$(MAKE) test BUILD=build-tsan CMAKE_FLAGS="-DHOTPATCH_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug"
 
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

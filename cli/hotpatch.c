@@ -51,7 +51,7 @@ static void usage(FILE *out)
             "Talks to the hotpatch agent inside a running process.\n"
             "\n"
             "  -p, --pid PID       the process (its agent listens on /tmp/PID.socket, or on the\n"
-            "                      HOTPATCH_SOCKET set in the process's environment)\n"
+            "                      HOTPATCH_SOCKET set in the process's environment, %%p = pid)\n"
             "  -s, --socket PATH   talk to the agent socket at PATH\n"
             "  -j, --json          print the agent's JSON reply (one line)\n"
             "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
@@ -81,24 +81,27 @@ static bool needs_quotes(const char *w)
     return *w == '\0' || strpbrk(w, " \t\"'\\") != NULL;
 }
 
-/* Appends word to line (capacity cap), quoting when needed. False when it does not fit. */
+/* Appends word to line (capacity cap), quoting when needed. False, and the line unchanged,
+ * when the whole word does not fit: a request is never sent cut short. */
 static bool append_word(char *line, size_t cap, const char *word)
 {
-    size_t n = strlen(line);
-    if (n && n + 1 < cap)
-        line[n++] = ' ';
     bool quote = needs_quotes(word);
-    if (quote && n + 1 < cap)
+    size_t n = strlen(line), need = (n > 0) + (quote ? 2 : 0);
+    for (const char *p = word; *p; p++)
+        need += 1 + (quote && (*p == '"' || *p == '\\'));
+    if (n + need + 1 > cap)
+        return false;
+    if (n)
+        line[n++] = ' ';
+    if (quote)
         line[n++] = '"';
-    for (const char *p = word; *p && n + 2 < cap; p++) {
+    for (const char *p = word; *p; p++) {
         if (quote && (*p == '"' || *p == '\\'))
             line[n++] = '\\';
         line[n++] = *p;
     }
-    if (quote && n + 1 < cap)
+    if (quote)
         line[n++] = '"';
-    if (n + 1 >= cap)
-        return false;
     line[n] = '\0';
     return true;
 }
@@ -151,6 +154,22 @@ static int build_request(int argc, char **argv, char *line, size_t cap, bool *js
 
 /* ---- finding and checking the agent -------------------------------------------------------- */
 
+/* The agent's socket pattern with each "%p" replaced by pid (as the agent does). */
+static bool expand_pid(const char *pattern, long pid, char *out, size_t cap)
+{
+    size_t used = 0;
+    for (const char *p = pattern; *p; p++) {
+        bool is_pid = p[0] == '%' && p[1] == 'p';
+        int n = is_pid ? snprintf(out + used, cap - used, "%ld", pid)
+                       : snprintf(out + used, cap - used, "%c", *p);
+        if (n < 0 || (size_t)n >= cap - used)
+            return false;
+        used += (size_t)n;
+        p += is_pid;
+    }
+    return true;
+}
+
 /* The HOTPATCH_SOCKET the target process was started with, if its environment is readable. */
 static bool socket_from_environment(long pid, char *out, size_t cap)
 {
@@ -165,9 +184,8 @@ static bool socket_from_environment(long pid, char *out, size_t cap)
     env[n] = '\0';
     for (size_t i = 0; i < n; i += strlen(env + i) + 1) {
         const char *kv = env + i;
-        if (strncmp(kv, "HOTPATCH_SOCKET=", 16) == 0 && kv[16] &&
-            (size_t)snprintf(out, cap, "%s", kv + 16) < cap)
-            return true;
+        if (strncmp(kv, "HOTPATCH_SOCKET=", 16) == 0 && kv[16])
+            return expand_pid(kv + 16, pid, out, cap);
     }
     return false;
 }

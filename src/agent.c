@@ -5,19 +5,18 @@
  * and guarded by agent_lock; start and stop are idempotent and may race from any threads.
  *
  * Configuration comes from the environment, read at start (documented in docs/protocol.md):
- *   HOTPATCH_SOCKET                socket path (default /tmp/<pid>.socket)
+ *   HOTPATCH_SOCKET                socket path; "%p" stands for the pid (default /tmp/%p.socket)
  *   HOTPATCH_IDLE_TIMEOUT_MS       time to send a complete request (default 10000)
  *   HOTPATCH_SESSION_TIMEOUT_MS    idle time allowed between requests in a session (300000)
  *   HOTPATCH_WRITE_TIMEOUT_MS      time a client has to take its reply (10000)
  *   HOTPATCH_MAX_CLIENTS           simultaneous connections (512)
+ * and the access and audit policy (policy.c): HOTPATCH_ALLOW_UIDS, HOTPATCH_READ_ONLY,
+ * HOTPATCH_AUDIT.
  * A value that does not parse is ignored with a log line; the agent never refuses to start
  * because of a tuning knob.
  *
- * Exit: a destructor stops the agent so the socket disappears on normal exit. Fork: the child
- * inherits the agent's memory but not its thread, so pthread_atfork handlers (installed when
- * the library loads) hold the agent and registry locks across the fork, and the child forgets
- * the parent's server (closing only descriptors): it never joins a thread it does not have nor
- * unlinks the parent's socket, and may call hotpatch_start() for its own.
+ * Exit: a destructor stops the agent so the socket disappears on normal exit. Fork: see
+ * forget_parent_agent() below.
  */
 #include <errno.h>
 #include <limits.h>
@@ -46,27 +45,65 @@ static int env_int(const char *name, int fallback, int min, int max)
     return (int)v;
 }
 
+/* The configured path with every "%p" replaced by the pid, or the default. */
+static int configured_path(char *buf, size_t cap)
+{
+    const char *env = getenv("HOTPATCH_SOCKET");
+    if (!env || !*env)
+        env = "/tmp/%p.socket";
+    size_t used = 0;
+    for (const char *p = env; *p; p++) {
+        int n = (p[0] == '%' && p[1] == 'p') ? snprintf(buf + used, cap - used, "%ld",
+                                                        (long)getpid())
+                                             : snprintf(buf + used, cap - used, "%c", *p);
+        if (n < 0 || (size_t)n >= cap - used)
+            return -ENAMETOOLONG;
+        used += (size_t)n;
+        if (p[0] == '%' && p[1] == 'p')
+            p++;
+    }
+    return (int)used;
+}
+
 HOTPATCH_API int hotpatch_socket_path(char *buf, size_t cap)
 {
     if (!buf || cap == 0)
         return -EINVAL;
     pthread_mutex_lock(&agent_lock);
-    int n;
-    const char *env = getenv("HOTPATCH_SOCKET");
-    if (running)
-        n = snprintf(buf, cap, "%s", hp_server_path(running));
-    else if (env && *env)
-        n = snprintf(buf, cap, "%s", env);
-    else
-        n = snprintf(buf, cap, "/tmp/%ld.socket", (long)getpid());
+    int n = running ? snprintf(buf, cap, "%s", hp_server_path(running)) : configured_path(buf, cap);
     pthread_mutex_unlock(&agent_lock);
     return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : n;
 }
 
+/* Starts the agent; the caller holds agent_lock. delay_ms > 0 defers the socket (see fork). */
+static int start_locked(int delay_ms)
+{
+    if (running)
+        return 0;
+    char path[PATH_MAX];
+    int rc = configured_path(path, sizeof path);
+    if (rc < 0)
+        return rc;
+    struct hp_server_config cfg = {
+        .socket_path = path,
+        .idle_timeout_ms = env_int("HOTPATCH_IDLE_TIMEOUT_MS", 10000, 10, 3600000),
+        .session_timeout_ms = env_int("HOTPATCH_SESSION_TIMEOUT_MS", 300000, 10, 86400000),
+        .write_timeout_ms = env_int("HOTPATCH_WRITE_TIMEOUT_MS", 10000, 10, 3600000),
+        .max_clients = env_int("HOTPATCH_MAX_CLIENTS", 512, 1, 65536),
+        .start_delay_ms = delay_ms,
+    };
+    hp_policy_load();
+    return hp_server_start(&cfg, &running);
+}
+
 /*
  * fork(): both locks are held across the fork so the child inherits consistent state and
- * unlocked mutexes; the child then forgets the parent's server (its thread does not exist in
- * the child) without touching the parent's socket file.
+ * unlocked mutexes. The child forgets the parent's server (its thread does not exist in the
+ * child) without touching the parent's socket file, and — when the parent had an agent —
+ * starts its own at its own path after HOTPATCH_FORK_DELAY_MS (200 ms): a prefork worker gets
+ * an agent, while a child that execs right away never creates a socket it would leave behind.
+ * HOTPATCH_FORK_AGENT=0 turns this off. A custom HOTPATCH_SOCKET must contain %p (the pid) for
+ * children to get agents; otherwise the child's path would be the parent's.
  */
 static void lock_before_fork(void)
 {
@@ -80,12 +117,24 @@ static void unlock_in_parent(void)
     pthread_mutex_unlock(&agent_lock);
 }
 
+static bool child_should_get_agent(void)
+{
+    const char *on = getenv("HOTPATCH_FORK_AGENT");
+    if (on && strcmp(on, "0") == 0)
+        return false;
+    const char *custom = getenv("HOTPATCH_SOCKET");
+    return !custom || !*custom || strstr(custom, "%p");
+}
+
 static void forget_parent_agent(void)
 {
     hp_registry_after_fork();
+    bool parent_had_agent = running != NULL;
     if (running)
         hp_server_abandon(running);
     running = NULL;
+    if (parent_had_agent && child_should_get_agent())
+        start_locked(env_int("HOTPATCH_FORK_DELAY_MS", 200, 1, 60000));
     pthread_mutex_unlock(&agent_lock);
 }
 
@@ -96,19 +145,8 @@ __attribute__((constructor)) static void install_fork_handler(void)
 
 HOTPATCH_API int hotpatch_start(void)
 {
-    char path[PATH_MAX];
-    int rc = hotpatch_socket_path(path, sizeof path);
-    if (rc < 0)
-        return rc;
-    struct hp_server_config cfg = {
-        .socket_path = path,
-        .idle_timeout_ms = env_int("HOTPATCH_IDLE_TIMEOUT_MS", 10000, 10, 3600000),
-        .session_timeout_ms = env_int("HOTPATCH_SESSION_TIMEOUT_MS", 300000, 10, 86400000),
-        .write_timeout_ms = env_int("HOTPATCH_WRITE_TIMEOUT_MS", 10000, 10, 3600000),
-        .max_clients = env_int("HOTPATCH_MAX_CLIENTS", 512, 1, 65536),
-    };
     pthread_mutex_lock(&agent_lock);
-    rc = running ? 0 : hp_server_start(&cfg, &running);
+    int rc = start_locked(0);
     pthread_mutex_unlock(&agent_lock);
     return rc;
 }

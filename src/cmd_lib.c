@@ -5,6 +5,13 @@
  * load error now rather than a crash later) and RTLD_LOCAL (its symbols never interpose the
  * program's). The operator names it; the name is how `func upgrade` finds it later.
  *
+ * Loading runs the library's constructors inside the process, so the file must be one that only
+ * root or the process's own user could have written: the file and every directory above it
+ * (symlinks resolved) must be owned by root or the process's uid and not writable by anyone
+ * else — a directory writable by others is accepted only with the sticky bit, which stops them
+ * replacing files they do not own. A bare soname (no '/') is searched by the dynamic loader in
+ * the system's library directories and is not checked here.
+ *
  * Unloading is the dangerous direction: dlclose unmaps code, and a thread still running that
  * code would crash the host. So before dlclose every subsystem that can hold a library's code
  * is asked (hp_library_busy), and any doubt refuses the unload.
@@ -12,8 +19,11 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -62,6 +72,60 @@ static bool path_acceptable(const char *path, struct hp_reply *reply)
     return true;
 }
 
+static bool trusted_owner(uid_t uid)
+{
+    return uid == 0 || uid == geteuid();
+}
+
+/* Checks one path component; false with a reason when someone else could change it. */
+static bool component_trusted(const char *path, const char *file, char *why, size_t cap)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(why, cap, "cannot check %s: %s", path, strerror(errno));
+        return false;
+    }
+    bool is_dir = S_ISDIR(st.st_mode);
+    const char *what = is_dir ? "directory" : "file";
+    if (!trusted_owner(st.st_uid)) {
+        snprintf(why, cap, "refusing to load %s: %s %s is owned by uid %ld; it must be owned by "
+                 "root or uid %ld", file, what, path, (long)st.st_uid, (long)geteuid());
+        return false;
+    }
+    bool others_write = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+    if (others_write && !(is_dir && (st.st_mode & S_ISVTX))) {
+        snprintf(why, cap, "refusing to load %s: %s %s is writable by %s (mode %04o); only root "
+                 "or uid %ld may be able to change it", file, what, path,
+                 (st.st_mode & S_IWOTH) ? "every user" : "its group", (unsigned)(st.st_mode & 07777),
+                 (long)geteuid());
+        return false;
+    }
+    return true;
+}
+
+/* The file and each directory above it (after resolving symlinks) must be trusted. */
+static bool library_file_trusted(const char *path, char *why, size_t cap)
+{
+    char real[PATH_MAX];
+    if (!realpath(path, real) && errno == ENOENT)
+        return true; /* nothing to trust: dlopen reports the missing file in its own words */
+    if (!realpath(path, real)) {
+        snprintf(why, cap, "cannot load '%.256s': %s", path, strerror(errno));
+        return false;
+    }
+    char prefix[PATH_MAX];
+    size_t len = strlen(real);
+    for (size_t i = len; i > 0; i--) {
+        if (i != len && real[i] != '/')
+            continue;
+        memcpy(prefix, real, i);
+        prefix[i] = '\0';
+        if (!component_trusted(prefix, path, why, cap))
+            return false;
+    }
+    return component_trusted("/", path, why, cap);
+}
+
 static void cmd_lib_load(const struct hp_request *req, struct hp_reply *reply)
 {
     const char *name = req->argv[0], *path = req->argv[1];
@@ -78,6 +142,11 @@ static void cmd_lib_load(const struct hp_request *req, struct hp_reply *reply)
     }
     if (!path_acceptable(path, reply))
         return;
+    char why[HP_ERROR_MAX];
+    if (strchr(path, '/') && !library_file_trusted(path, why, sizeof why)) {
+        hp_reply_error(reply, "%s", why);
+        return;
+    }
 
     dlerror();
     void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);

@@ -47,6 +47,21 @@ typedef void (*hp_log_sink)(const char *line, size_t len);
 /* NULL restores stderr. Called by preload.c before the agent starts. */
 void hp_log_set_sink(hp_log_sink sink);
 
+struct hp_peer;
+
+/* ---- policy.c -------------------------------------------------------------------------- */
+/* Reads HOTPATCH_ALLOW_UIDS, HOTPATCH_READ_ONLY and HOTPATCH_AUDIT; call before the agent
+ * thread starts (the agent thread is then the only reader). */
+void hp_policy_load(void);
+/* True when a peer with this uid is answered (root always is). */
+bool hp_policy_allows(uid_t uid);
+/* "root, uid 1000, ..." for refusals. */
+void hp_policy_describe_allowed(char *out, size_t cap);
+/* True when mutating commands are refused. */
+bool hp_policy_read_only(void);
+/* Records one mutating request, its peer and its outcome at the configured destination. */
+void hp_audit(const struct hp_peer *peer, const char *request, bool ok, const char *outcome);
+
 /* ---- value.c --------------------------------------------------------------------------- */
 /* Protocol name of a type ("int", "string", ...). */
 const char *hp_type_name(enum hotpatch_type type);
@@ -113,6 +128,8 @@ struct hp_reply;
 struct hp_reply *hp_reply_new(void);
 void hp_reply_free(struct hp_reply *r);
 bool hp_reply_ok(const struct hp_reply *r);
+/* The error text (without "error: "), or "" when the reply is not an error. */
+const char *hp_reply_error_text(const struct hp_reply *r);
 
 void hp_reply_error(struct hp_reply *r, const char *fmt, ...) HP_PRINTF(2, 3);
 void hp_reply_message(struct hp_reply *r, const char *fmt, ...) HP_PRINTF(2, 3);
@@ -275,6 +292,8 @@ struct hp_server_config {
     int session_timeout_ms;      /* idle limit between requests in a session */
     int write_timeout_ms;        /* a reply not taken by the client within this long is dropped */
     int max_clients;
+    int start_delay_ms;          /* > 0: the thread waits this long, then creates the socket
+                                  * (errors are then logged, not returned) */
 };
 /* Creates the socket and starts the thread. 0 or negative errno (and a log line). */
 int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out);

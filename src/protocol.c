@@ -179,16 +179,12 @@ static bool argument_count_ok(const struct hp_command *c, int argc, struct hp_re
     return true;
 }
 
-static void log_mutation(const struct hp_command *c, const struct hp_peer *peer,
-                         const char *request, const struct hp_reply *reply)
+/* Every request that may change the process is audited, refused or not. */
+static void audit_mutation(const struct hp_command *c, const struct hp_peer *peer,
+                           const char *request, const struct hp_reply *reply)
 {
-    if (!(c->flags & HP_CMD_MUTATES))
-        return;
-    if (peer)
-        hp_log("uid %ld pid %ld: %.300s -> %s", (long)peer->uid, (long)peer->pid, request,
-               hp_reply_ok(reply) ? "ok" : "refused");
-    else
-        hp_log("%.300s -> %s", request, hp_reply_ok(reply) ? "ok" : "refused");
+    if (c->flags & HP_CMD_MUTATES)
+        hp_audit(peer, request, hp_reply_ok(reply), hp_reply_error_text(reply));
 }
 
 static void handle_words(char **words, int count, const struct hp_peer *peer, bool in_session,
@@ -201,8 +197,12 @@ static void handle_words(char **words, int count, const struct hp_peer *peer, bo
     struct hp_request req = {count - consumed, words + consumed, peer, in_session, after};
     if (!argument_count_ok(c, req.argc, reply))
         return;
-    c->handler(&req, reply);
-    log_mutation(c, peer, request, reply);
+    if ((c->flags & HP_CMD_MUTATES) && hp_policy_read_only())
+        hp_reply_error(reply, "the agent is read-only (HOTPATCH_READ_ONLY is set); '%s %s' would "
+                       "change the process", c->family, c->verb ? c->verb : "");
+    else
+        c->handler(&req, reply);
+    audit_mutation(c, peer, request, reply);
 }
 
 void hp_handle_line(const char *line, size_t len, const struct hp_peer *peer, bool in_session,

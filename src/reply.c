@@ -65,6 +65,11 @@ bool hp_reply_ok(const struct hp_reply *r)
     return !r->failed;
 }
 
+const char *hp_reply_error_text(const struct hp_reply *r)
+{
+    return r->failed ? r->error : "";
+}
+
 static void set_error_v(struct hp_reply *r, const char *fmt, va_list ap)
 {
     if (r->failed)
@@ -120,35 +125,38 @@ static char *vformat(const char *fmt, va_list ap)
     return s;
 }
 
+/* Formats text the reply will own, counted against the limit; NULL (and an error) on failure. */
+static char *format_counted(struct hp_reply *r, const char *fmt, va_list ap)
+{
+    char *s = vformat(fmt, ap);
+    if (!s) {
+        out_of_memory(r);
+        return NULL;
+    }
+    if (!account(r, strlen(s))) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
 void hp_reply_message(struct hp_reply *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *s = vformat(fmt, ap);
+    char *s = format_counted(r, fmt, ap);
     va_end(ap);
-    if (!s) {
-        out_of_memory(r);
+    if (!s)
         return;
-    }
-    if (!account(r, strlen(s))) {
-        free(s);
-        return;
-    }
     free(r->message);
     r->message = s;
 }
 
 static void plain_add(struct hp_reply *r, bool append, const char *fmt, va_list ap)
 {
-    char *s = vformat(fmt, ap);
-    if (!s) {
-        out_of_memory(r);
+    char *s = format_counted(r, fmt, ap);
+    if (!s)
         return;
-    }
-    if (!account(r, strlen(s))) {
-        free(s);
-        return;
-    }
     if (append && r->plain) {
         char *joined = NULL;
         if (asprintf(&joined, "%s%s", r->plain, s) < 0) {

@@ -8,8 +8,9 @@
  * for a request, waiting between session requests, waiting for the client to take its reply).
  * Sends use MSG_NOSIGNAL, so a vanished client is an error code, never SIGPIPE in the host.
  *
- * Who may talk: the kernel's SO_PEERCRED says which uid is at the other end; only root and the
- * process's own uid are answered. Others get a one-line refusal and a line in the log.
+ * Who may talk: the kernel's SO_PEERCRED says which uid is at the other end; policy.c says
+ * whether it is answered (root and the process's uid by default). Others get a one-line
+ * refusal and a line in the log.
  *
  * The socket file: created with bind(2) and set to mode 0600. A path that already exists is
  * replaced only when it is a socket owned by this uid that nobody answers on (the stale socket
@@ -188,11 +189,6 @@ static int bind_path(int fd, const char *path)
 /* Creates, binds (mode 0600) and listens on the socket; records the file's identity. */
 static int bind_socket(struct hp_server *s)
 {
-    size_t len = strlen(s->cfg.socket_path);
-    if (len >= sizeof s->path)
-        return -ENAMETOOLONG;
-    memcpy(s->path, s->cfg.socket_path, len + 1);
-
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
@@ -223,11 +219,6 @@ static void remove_socket_file(const struct hp_server *s)
 }
 
 /* ---- connections --------------------------------------------------------------------------- */
-
-static bool peer_allowed(const struct hp_peer *peer)
-{
-    return peer->uid == 0 || peer->uid == geteuid() || peer->uid == getuid();
-}
 
 /* Best effort, for a connection about to be closed: never blocks, never raises SIGPIPE. */
 static void send_and_forget(int fd, const char *text)
@@ -293,12 +284,13 @@ static void admit(struct hp_server *s, int fd)
         refuse_connection(fd, &peer, "cannot take the connection");
         return;
     }
-    if (!peer_allowed(&peer)) {
+    if (!hp_policy_allows(peer.uid)) {
         /* Refused through the normal reply path, so the refusal survives a client that has
          * already sent its request (closing with unread input would reset the connection). */
-        char reason[160];
+        char allowed[200], reason[300];
+        hp_policy_describe_allowed(allowed, sizeof allowed);
         snprintf(reason, sizeof reason, "permission denied: uid %ld may not control this process "
-                 "(allowed: root and uid %ld)", (long)peer.uid, (long)geteuid());
+                 "(allowed: %s)", (long)peer.uid, allowed);
         hp_log("refused connection from uid %ld pid %ld: %s", (long)peer.uid, (long)peer.pid,
                reason);
         queue_error(s, c, reason);
@@ -558,9 +550,28 @@ static void serve_events(struct hp_server *s, struct pollfd *fds, size_t polled)
     }
 }
 
+/* A delayed start (a forked child's agent) waits first, so a child that execs right after
+ * fork never creates a socket; a wake-up during the wait means stop. */
+static bool delayed_bind(struct hp_server *s)
+{
+    struct pollfd wake = {.fd = s->wake.fd, .events = POLLIN};
+    int n;
+    do
+        n = poll(&wake, 1, s->cfg.start_delay_ms);
+    while (n < 0 && errno == EINTR);
+    if (n != 0 || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+        return false;
+    int rc = bind_socket(s);
+    if (rc != 0)
+        hp_log("cannot serve %s: %s", s->path[0] ? s->path : s->cfg.socket_path, strerror(-rc));
+    return rc == 0;
+}
+
 static void *server_main(void *arg)
 {
     struct hp_server *s = arg;
+    if (s->cfg.start_delay_ms > 0 && !delayed_bind(s))
+        return NULL;
     size_t cap = (size_t)s->cfg.max_clients + 2;
     struct pollfd *fds = calloc(cap, sizeof *fds);
     if (!fds) {
@@ -635,7 +646,13 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out)
     s->listener.fd = -1;
     own(&s->wake, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     s->clients = calloc((size_t)cfg->max_clients, sizeof *s->clients);
-    int rc = s->wake.fd < 0 ? -EMFILE : !s->clients ? -ENOMEM : bind_socket(s);
+    size_t len = strlen(cfg->socket_path);
+    int rc = s->wake.fd < 0 ? -EMFILE : !s->clients ? -ENOMEM
+             : len >= sizeof s->path ? -ENAMETOOLONG : 0;
+    if (rc == 0)
+        memcpy(s->path, cfg->socket_path, len + 1);
+    if (rc == 0 && cfg->start_delay_ms <= 0)
+        rc = bind_socket(s);
     if (rc == 0)
         rc = start_thread(s);
     if (rc != 0) {

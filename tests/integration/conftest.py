@@ -152,6 +152,16 @@ def nc(socket_path, text, timeout=10):
     return r.stdout.decode(errors="replace")
 
 
+def read_until_closed(sock):
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def raw(socket_path, data, timeout=5.0, shut_write=False):
     """Sends bytes, reads until the server closes (or timeout); returns what came back."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -1,6 +1,8 @@
 """The core agent end to end: real example processes, the real CLI, nc and raw sockets."""
 import json
 import os
+import re
+import signal
 import socket
 import stat
 import subprocess
@@ -9,7 +11,17 @@ import time
 
 import pytest
 
-from conftest import BIN, LIB, HOTPATCH, cli, nc, raw, session, open_fds
+from conftest import BIN, cli, nc, raw, read_until_closed, session, open_fds
+
+
+def _retry_cli(*args, seconds=5):
+    """Runs the CLI until it succeeds (an agent that is still starting) or time runs out."""
+    deadline = time.time() + seconds
+    while True:
+        r = cli(*args)
+        if r.returncode == 0 or time.time() > deadline:
+            return r
+        time.sleep(0.1)
 
 
 # ---- var through the CLI ------------------------------------------------------------------
@@ -148,12 +160,7 @@ def test_session_pipelined_requests_are_answered_in_order(server):
     s.settimeout(5)
     s.connect(server.socket)
     s.sendall(b"session\n" + b"".join(f"var set age {i}\n".encode() for i in range(100)) + b"quit\n")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = read_until_closed(s)
     s.close()
     replies = [json.loads(l) for l in data.splitlines()]
     assert len(replies) == 102
@@ -236,14 +243,8 @@ def test_two_hundred_concurrent_clients(server):
         s.connect(server.socket)
         barrier.wait()
         s.sendall(b"json var get age\n" if i % 2 else b"var list\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        results[i] = read_until_closed(s)
         s.close()
-        results[i] = data
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(200)]
     for t in threads:
@@ -296,23 +297,87 @@ def test_other_user_is_refused_by_peer_credentials(spawn, tmp_path):
     os.chmod(p.socket, 0o666)
     r = subprocess.run(AS_NOBODY + ["nc", "-U", p.socket], input=b"var set age 1\n",
                        capture_output=True, timeout=10)
-    assert r.stdout.startswith(b"error: permission denied: uid 65534 may not control this process")
+    assert r.stdout == (b"error: permission denied: uid 65534 may not control this process "
+                        b"(allowed: root, uid 0)\n")
     assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
     time.sleep(0.1)
     assert any("refused connection from uid 65534" in l for l in p.err_lines)
 
 
-def test_mutations_are_logged_with_the_peer(server):
-    r = cli("-p", server.pid, "var", "set", "age", "5")
-    assert r.returncode == 0
+AUDIT_LINE = re.compile(r'^hotpatch\[(\d+)\]: audit time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z '
+                        r'uid=(\d+) pid=(\d+) request="(.*)" result=(.*)$')
+
+
+def test_mutations_are_audited_with_time_peer_and_result(server):
+    assert cli("-p", server.pid, "var", "set", "age", "5").returncode == 0
+    assert cli("-p", server.pid, "var", "set", "age", "x").returncode == 1
+    assert cli("-p", server.pid, "var", "get", "age").returncode == 0
     time.sleep(0.1)
-    logged = [l for l in server.err_lines if l.endswith("json var set age 5 -> ok")]
-    assert len(logged) == 1
-    assert logged[0].startswith(f"hotpatch[{server.pid}]: uid {os.geteuid()} pid ")
-    cli("-p", server.pid, "var", "set", "age", "x")
-    time.sleep(0.1)
-    assert any(l.endswith("json var set age x -> refused") for l in server.err_lines)
-    assert not any("var get" in l or "var list" in l for l in server.err_lines)
+    audits = [AUDIT_LINE.match(l) for l in server.err_lines if " audit " in l]
+    assert len(audits) == 2 and all(audits)
+    ok, refused = audits
+    assert ok.group(1) == str(server.pid) and ok.group(2) == str(os.geteuid())
+    assert ok.group(4) == "json var set age 5" and ok.group(5) == "ok"
+    assert refused.group(5).startswith("refused: 'x' is not a valid int")
+
+
+def test_audit_to_a_file(spawn, tmp_path):
+    log = tmp_path / "audit.log"
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_AUDIT": f"file:{log}"})
+    assert cli("-p", p.pid, "var", "set", "age", "6").returncode == 0
+    assert cli("-p", p.pid, "lib", "load", "x", "/nonexistent.so").returncode == 1
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and all(AUDIT_LINE.match(l) for l in lines)
+    assert 'request="json lib load x /nonexistent.so" result=refused: cannot load' in lines[1]
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
+    assert not any(" audit " in l for l in p.err_lines)
+
+
+def test_audit_to_syslog(spawn):
+    if os.path.exists("/dev/log"):
+        pytest.skip("a system logger owns /dev/log; not intercepting it")
+    collector = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    collector.bind("/dev/log")
+    collector.settimeout(5)
+    try:
+        p = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_AUDIT": "syslog"})
+        assert cli("-p", p.pid, "var", "set", "age", "8").returncode == 0
+        message = collector.recv(4096).decode()
+        assert f"hotpatch[{p.pid}]: audit time=" in message
+        assert 'request="json var set age 8" result=ok' in message
+    finally:
+        collector.close()
+        os.unlink("/dev/log")
+
+
+def test_read_only_agent_refuses_every_mutation(spawn):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_READ_ONLY": "1"})
+    assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
+    for args in (["var", "set", "age", "1"], ["lib", "load", "m", "libm.so.6"], ["lib", "unload", "m"]):
+        r = cli("-p", p.pid, *args)
+        assert r.returncode == 1
+        assert r.stderr.startswith("error: the agent is read-only (HOTPATCH_READ_ONLY is set); "
+                                   f"'{args[0]} {args[1]}' would change the process")
+    assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
+    assert cli("-p", p.pid, "lib", "list").stdout.startswith("no libraries")
+
+
+@needs_root
+def test_allowed_users_are_configurable(spawn):
+    allowed = spawn([BIN / "simple_server", "--interval-ms", "50"],
+                    env={"HOTPATCH_ALLOW_UIDS": "nobody,4242"})
+    os.chmod(allowed.socket, 0o666)
+    r = subprocess.run(AS_NOBODY + ["nc", "-U", allowed.socket], input=b"var set age 3\n",
+                       capture_output=True, timeout=10)
+    assert r.stdout == b"age = 3 (was 10)\n"
+    assert cli("-p", allowed.pid, "var", "get", "age").stdout == "3\n"  # root still allowed
+
+    others = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_ALLOW_UIDS": "4242"})
+    os.chmod(others.socket, 0o666)
+    r = subprocess.run(AS_NOBODY + ["nc", "-U", others.socket], input=b"var get age\n",
+                       capture_output=True, timeout=10)
+    assert r.stdout == (b"error: permission denied: uid 65534 may not control this process "
+                        b"(allowed: root, uid 4242)\n")
 
 
 # ---- socket file life cycle ----------------------------------------------------------------------
@@ -443,6 +508,38 @@ def test_lib_load_errors_carry_dlerror(server, tmp_path):
     assert cli("-p", server.pid, "lib", "list").stdout.startswith("no libraries are loaded")
 
 
+def test_lib_load_refuses_files_others_could_have_written(server, tmp_path):
+    libm = subprocess.run(["sh", "-c", "ldconfig -p | awk '/libm.so.6 .*x86-64/ {print $NF; exit}'"],
+                          capture_output=True, text=True).stdout.strip()
+    lib = tmp_path / "libshared.so"
+    lib.write_bytes(open(libm, "rb").read())
+    os.chmod(lib, 0o666)
+    r = cli("-p", server.pid, "lib", "load", "w", lib)
+    assert r.returncode == 1
+    assert r.stderr == (f"error: refusing to load {lib}: file {lib} is writable by every user "
+                        f"(mode 0666); only root or uid {os.geteuid()} may be able to change it\n")
+    os.chmod(lib, 0o664)
+    assert "is writable by its group (mode 0664)" in cli("-p", server.pid, "lib", "load", "w", lib).stderr
+    os.chmod(lib, 0o644)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    (open_dir / "lib.so").write_bytes(lib.read_bytes())
+    r = cli("-p", server.pid, "lib", "load", "w", open_dir / "lib.so")
+    assert f"directory {open_dir} is writable by every user (mode 0777)" in r.stderr
+    os.chmod(open_dir, 0o1777)  # sticky: others cannot replace our file
+    assert cli("-p", server.pid, "lib", "load", "sticky", open_dir / "lib.so").returncode == 0
+    link = tmp_path / "link.so"
+    link.symlink_to(open_dir / "lib.so")
+    os.chmod(open_dir, 0o777)
+    assert "is writable by every user" in cli("-p", server.pid, "lib", "load", "via_link", link).stderr
+    if os.geteuid() == 0:
+        os.chown(lib, 65534, 65534)
+        r = cli("-p", server.pid, "lib", "load", "foreign", lib)
+        assert f"file {lib} is owned by uid 65534; it must be owned by root or uid 0" in r.stderr
+    assert [l.split()[0] for l in cli("-p", server.pid, "lib", "list").stdout.splitlines()] == ["NAME", "sticky"]
+
+
 def test_cli_makes_relative_library_paths_absolute(server, tmp_path):
     libm = subprocess.run(["sh", "-c", "ldconfig -p | awk '/libm.so.6 .*x86-64/ {print $NF; exit}'"],
                           capture_output=True, text=True).stdout.strip()
@@ -470,14 +567,12 @@ def test_examples_stop_cleanly_on_sigterm_and_remove_their_socket(spawn, program
 
 
 def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
-    p = spawn([BIN / "forker"])
+    p = spawn([BIN / "forker", "serve"])
     p.wait_output(r"parent-serving")
     child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
     child_socket = f"/tmp/{child_pid}.socket"
-    for _ in range(100):
-        if os.path.exists(child_socket):
-            break
-        time.sleep(0.02)
+    r = _retry_cli("-p", child_pid, "var", "get", "value")
+    assert r.stdout == "1\n", r.stderr
     assert cli("-p", p.pid, "var", "set", "value", "5").returncode == 0
     assert cli("-p", child_pid, "var", "get", "value").stdout == "1\n"
     assert cli("-p", child_pid, "var", "set", "value", "2").returncode == 0
@@ -487,13 +582,37 @@ def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
     assert cli("-p", p.pid, "var", "get", "value").stdout == "5\n"
 
 
-def _retry_cli(*args, seconds=5):
-    deadline = time.time() + seconds
-    while True:
-        r = cli(*args)
-        if r.returncode == 0 or time.time() > deadline:
-            return r
-        time.sleep(0.1)
+def test_fork_then_exec_leaves_no_socket(spawn):
+    p = spawn([BIN / "forker", "exec"])
+    child_pid = int(p.lines[p.wait_output(r"^parent-serving \d+")].split()[1])
+    child_socket = f"/tmp/{child_pid}.socket"
+    deadline = time.time() + 0.8
+    while time.time() < deadline:  # the exec'd child (sleep 1) lives on with the same pid
+        assert not os.path.exists(child_socket)
+        time.sleep(0.05)
+    p.wait_output(r"child-exited 0")
+    assert not os.path.exists(child_socket)
+    assert cli("-p", p.pid, "var", "get", "value").stdout == "1\n"
+
+
+def test_fork_agent_can_be_turned_off(spawn):
+    p = spawn([BIN / "forker", "serve"], env={"HOTPATCH_FORK_AGENT": "0"})
+    child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
+    time.sleep(0.5)
+    assert not os.path.exists(f"/tmp/{child_pid}.socket")
+    os.kill(child_pid, signal.SIGKILL)
+
+
+def test_socket_path_pattern_gives_each_process_its_own(spawn, tmp_path):
+    pattern = str(tmp_path / "agent-%p.sock")
+    p = spawn([BIN / "forker", "serve"], env={"HOTPATCH_SOCKET": pattern},
+              socket=pattern.replace("%p", "{}"), wait_socket=False)
+    p.socket = pattern.replace("%p", str(p.pid))
+    p.wait_socket()
+    child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
+    r = _retry_cli("-p", child_pid, "var", "set", "value", "2")
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(p.socket)
 
 
 def test_agent_survives_the_program_closing_its_descriptors(spawn):
@@ -519,3 +638,36 @@ def test_agent_never_touches_descriptors_the_program_dup2ed_over(spawn, tmp_path
     assert p.wait_exit() == 0
     assert victim.read_bytes() == b""
     assert not os.path.exists(p.socket)
+
+
+def _signal_masks(pid):
+    masks = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("SigCgt", "SigIgn", "SigBlk"):
+                masks[key] = line.split()[1]
+    return masks
+
+
+def test_agent_never_changes_the_programs_signal_dispositions(server):
+    before = _signal_masks(server.pid)
+    assert int(before["SigCgt"], 16) & (1 << (signal.SIGTERM - 1))  # the program's own handler
+    cli("-p", server.pid, "var", "set", "age", "1")
+    cli("-p", server.pid, "lib", "load", "m", "libm.so.6")
+    cli("-p", server.pid, "lib", "unload", "m")
+    raw(server.socket, b"\xff" * 5000)
+    nc(server.socket, "help\n")
+    after = _signal_masks(server.pid)
+    assert before["SigCgt"] == after["SigCgt"] and before["SigIgn"] == after["SigIgn"]
+
+
+def test_cli_refuses_a_request_over_the_line_limit_instead_of_cutting_it(server):
+    r = cli("-p", server.pid, "var", "set", "user_name", "x" * 5000)
+    assert r.returncode == 2
+    assert r.stderr == "hotpatch: the request is longer than the agent's limit of 4096 bytes\n"
+    assert cli("-p", server.pid, "var", "get", "user_name").stdout == "myname\n"
+    r = cli("-p", server.pid, "var", "get", "y" * (4096 - len("json var get ")))
+    assert r.returncode == 1 and "no variable named" in r.stderr
+    r = cli("-p", server.pid, "var", "get", "y" * (4097 - len("json var get ")))
+    assert r.returncode == 2

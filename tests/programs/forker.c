@@ -1,14 +1,17 @@
 /*
  * forker.c — test program: an agent in a process that forks.
  *
- * The parent registers `value`, starts the agent and forks. The child prints "child <pid>",
- * starts its own agent and exits once its `value` has been set to 2 (or after 10 s). The
- * parent prints "parent-serving" and serves until SIGTERM; it prints "child-exited" when the
- * child is gone. Used by test_core.py to prove fork leaves both agents correct.
+ *   forker serve   the child lives on (a prefork worker): it prints "child <pid>" and exits
+ *                  once its `value` has been set to 2 (or after 10 s)
+ *   forker exec    the child execs `sleep 1` at once (fork + exec)
+ *
+ * The parent registers `value`, starts the agent, forks, prints "parent-serving", and prints
+ * "child-exited <status>" when the child is gone; it serves until SIGTERM.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,8 +33,24 @@ static void nap(void)
     nanosleep(&ts, NULL);
 }
 
-int main(void)
+static int run_child(bool exec_at_once)
 {
+    if (exec_at_once) {
+        execlp("sleep", "sleep", "1", (char *)NULL);
+        return 127;
+    }
+    printf("child %ld\n", (long)getpid());
+    for (int i = 0; i < 500 && __atomic_load_n(&value, __ATOMIC_RELAXED) != 2; i++)
+        nap();
+    return 0; /* exit() runs the destructor: the child's socket is removed */
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2 || (strcmp(argv[1], "serve") != 0 && strcmp(argv[1], "exec") != 0)) {
+        fprintf(stderr, "usage: forker serve|exec\n");
+        return 2;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct sigaction sa = {.sa_handler = on_term};
     sigaction(SIGTERM, &sa, NULL);
@@ -39,18 +58,10 @@ int main(void)
     if (hotpatch_start() != 0)
         return 1;
     pid_t child = fork();
-    if (child == 0) {
-        if (hotpatch_running())
-            return 3; /* the parent's agent must not look alive in the child */
-        if (hotpatch_start() != 0)
-            return 4;
-        printf("child %ld\n", (long)getpid());
-        for (int i = 0; i < 500 && __atomic_load_n(&value, __ATOMIC_RELAXED) != 2; i++)
-            nap();
-        return 0; /* exit() runs the destructor: the child's socket is removed */
-    }
-    printf("parent-serving\n");
-    int status;
+    if (child == 0)
+        return run_child(strcmp(argv[1], "exec") == 0);
+    printf("parent-serving %ld\n", (long)child);
+    int status = 0;
     while (waitpid(child, &status, 0) < 0 && !stopping)
         ;
     printf("child-exited %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);

@@ -1,0 +1,11 @@
+# python.cmake — tests of the Python client (python/hotpatch), run by CTest.
+#
+# One pytest file drives the Python CLI and API against the real example servers and compares
+# the Python CLI with the C CLI byte for byte, so it needs the C client and both examples built
+# first (they are ordinary targets of this build). PYTHONPATH points at the package source, so
+# the tests exercise the tree as checked out; one test also installs it into a fresh venv.
+add_test(NAME python_client
+  COMMAND ${HOTPATCH_PYTEST} ${CMAKE_SOURCE_DIR}/tests/integration/test_python_client.py)
+set_tests_properties(python_client PROPERTIES
+  ENVIRONMENT "HOTPATCH_BUILD_DIR=${CMAKE_BINARY_DIR};PYTHONPATH=${CMAKE_SOURCE_DIR}/python"
+  TIMEOUT 600)

@@ -1,0 +1,52 @@
+"""hotpatch — the Python client of the hotpatch agent (standard library only).
+
+Scripts use :class:`Client`, which keeps one session connection open for many requests::
+
+    import hotpatch
+
+    with hotpatch.Client(pid=1234) as agent:
+        print(agent.var_get("age"))            # 10
+        agent.var_set("user_name", "Ada Lovelace")
+        try:
+            agent.var_set("age", "abc")
+        except hotpatch.RefusedError as e:
+            print("refused:", e.message)
+
+The command line is ``python3 -m hotpatch -p PID COMMAND...`` (or the ``hotpatch`` console
+script after ``pip install``), identical in options, output and exit codes to the C client.
+The protocol is described in the project's docs/protocol.md.
+"""
+
+from .errors import (
+    ConnectionError,
+    DisconnectedError,
+    Error,
+    ProtocolError,
+    RefusedError,
+    UnreachableError,
+    UsageError,
+)
+
+#: The client's version; the C client of the same release reports the same one.
+__version__ = "0.1.0"
+#: The protocol version this client speaks.
+PROTOCOL_VERSION = 1
+
+from .client import Client, Reply, build_request, quote_word, socket_path_for_pid  # noqa: E402
+
+__all__ = [
+    "Client",
+    "Reply",
+    "Error",
+    "UsageError",
+    "ConnectionError",
+    "UnreachableError",
+    "DisconnectedError",
+    "ProtocolError",
+    "RefusedError",
+    "build_request",
+    "quote_word",
+    "socket_path_for_pid",
+    "PROTOCOL_VERSION",
+    "__version__",
+]

@@ -1,0 +1,268 @@
+"""The ``hotpatch`` command line, in Python: the same options, output and exit codes as the C
+client (``cli/hotpatch.c``), so scripts can use either.
+
+    python3 -m hotpatch -p PID var get age        (or the ``hotpatch`` console script)
+
+Like the C client it sends one ``json ...`` request per run and prints the reply's ``text``
+(stdout when the agent did it, stderr when it refused) or, with ``--json``, the JSON line.
+Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.
+
+Options are parsed by a small copy of glibc's ``getopt_long`` in its ``+`` mode (options
+stop at the first command word, so ``var set x -5`` keeps its ``-5``), including long-option
+prefixes (``--js``), ``--opt=value`` and the same error messages, because the goal is that
+both clients behave identically for every command line. Everything is handled as bytes, as
+``argv`` is in C.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import BinaryIO, Optional, Sequence
+
+from . import __version__, errors
+from .client import build_request, exchange_once, parse_reply, socket_path_for_pid, text_bytes
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_TROUBLE = 2
+
+USAGE = (
+    "usage: hotpatch [-p PID | -s SOCKET] [--json] [--timeout MS] COMMAND [ARG...]\n"
+    "\n"
+    "Talks to the hotpatch agent inside a running process.\n"
+    "\n"
+    "  -p, --pid PID       the process (its agent listens on /tmp/PID.socket, or on the\n"
+    "                      HOTPATCH_SOCKET set in the process's environment, %p = pid)\n"
+    "  -s, --socket PATH   talk to the agent socket at PATH\n"
+    "  -j, --json          print the agent's JSON reply (one line)\n"
+    "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
+    "  -h, --help          this text;  -V, --version  the client's version\n"
+    "\n"
+    "Commands (the agent's 'help' lists all of them):\n"
+    "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
+    "  lib list | lib load NAME PATH | lib unload NAME\n"
+    "  help [FAMILY] | version\n"
+    "\n"
+    "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.\n"
+    "Example: hotpatch -p 1234 var set age 42\n"
+)
+
+# (long name, short letter, takes an argument) — the C client's option table, in its order.
+_OPTIONS = (
+    (b"pid", b"p", True),
+    (b"socket", b"s", True),
+    (b"json", b"j", False),
+    (b"timeout", b"t", True),
+    (b"help", b"h", False),
+    (b"version", b"V", False),
+)
+
+
+class _Stop(Exception):
+    """Ends the run with an exit status (after whatever was printed)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Output:
+    """stdout and stderr as byte streams, so replies pass through byte for byte."""
+
+    def __init__(self, out: BinaryIO, err: BinaryIO) -> None:
+        self.out, self.err = out, err
+
+    def fail(self, message: str) -> _Stop:
+        self.err.write(b"hotpatch: " + os.fsencode(message) + b"\n")
+        return _Stop(EXIT_TROUBLE)
+
+
+def _parse_long(text: bytes, low: int, high: int) -> Optional[int]:
+    """strtol(text, &end, 10) accepting only a whole string, within [low, high]."""
+    i = 0
+    while i < len(text) and text[i] in b" \t\n\v\f\r":
+        i += 1
+    j = i
+    if j < len(text) and text[j] in b"+-":
+        j += 1
+    digits = text[j:]
+    if not digits or not digits.isdigit():
+        return None
+    value = int(text[i:])
+    if value < low or value > high or abs(value) > (1 << 63):
+        return None
+    return value
+
+
+class _Getopt:
+    """glibc getopt_long(argc, argv, "+p:s:jt:hV", longopts) over byte arguments."""
+
+    def __init__(self, prog: bytes, args: Sequence[bytes], io: _Output) -> None:
+        self.prog, self.args, self.io = prog, list(args), io
+        self.index = 0          # optind - 1
+        self.cluster = b""      # the rest of a short-option cluster being read
+
+    def _error(self, message: bytes) -> str:
+        self.io.err.write(self.prog + b": " + message + b"\n")
+        return "?"
+
+    def next(self) -> Optional[tuple[str, Optional[bytes]]]:
+        """The next (letter, argument), ("?", None) after a printed error, or None at the end."""
+        if not self.cluster:
+            if self.index >= len(self.args):
+                return None
+            arg = self.args[self.index]
+            if arg == b"--":
+                self.index += 1
+                return None
+            if not arg.startswith(b"-") or arg == b"-":
+                return None
+            if arg.startswith(b"--"):
+                self.index += 1
+                return self._long(arg[2:])
+            self.cluster = arg[1:]
+            self.index += 1
+        return self._short()
+
+    def _long(self, body: bytes) -> tuple[str, Optional[bytes]]:
+        name, eq, value = body.partition(b"=")
+        exact = [o for o in _OPTIONS if o[0] == name]
+        found = exact or [o for o in _OPTIONS if o[0].startswith(name)]
+        if not found:
+            return self._error(b"unrecognized option '--" + body + b"'"), None
+        if len(found) > 1:
+            choices = b"".join(b" '--" + o[0] + b"'" for o in found)
+            return self._error(b"option '--" + body + b"' is ambiguous; possibilities:"
+                               + choices), None
+        long_name, letter, takes = found[0]
+        if eq:
+            if not takes:
+                return self._error(b"option '--" + long_name
+                                   + b"' doesn't allow an argument"), None
+            return letter.decode(), value
+        if takes:
+            if self.index >= len(self.args):
+                return self._error(b"option '--" + long_name + b"' requires an argument"), None
+            self.index += 1
+            return letter.decode(), self.args[self.index - 1]
+        return letter.decode(), None
+
+    def _short(self) -> tuple[str, Optional[bytes]]:
+        c, self.cluster = self.cluster[:1], self.cluster[1:]
+        spec = [o for o in _OPTIONS if o[1] == c]
+        if not spec:
+            return self._error(b"invalid option -- '" + c + b"'"), None
+        letter, takes = c.decode(), spec[0][2]
+        if not takes:
+            return letter, None
+        if self.cluster:
+            value, self.cluster = self.cluster, b""
+            return letter, value
+        if self.index >= len(self.args):
+            return self._error(b"option requires an argument -- '" + c + b"'"), None
+        self.index += 1
+        return letter, self.args[self.index - 1]
+
+
+def _parse_options(prog: bytes, args: Sequence[bytes],
+                   io: _Output) -> tuple[Optional[int], Optional[bytes], bool, int, list[bytes]]:
+    pid: Optional[int] = None
+    socket_path: Optional[bytes] = None
+    as_json = False
+    timeout_ms = 10000
+    getopt = _Getopt(prog, args, io)
+    while (opt := getopt.next()) is not None:
+        letter, value = opt
+        if letter == "p":
+            assert value is not None
+            pid = _parse_long(value, 1, 2**31 - 1)
+            if pid is None:
+                raise io.fail(f"invalid pid '{os.fsdecode(value)}': expected a process id such "
+                              "as 1234")
+        elif letter == "s":
+            socket_path = value
+        elif letter == "j":
+            as_json = True
+        elif letter == "t":
+            assert value is not None
+            parsed = _parse_long(value, 1, 3600000)
+            if parsed is None:
+                raise io.fail(f"invalid timeout '{os.fsdecode(value)}': expected milliseconds "
+                              "from 1 to 3600000")
+            timeout_ms = parsed
+        elif letter == "h":
+            io.out.write(USAGE.encode())
+            raise _Stop(EXIT_OK)
+        elif letter == "V":
+            io.out.write(f"hotpatch {__version__} (protocol 1)\n".encode())
+            raise _Stop(EXIT_OK)
+        else:
+            io.err.write(USAGE.encode())
+            raise _Stop(EXIT_TROUBLE)
+    return pid, socket_path, as_json, timeout_ms, list(args[getopt.index:])
+
+
+def _report(io: _Output, error: errors.Error) -> int:
+    """Prints a client-side failure as the C client does: ``hotpatch: `` and the message,
+    then each explanation line."""
+    lines = [error.message]
+    if isinstance(error, errors.UnreachableError):
+        lines += list(error.hints)
+    for line in lines:
+        io.err.write(b"hotpatch: " + os.fsencode(line) + b"\n")
+    return error.exit_code
+
+
+def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
+    pid, socket_path, as_json, timeout_ms, words = _parse_options(prog, args, io)
+    if (pid is None) == (socket_path is None):
+        io.err.write(b"hotpatch: give exactly one of -p PID or -s SOCKET\n")
+        io.err.write(USAGE.encode())
+        return EXIT_TROUBLE
+    path = socket_path_for_pid(pid) if pid is not None else os.fsdecode(socket_path or b"")
+    if not words or (words[0] == b"json" and len(words) == 1):
+        io.err.write(USAGE.encode())
+        return EXIT_TROUBLE
+    try:
+        line, json_word = build_request(words)
+        raw = exchange_once(path, line, pid, timeout_ms / 1000)
+    except errors.Error as e:
+        return _report(io, e)
+    try:
+        reply = parse_reply(raw)
+    except errors.ProtocolError as e:
+        io.err.write(b"hotpatch: the agent's reply is not valid: " + e.reply[:200] + b"\n")
+        return EXIT_TROUBLE
+    if as_json or json_word:
+        io.out.write(raw)
+    else:
+        (io.out if reply.ok else io.err).write(text_bytes(reply.text))
+    return EXIT_OK if reply.ok else EXIT_REFUSED
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """Runs the CLI with ``argv`` (default ``sys.argv[1:]``) and returns the exit status.
+
+    ``prog`` is the name in option-parsing errors (glibc prints the C client's ``argv[0]``):
+    the console script passes its own path, ``python3 -m hotpatch`` uses ``hotpatch``.
+    """
+    args = [os.fsencode(a) for a in (sys.argv[1:] if argv is None else argv)]
+    io = _Output(sys.stdout.buffer, sys.stderr.buffer)
+    try:
+        code = _run(os.fsencode(prog or "hotpatch"), args, io)
+    except _Stop as stop:
+        code = stop.code
+    try:
+        io.out.flush()
+        io.err.flush()
+    except BrokenPipeError:
+        # The reader went away (`hotpatch ... | head`): not our failure; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return code
+
+
+def console_main() -> int:
+    """Entry point of the installed ``hotpatch`` console script."""
+    return main(prog=sys.argv[0])
