@@ -49,6 +49,17 @@ static bool applies_to_new_files(const char *name)
     return false;
 }
 
+/* glog's name for a severity level: INFO..FATAL for 0-3, "none" above (nothing is that
+ * severe), else the text itself. */
+static const char *severity_name(const char *value)
+{
+    char *end;
+    long level = strtol(value, &end, 10);
+    if (!*value || *end || level < 0)
+        return value;
+    return level < (long)HP_ARRAY_SIZE(severity_names) ? severity_names[level] : "none";
+}
+
 /* "2" -> "ERROR (2)"; other numbers unchanged. */
 static const char *describe_severity(const char *value, char *buf, size_t cap)
 {
@@ -126,10 +137,8 @@ static void add_setting_item(const struct hp_gflag *flag, void *ctx)
     hp_reply_item(reply, "default", flag->default_value,
                   hp_gflag_json_kind(flag->type, flag->default_value));
     hp_reply_item_str(reply, "description", flag->description);
-    if (is_severity_setting(flag->name)) {
-        char buf[64];
-        hp_reply_item_str(reply, "severity", describe_severity(flag->value, buf, sizeof buf));
-    }
+    if (is_severity_setting(flag->name))
+        hp_reply_item_str(reply, "severity", severity_name(flag->value));
 }
 
 static void cmd_glog_list(const struct hp_request *req, struct hp_reply *reply)
@@ -147,7 +156,6 @@ static void cmd_glog_list(const struct hp_request *req, struct hp_reply *reply)
 /* ---- looking a setting up ------------------------------------------------------------------- */
 
 struct setting_lookup {
-    const char *name;
     bool found;
     bool is_glog;
     struct hp_reply *reply;     /* when set, the found setting becomes the reply's value */
@@ -171,9 +179,8 @@ static void take_setting(const struct hp_gflag *flag, void *ctx)
     hp_reply_field(reply, "description", flag->description, HP_JSON_STRING);
     if (is_severity_setting(flag->name)) {
         char buf[64];
-        describe_severity(flag->value, buf, sizeof buf);
-        hp_reply_field(reply, "severity", buf, HP_JSON_STRING);
-        hp_reply_plain(reply, "%s", buf);
+        hp_reply_field(reply, "severity", severity_name(flag->value), HP_JSON_STRING);
+        hp_reply_plain(reply, "%s", describe_severity(flag->value, buf, sizeof buf));
     }
 }
 
@@ -196,7 +203,7 @@ static void append_name(const struct hp_gflag *flag, void *ctx)
 static bool require_setting(const struct hp_gflags_adapter *adapter, const char *name,
                             struct hp_reply *value_reply, struct hp_reply *reply)
 {
-    struct setting_lookup look = {.name = name, .reply = value_reply};
+    struct setting_lookup look = {.reply = value_reply};
     char why[HP_ERROR_MAX];
     int rc = adapter->get(name, take_setting, &look, why, sizeof why);
     if (rc != 0 && rc != -ENOENT) {
