@@ -98,12 +98,26 @@ class Server:
                                       stdin=subprocess.DEVNULL, env=dict(os.environ, **(env or {})))
         self.pid = self.popen.pid
         self.socket = (env or {}).get("HOTPATCH_SOCKET", f"/tmp/{self.pid}.socket")
+        # Wait for the agent to answer, not for the path to exist: a killed process whose pid
+        # was reused may have left a stale socket file at the same path.
         deadline = time.time() + 10
-        while not os.path.exists(self.socket):
+        while not self._answers():
             if self.popen.poll() is not None or time.time() > deadline:
                 self.stop()
                 raise RuntimeError(f"{binary} did not start its agent at {self.socket}")
             time.sleep(0.01)
+
+    def _answers(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(2)
+            s.connect(self.socket)
+            s.sendall(b"version\n")
+            return s.recv(64).startswith(b"hotpatch ")
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def stop(self):
         if self.popen.poll() is None:
@@ -592,6 +606,8 @@ def test_api_timeout_and_stopped_agent(servers):
     agent = hotpatch.Client(srv.pid, timeout=0.3)
     assert agent.var_get("age") == 10
     os.kill(srv.pid, signal.SIGSTOP)
+    while open(f"/proc/{srv.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+        time.sleep(0.01)                         # the signal is delivered asynchronously
     try:
         start = time.monotonic()
         with pytest.raises(hotpatch.DisconnectedError, match="timed out"):
