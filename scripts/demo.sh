@@ -2,8 +2,8 @@
 # make demo: the main job end to end on a real running process.
 #
 # Starts build/bin/simple_server (it prints its variables and add_func(1, 2) every 500 ms),
-# changes it live with the hotpatch CLI, nc and JSON, and shows the program's own output
-# changing. Exits non-zero if any step does not do what it shows.
+# changes it live with the hotpatch CLI, nc and JSON, upgrades and rolls back add_func
+# (scripts/demo_func.sh), and shows the program's own output changing. Exits non-zero if any step does not do what it shows.
 set -euo pipefail
 BUILD=${1:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -64,6 +64,9 @@ LIBM=$(ldconfig -p | awk '/libm\.so\.6 .*x86-64/ {print $NF; exit}')
 run "$HOTPATCH" -p "$PID" lib load m "$LIBM"
 run "$HOTPATCH" -p "$PID" lib list
 run "$HOTPATCH" -p "$PID" lib unload m
+
+# Function upgrade and rollback on the same running process.
+"$(dirname "$0")/demo_func.sh" "$BUILD" "$PID" "$LOG"
 
 step "Stop the program: the agent removes its socket"
 kill -TERM "$PID"; wait "$PID" || true

@@ -31,11 +31,8 @@
 int hp_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap)
 {
     /* The only way code of a loaded library runs on its own is through an installed function
-     * patch; the patch engine answers for those. Without it nothing can hold the library. */
-    (void)lib;
-    (void)why;
-    (void)why_cap;
-    return 0;
+     * patch, or a thread still inside after a rollback; the patch engine answers for both. */
+    return hp_func_library_busy(lib, why, why_cap);
 }
 
 static void add_library_item(const struct hp_library_view *l, void *ctx)

@@ -306,4 +306,9 @@ const char *hp_server_path(const struct hp_server *s);
 /* In a forked child: closes the parent server's descriptors without touching its socket file. */
 void hp_server_abandon(struct hp_server *s);
 
+/* ---- cmd_func.c (issue 3: function upgrade; the engine's own interface is src/patch.h) ----- */
+extern const struct hp_command hp_func_commands[];
+/* The patch engine's answer to hp_library_busy: installed versions, threads inside. */
+int hp_func_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap);
+
 #endif /* HOTPATCH_INTERNAL_H */

@@ -20,6 +20,7 @@ static const struct hp_command *const families[] = {
     hp_core_commands,
     hp_var_commands,
     hp_lib_commands,
+    hp_func_commands,
     hp_gflags_commands,
     hp_glog_commands,
 };

@@ -267,7 +267,7 @@ def test_refusals_are_identical(server):
                  ["var", "set", "age", "99999999999"], ["var", "get", "string", "age"],
                  ["var", "get", "age", "extra"], ["var"], ["var", "frob"], ["lib", "unload", "x"],
                  ["lib", "load", "bad name!", LIBM], ["lib", "load", "x", "/nonexistent/lib.so"],
-                 ["gflags", "list"], ["func", "list"], ["glog", "get", "v"], ["-j", "nope"],
+                 ["gflags", "list"], ["func", "rollback", "nosuch"], ["glog", "get", "v"], ["-j", "nope"],
                  ["var", "get", "\xe9\udcff"], ["var", "set", "age", ""]):
         rc, out, err = assert_same("-p", p, *args)
         assert rc == 1, args
@@ -533,10 +533,11 @@ def test_api_refusals_raise_refused_error_with_the_agents_message(server):
     assert e.value.exit_code == 1 and e.value.request == "var set age abc"
     assert e.value.text == "error: " + e.value.message + "\n"
     for call, words, reason in ((agent.gflags_list, (), "this process has no gflags"),
-                                (agent.glog_vmodule, ("x*", 2), "this process has no glog"),
-                                (agent.func_rollback, ("add_func",), "unknown command")):
+                                (agent.glog_vmodule, ("x*", 2), "this process has no glog")):
         with pytest.raises(hotpatch.RefusedError, match=reason):
             call(*words)
+    with pytest.raises(hotpatch.RefusedError, match="nothing to roll back"):
+        agent.func_rollback("add_func")
     with pytest.raises(hotpatch.RefusedError, match="variable 'age' has type int, not string"):
         agent.var_get("age", type="string")
     with pytest.raises(hotpatch.Error):           # every failure is a hotpatch.Error

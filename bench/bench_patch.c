@@ -1,0 +1,248 @@
+/*
+ * bench_patch.c — what a patched call costs, and how long an upgrade takes (issue 3, item 8).
+ *
+ * Usage: bench_patch [--smoke]
+ *
+ * Call cost, in ns per call of a ~1 ns function ((a + b) * k), median of ROUNDS rounds of CALLS
+ * calls each, every variant measured in the same run and interleaved round by round so that
+ * frequency changes and noisy neighbours hit all of them alike:
+ *   direct         a direct call of an unpatched function
+ *   pointer        a call through a function pointer
+ *   patched near   a direct call of a function patched with jmp rel32 (one extra jump)
+ *   patched far    a direct call of a function patched through a relay (jmp rel32, then
+ *                  jmp *cell(%rip): two extra jumps)
+ *   seed push/ret  a direct call of a function whose entry was overwritten the way the seed did
+ *                  it: push imm32; mov dword [rsp+4], imm32; ret (an absolute jump that
+ *                  mispredicts the return stack)
+ * Then the latency of an upgrade + rollback pair while HAMMERS threads call the function:
+ * original <-> v1 (threads stopped for the first jump), v1 <-> v2 near (int3 protocol), and
+ * v1 <-> v2 far (one atomic store to the relay cell).
+ *
+ * Ratios are against the direct call. Targets: patched near within 1.25x of direct; patched far
+ * no slower than a pointer call. The process exits 1 when a patched call returns a wrong result
+ * (the figures would be meaningless), never because of timing (machines are noisy).
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "patch.h"
+
+#if defined(__clang__)
+#define NOIPA __attribute__((noinline)) /* clang has no noipa; noinline keeps the call */
+#else
+#define NOIPA __attribute__((noinline, noipa))
+#endif
+#define HAMMERS 4
+
+NOIPA int f_direct(int a, int b);
+NOIPA int f_near_target(int a, int b);
+NOIPA int f_near_v1(int a, int b);
+NOIPA int f_near_v2(int a, int b);
+NOIPA int f_far_target(int a, int b);
+NOIPA int f_seed_target(int a, int b);
+NOIPA int f_pointer(int a, int b);
+
+NOIPA int f_direct(int a, int b) { return (a + b) * 3; }
+NOIPA int f_pointer(int a, int b) { return (a + b) * 3; }
+NOIPA int f_near_target(int a, int b) { return (a + b) * 7; }
+NOIPA int f_near_v1(int a, int b) { return (a + b) * 3; }
+NOIPA int f_near_v2(int a, int b) { return (a + b) * 9; }
+NOIPA int f_far_target(int a, int b) { return (a + b) * 11; }
+NOIPA int f_seed_target(int a, int b) { return (a + b) * 13; }
+
+typedef int (*binary_fn)(int, int);
+static binary_fn volatile pointer = f_pointer;
+
+static long calls_per_round = 20 * 1000 * 1000;
+static int rounds = 11;
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* One loop per variant, so each call site is a plain direct call (or one indirect call). */
+#define LOOP(name, call)                                                                   \
+    static NOIPA double loop_##name(long n, int *sink)                                   \
+    {                                                                                      \
+        int s = 0;                                                                         \
+        double t0 = now_ns();                                                              \
+        for (long i = 0; i < n; i++)                                                       \
+            s += call((int)i, 7);                                                          \
+        double t1 = now_ns();                                                              \
+        *sink += s;                                                                        \
+        return (t1 - t0) / (double)n;                                                      \
+    }
+LOOP(direct, f_direct)
+LOOP(pointer, pointer)
+LOOP(near, f_near_target)
+LOOP(far, f_far_target)
+LOOP(seed, f_seed_target)
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, compare_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int die(const char *what, const char *why)
+{
+    fprintf(stderr, "bench_patch: %s: %s\n", what, why);
+    return 1;
+}
+
+static struct hp_patch_target target_of(const char *name, binary_fn fn)
+{
+    struct hp_symbol sym = {.address = (void *)fn};
+    hp_symbol_describe(&sym);
+    return (struct hp_patch_target){name, (void *)fn, sym.size};
+}
+
+static int upgrade(binary_fn target, const char *name, binary_fn to, char *why)
+{
+    struct hp_patch_target t = target_of(name, target);
+    struct hp_patch_origin o = {"bench", name, (void *)to};
+    return hp_patch_upgrade(&t, &o, why, HP_ERROR_MAX);
+}
+
+static int rollback(binary_fn target, char *why)
+{
+    char lib[128], sym[256];
+    int depth;
+    return hp_patch_rollback(NULL, (void *)target, lib, sizeof lib, sym, sizeof sym, &depth, why,
+                             HP_ERROR_MAX);
+}
+
+/* The seed's technique: a 14-byte absolute jump written over the entry (single-threaded here). */
+static int write_seed_jump(binary_fn at, binary_fn to, char *why)
+{
+    uint64_t dest = (uint64_t)(uintptr_t)to;
+    uint8_t code[14] = {0x68};                      /* push imm32 (low half) */
+    uint32_t lo = (uint32_t)dest, hi = (uint32_t)(dest >> 32);
+    memcpy(code + 1, &lo, 4);
+    code[5] = 0xC7, code[6] = 0x44, code[7] = 0x24, code[8] = 0x04; /* mov dword [rsp+4], imm32 */
+    memcpy(code + 9, &hi, 4);
+    code[13] = 0xC3;                                /* ret */
+    return hp_arch_write_text((void *)at, code, sizeof code, why, HP_ERROR_MAX);
+}
+
+/* ---- upgrade latency under load ------------------------------------------------------------ */
+
+static atomic_int hammering;
+static binary_fn volatile hammered;
+
+static void *hammer(void *arg)
+{
+    (void)arg;
+    long s = 0;
+    while (atomic_load_explicit(&hammering, memory_order_relaxed))
+        s += hammered(1, 2);
+    return (void *)s;
+}
+
+static int latency(const char *label, binary_fn target, binary_fn base, binary_fn v, int reps,
+                   double *out_us)
+{
+    char why[HP_ERROR_MAX] = "";
+    double *t = calloc((size_t)reps, sizeof *t);
+    if (!t)
+        return die(label, "out of memory");
+    hammered = target;
+    atomic_store(&hammering, 1);
+    pthread_t th[HAMMERS];
+    for (int i = 0; i < HAMMERS; i++)
+        pthread_create(&th[i], NULL, hammer, NULL);
+    int rc = base && upgrade(target, "base", base, why) ? die(label, why) : 0;
+    struct hp_patch_target t_once = target_of(label, target); /* symbol lookup not timed */
+    struct hp_patch_origin o = {"bench", "v", (void *)v};
+    for (int i = 0; rc == 0 && i < reps; i++) {
+        double t0 = now_ns();
+        if (hp_patch_upgrade(&t_once, &o, why, sizeof why) != 0 || rollback(target, why) != 0)
+            rc = die(label, why);
+        t[i] = (now_ns() - t0) / 1000.0;
+    }
+    if (rc == 0 && base && rollback(target, why) != 0)
+        rc = die(label, why);
+    atomic_store(&hammering, 0);
+    for (int i = 0; i < HAMMERS; i++)
+        pthread_join(th[i], NULL);
+    *out_us = rc == 0 ? median(t, reps) : 0;
+    free(t);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    bool smoke = argc > 1 && strcmp(argv[1], "--smoke") == 0;
+    if (smoke)
+        calls_per_round = 200 * 1000, rounds = 3;
+    char why[HP_ERROR_MAX] = "";
+    void *lib = dlopen(BENCH_FAR_LIB, RTLD_NOW | RTLD_LOCAL);
+    if (!lib)
+        return die("dlopen", dlerror());
+    binary_fn far = (binary_fn)dlsym(lib, "bench_far");
+    if (upgrade(f_near_target, "f_near_v1", f_near_v1, why) != 0)
+        return die("near upgrade", why);
+    if (upgrade(f_far_target, "bench_far", far, why) != 0)
+        return die("far upgrade", why);
+    if (write_seed_jump(f_seed_target, f_direct, why) != 0)
+        return die("seed jump", why);
+    if (f_near_target(1, 2) != 9 || f_far_target(1, 2) != 15 || f_seed_target(1, 2) != 9)
+        return die("check", "a patched function returned a wrong result");
+    struct hp_patch_stats st;
+    hp_patch_get_stats(&st);
+
+    enum { DIRECT, POINTER, NEAR, FAR, SEED, N };
+    static const char *names[N] = {"direct call", "function pointer", "patched near (rel32)",
+                                   "patched far (relay)", "seed push/mov/ret"};
+    double samples[N][64];
+    int sink = 0;
+    for (int r = 0; r < rounds; r++) {
+        samples[DIRECT][r] = loop_direct(calls_per_round, &sink);
+        samples[POINTER][r] = loop_pointer(calls_per_round, &sink);
+        samples[NEAR][r] = loop_near(calls_per_round, &sink);
+        samples[FAR][r] = loop_far(calls_per_round, &sink);
+        samples[SEED][r] = loop_seed(calls_per_round, &sink);
+    }
+    double med[N];
+    for (int v = 0; v < N; v++)
+        med[v] = median(samples[v], rounds);
+    printf("call cost: median of %d rounds x %ld calls (sink %d)\n", rounds, calls_per_round,
+           sink & 1);
+    printf("  %-22s %8s %8s\n", "variant", "ns/call", "ratio");
+    for (int v = 0; v < N; v++)
+        printf("  %-22s %8.3f %7.2fx\n", names[v], med[v], med[v] / med[DIRECT]);
+    printf("  target: near <= 1.25x direct: %s; far <= pointer: %s\n",
+           med[NEAR] <= 1.25 * med[DIRECT] ? "met" : "MISSED",
+           med[FAR] <= med[POINTER] * 1.02 ? "met" : "MISSED");
+
+    if (rollback(f_near_target, why) != 0 || rollback(f_far_target, why) != 0)
+        return die("rollback", why);
+    int reps = smoke ? 5 : 200;
+    double orig_us, near_us, far_us;
+    if (latency("original <-> v1", f_near_target, NULL, f_near_v1, reps, &orig_us) ||
+        latency("v1 <-> v2 near", f_near_target, f_near_v1, f_near_v2, reps, &near_us) ||
+        latency("v1 <-> v2 far", f_far_target, far, (binary_fn)dlsym(lib, "bench_far2"), reps,
+                &far_us))
+        return 1;
+    printf("upgrade + rollback latency with %d threads calling the function (median of %d):\n",
+           HAMMERS, reps);
+    printf("  %-34s %10.1f us\n", "original <-> v1 (threads stopped)", orig_us);
+    printf("  %-34s %10.1f us\n", "v1 <-> v2 near (int3 protocol)", near_us);
+    printf("  %-34s %10.1f us\n", "v1 <-> v2 far (relay cell store)", far_us);
+    return 0;
+}

@@ -1,0 +1,255 @@
+/*
+ * patch_x86_64.c — x86-64 instruction encoding and the safe code-modification protocol.
+ *
+ * Everything that knows an opcode lives here, so that the engine (patch.c) can be ported by
+ * writing one more file of this shape.
+ *
+ * Encodings:
+ *   - the patch: `jmp rel32` (E9 xx xx xx xx), written at the entry, or just after an `endbr64`
+ *     (F3 0F 1E FA) so that indirect calls still land on an endbr64 when IBT is enforced;
+ *   - a relay slot: `jmp *disp32(%rip)` (FF 25 xx xx xx xx) followed by two int3, whose 8-byte
+ *     destination cell lives in a separate read-write, non-executable page. Retargeting a relay
+ *     is one aligned 8-byte atomic store to data memory: no code is modified at all.
+ *
+ * Writing code that other threads may be executing (hp_arch_poke_live) follows the Linux
+ * kernel's text_poke_bp: write int3 over the first byte, make every core serialize its
+ * instruction stream (membarrier MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE), write the other
+ * bytes, serialize, write the first byte, serialize. A thread reaching the site in between
+ * executes the int3 — a complete one-byte instruction — and never a half-written one; the
+ * engine's SIGTRAP handler holds it until the write is complete and then re-runs the site.
+ *
+ * How bytes reach a code page: pwrite() to /proc/self/mem, which the kernel performs with
+ * FOLL_FORCE on the page (breaking copy-on-write for a private file mapping) without changing
+ * the mapping's protection, so a page that holds code never loses PROT_EXEC and never becomes
+ * writable for the program. When the kernel forbids that (proc_mem.force_override=never, some
+ * LSMs), the fallback makes the page(s) read-write-execute for the duration of the write and
+ * restores the previous protection: exec is never dropped, so a thread running on the same
+ * page never faults.
+ *
+ * State: the /proc/self/mem descriptor (mem_fd) and the membarrier registration flag, both
+ * owned by the engine and touched only under the engine lock (patch.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "patch.h"
+
+#define OP_JMP_REL32 0xE9
+#define OP_INT3 0xCC
+
+static const uint8_t endbr64[4] = {0xF3, 0x0F, 0x1E, 0xFA};
+
+/* Owned by the engine, used under its lock: -1 until first opened, -2 when unusable. */
+static int mem_fd = -1;
+static bool membarrier_ready;
+
+/* ---- encoding ------------------------------------------------------------------------------ */
+
+size_t hp_arch_entry_skip(const uint8_t *entry)
+{
+    return memcmp(entry, endbr64, sizeof endbr64) == 0 ? sizeof endbr64 : 0;
+}
+
+static bool fits_rel32(intptr_t delta)
+{
+    return delta >= INT32_MIN && delta <= INT32_MAX;
+}
+
+bool hp_arch_near(const void *from, const void *to)
+{
+    intptr_t delta = (intptr_t)to - ((intptr_t)from + HP_JUMP_SIZE);
+    return fits_rel32(delta);
+}
+
+void hp_arch_encode_jump(uint8_t *code, const void *at, const void *to)
+{
+    int32_t rel = (int32_t)((intptr_t)to - ((intptr_t)at + HP_JUMP_SIZE));
+    code[0] = OP_JMP_REL32;
+    memcpy(code + 1, &rel, sizeof rel);
+}
+
+void *hp_arch_jump_target(const uint8_t *code, const void *at)
+{
+    if (code[0] != OP_JMP_REL32)
+        return NULL;
+    int32_t rel;
+    memcpy(&rel, code + 1, sizeof rel);
+    return (void *)((intptr_t)at + HP_JUMP_SIZE + rel);
+}
+
+void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell)
+{
+    int32_t disp = (int32_t)((intptr_t)cell - ((intptr_t)slot + 6));
+    code[0] = 0xFF;  /* jmp *disp32(%rip): FF /4 with ModRM 00 100 101 */
+    code[1] = 0x25;
+    memcpy(code + 2, &disp, sizeof disp);
+    code[6] = OP_INT3;
+    code[7] = OP_INT3;
+}
+
+bool hp_arch_is_trap(uint8_t byte)
+{
+    return byte == OP_INT3;
+}
+
+uintptr_t hp_arch_trap_site(uintptr_t pc)
+{
+    return pc - 1;  /* int3 is a trap: the reported PC is the byte after it */
+}
+
+/* ---- interrupted contexts ------------------------------------------------------------------- */
+
+uintptr_t hp_arch_context_pc(const void *ucontext)
+{
+    const ucontext_t *uc = ucontext;
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+}
+
+void hp_arch_context_set_pc(void *ucontext, uintptr_t pc)
+{
+    ucontext_t *uc = ucontext;
+    uc->uc_mcontext.gregs[REG_RIP] = (greg_t)pc;
+}
+
+uintptr_t hp_arch_context_sp(const void *ucontext)
+{
+    const ucontext_t *uc = ucontext;
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+}
+
+int hp_arch_context_regs(const void *ucontext, uintptr_t *regs, int cap)
+{
+    const ucontext_t *uc = ucontext;
+    int n = NGREG < cap ? NGREG : cap;
+    for (int i = 0; i < n; i++)
+        regs[i] = (uintptr_t)uc->uc_mcontext.gregs[i];
+    return n;
+}
+
+/* ---- serializing every core ------------------------------------------------------------------ */
+
+static long membarrier(int cmd)
+{
+    return syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+int hp_arch_text_init(char *why, size_t why_cap)
+{
+    if (membarrier_ready)
+        return 0;
+    long supported = membarrier(MEMBARRIER_CMD_QUERY);
+    if (supported < 0 || !(supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)) {
+        snprintf(why, why_cap, "the kernel lacks membarrier SYNC_CORE (Linux 4.16 or later is "
+                               "needed to modify code that other threads run)");
+        return -ENOSYS;
+    }
+    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE) != 0) {
+        int err = errno;
+        snprintf(why, why_cap, "membarrier registration failed: %s", strerror(err));
+        return -err;
+    }
+    membarrier_ready = true;
+    return 0;
+}
+
+void hp_arch_sync_cores(void)
+{
+    /* Cannot fail once registered (hp_arch_text_init is called before any write). */
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE);
+}
+
+/* ---- writing bytes into code pages ---------------------------------------------------------- */
+
+static bool write_through_proc_mem(void *addr, const void *bytes, size_t len)
+{
+    if (mem_fd == -1) {
+        mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+        if (mem_fd < 0)
+            mem_fd = -2;
+    }
+    if (mem_fd < 0)
+        return false;
+    ssize_t n = pwrite(mem_fd, bytes, len, (off_t)(uintptr_t)addr);
+    if (n == (ssize_t)len)
+        return true;
+    mem_fd = (close(mem_fd), -2);  /* refused once: this kernel forbids it, stop trying */
+    return false;
+}
+
+static int write_through_mprotect(void *addr, const void *bytes, size_t len, char *why,
+                                  size_t why_cap)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t first = (uintptr_t)addr & ~(uintptr_t)(page - 1);
+    uintptr_t last = ((uintptr_t)addr + len - 1) & ~(uintptr_t)(page - 1);
+    int prot = hp_maps_protection((uintptr_t)addr);
+    if (prot < 0 || (last != first && hp_maps_protection(last) != prot)) {
+        snprintf(why, why_cap, "cannot write code at %p: its mapping was not found", addr);
+        return -EFAULT;
+    }
+    size_t span = last + page - first;
+    if (mprotect((void *)first, span, prot | PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
+        int err = errno;
+        snprintf(why, why_cap, "cannot write code at %p: /proc/self/mem refused and "
+                 "mprotect(RWX) failed: %s", addr, strerror(err));
+        return -err;
+    }
+    /* Byte stores: the first byte of a site is always written alone, so it is atomic. */
+    volatile uint8_t *dst = addr;
+    for (size_t i = 0; i < len; i++)
+        dst[i] = ((const uint8_t *)bytes)[i];
+    mprotect((void *)first, span, prot);
+    return 0;
+}
+
+int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why, size_t why_cap)
+{
+    if (write_through_proc_mem(addr, bytes, len))
+        return 0;
+    return write_through_mprotect(addr, bytes, len, why, why_cap);
+}
+
+/* ---- the protocols ---------------------------------------------------------------------------- */
+
+int hp_arch_poke_live(uint8_t *addr, const uint8_t *bytes, size_t len, char *why, size_t why_cap)
+{
+    static const uint8_t trap = OP_INT3;
+    if (memcmp(addr, bytes, len) == 0)
+        return 0;
+    const uint8_t first_before = addr[0];
+    int rc = hp_arch_write_text(addr, &trap, 1, why, why_cap);
+    if (rc != 0)
+        return rc;  /* nothing was written */
+    hp_arch_sync_cores();
+    if (len > 1 && memcmp(addr + 1, bytes + 1, len - 1) != 0) {
+        rc = hp_arch_write_text(addr + 1, bytes + 1, len - 1, why, why_cap);
+        if (rc != 0) {
+            /* A failed write leaves the tail as it was: restoring the first byte (a path that
+             * just worked at this address) leaves the site exactly as before. */
+            hp_arch_write_text(addr, &first_before, 1, why + strlen(why), 0);
+            hp_arch_sync_cores();
+            return rc;
+        }
+        hp_arch_sync_cores();
+    }
+    rc = hp_arch_write_text(addr, bytes, 1, why, why_cap);
+    hp_arch_sync_cores();
+    return rc;
+}
+
+int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len, char *why,
+                         size_t why_cap)
+{
+    if (memcmp(addr, bytes, len) == 0)
+        return 0;
+    int rc = hp_arch_write_text(addr, bytes, len, why, why_cap);
+    hp_arch_sync_cores();
+    return rc;
+}

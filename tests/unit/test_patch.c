@@ -1,0 +1,515 @@
+/*
+ * test_patch.c — unit tests of the patch engine (patch.c, patch_stop.c, patch_x86_64.c) and of
+ * symbol resolution (symbols.c), on functions of this very process.
+ *
+ * Built with -fcf-protection=full, so every function here starts with endbr64 and the engine
+ * must keep it. Calls go through volatile function pointers so the compiler cannot inline or
+ * fold them: each call really executes the patched entry. The far library (patch_test_far.c) is
+ * mapped more than 2 GB from this PIE executable, which forces the relay path.
+ */
+#include <dlfcn.h>
+#include <link.h>
+#include <unistd.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "patch.h"
+
+#define NOINLINE __attribute__((noinline))
+
+/*
+ * ThreadSanitizer defers asynchronous signals until a thread enters an intercepted call and
+ * runs handlers on its own terms, so busy threads cannot be parked by the stop signal: the
+ * engine then refuses (safely) whatever needs every thread stopped. Those tests are skipped
+ * under TSan, saying so; everything else runs.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define NEEDS_THREAD_STOP() skip()
+#else
+#define NEEDS_THREAD_STOP() do { } while (0)
+#endif
+
+NOINLINE int target_add(int a, int b)
+{
+    volatile int bias = 0;
+    return a + b + bias;
+}
+
+NOINLINE int repl_near_1(int a, int b)
+{
+    volatile int bias = 10;
+    return a * b + bias;
+}
+
+NOINLINE int repl_near_2(int a, int b)
+{
+    volatile int bias = 20;
+    return a * b + bias;
+}
+
+/* Only in .symtab (a local symbol): found by name all the same. */
+NOINLINE static int static_helper(int a)
+{
+    volatile int k = 7;
+    return a * k;
+}
+
+int shared_name(void);
+NOINLINE int shared_name(void)
+{
+    volatile int one = 1;
+    return one;
+}
+
+static int (*volatile call_add)(int, int) = target_add;
+static int (*volatile call_static)(int) = static_helper;
+static const uint8_t not_code[64] = {1};
+
+static struct hp_patch_target target_of(const char *name, void *fn)
+{
+    struct hp_symbol sym = {.address = fn};
+    hp_symbol_describe(&sym);
+    struct hp_patch_target t = {name, fn, sym.size};
+    return t;
+}
+
+static int upgrade(void *fn, const char *lib, const char *symbol, void *to, char *why)
+{
+    struct hp_patch_target t = target_of("target", fn);
+    struct hp_patch_origin o = {lib, symbol, to};
+    return hp_patch_upgrade(&t, &o, why, HP_ERROR_MAX);
+}
+
+static int rollback(void *fn, int *depth, char *why)
+{
+    char lib[128], sym[256];
+    return hp_patch_rollback(NULL, fn, lib, sizeof lib, sym, sizeof sym, depth, why,
+                             HP_ERROR_MAX);
+}
+
+struct seen {
+    int depth;
+    bool via_relay;
+};
+
+static void read_view(const struct hp_patch_view *v, void *ctx)
+{
+    struct seen *s = ctx;
+    s->depth = v->depth;
+    s->via_relay = v->via_relay;
+}
+
+static void *far_lib(void)
+{
+    static void *handle;
+    if (!handle)
+        handle = dlopen(PATCH_TEST_FAR_LIB, RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(handle);
+    return handle;
+}
+
+/* ---- encoding ---------------------------------------------------------------------------- */
+
+static void test_encoding(void **state)
+{
+    (void)state;
+    uint8_t code[HP_JUMP_SIZE];
+    uint8_t *at = (uint8_t *)0x400000;
+    hp_arch_encode_jump(code, at, at + 0x1234);
+    assert_int_equal(code[0], 0xE9);
+    assert_ptr_equal(hp_arch_jump_target(code, at), at + 0x1234);
+    hp_arch_encode_jump(code, at, at - 0x100);
+    assert_ptr_equal(hp_arch_jump_target(code, at), at - 0x100);
+    assert_true(hp_arch_near(at, at + 0x7fff0000));
+    assert_false(hp_arch_near(at, at + 0x100000000LL));
+    const uint8_t endbr[] = {0xF3, 0x0F, 0x1E, 0xFA, 0x55};
+    const uint8_t plain[] = {0x55, 0x48, 0x89, 0xE5, 0x90};
+    assert_int_equal(hp_arch_entry_skip(endbr), 4);
+    assert_int_equal(hp_arch_entry_skip(plain), 0);
+    uint8_t relay[HP_RELAY_SLOT_SIZE];
+    hp_arch_encode_relay(relay, at, at + 4096);
+    assert_int_equal(relay[0], 0xFF);
+    assert_int_equal(relay[1], 0x25);
+    int32_t disp;
+    memcpy(&disp, relay + 2, 4);
+    assert_int_equal(disp, 4096 - 6);
+    /* This file is built with -fcf-protection: its functions start with endbr64. */
+    assert_int_equal(hp_arch_entry_skip((const uint8_t *)target_add), 4);
+}
+
+/* ---- upgrade, rollback, versions ----------------------------------------------------------- */
+
+static void test_near_upgrade_restores_exact_bytes(void **state)
+{
+    (void)state;
+    char why[HP_ERROR_MAX] = "";
+    uint8_t before[16];
+    memcpy(before, (void *)target_add, sizeof before);
+    assert_int_equal(call_add(1, 2), 3);
+    assert_int_equal(upgrade((void *)target_add, "t", "repl_near_1", (void *)repl_near_1, why), 0);
+    assert_int_equal(call_add(1, 2), 12);
+    assert_memory_equal((void *)target_add, before, 4); /* endbr64 kept */
+    assert_int_equal(((uint8_t *)target_add)[4], 0xE9);
+    struct seen s = {0};
+    assert_true(hp_patch_find((void *)target_add, read_view, &s));
+    assert_int_equal(s.depth, 1);
+    assert_false(s.via_relay);
+    int depth = -1;
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    assert_int_equal(depth, 0);
+    assert_memory_equal((void *)target_add, before, sizeof before);
+    assert_int_equal(call_add(1, 2), 3);
+}
+
+static void test_versions_stack(void **state)
+{
+    (void)state;
+    char why[HP_ERROR_MAX] = "";
+    int depth;
+    assert_int_equal(upgrade((void *)target_add, "t", "repl_near_1", (void *)repl_near_1, why), 0);
+    assert_int_equal(upgrade((void *)target_add, "t", "repl_near_2", (void *)repl_near_2, why), 0);
+    assert_int_equal(call_add(1, 2), 22);
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    assert_int_equal(depth, 1);
+    assert_int_equal(call_add(1, 2), 12);
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    assert_int_equal(call_add(1, 2), 3);
+    assert_int_equal(rollback((void *)target_add, &depth, why), -ENOENT);
+    assert_non_null(strstr(why, "nothing to roll back"));
+}
+
+static void test_far_replacement_uses_relay(void **state)
+{
+    (void)state;
+    char why[HP_ERROR_MAX] = "";
+    void *far1 = dlsym(far_lib(), "far_replacement");
+    void *far2 = dlsym(far_lib(), "far_replacement2");
+    uint8_t *site = (uint8_t *)target_add + 4;
+    assert_false(hp_arch_near(site, far1)); /* PIE executable vs shared library */
+    assert_int_equal(upgrade((void *)target_add, "far", "far_replacement", far1, why), 0);
+    assert_int_equal(call_add(1, 2), 1002);
+    struct seen s = {0};
+    hp_patch_find((void *)target_add, read_view, &s);
+    assert_true(s.via_relay);
+    void *slot = hp_arch_jump_target(site, site);
+    assert_true(hp_arch_near(site, slot));
+
+    /* far -> far: one atomic store, no code written */
+    struct hp_patch_stats a, b;
+    hp_patch_get_stats(&a);
+    assert_int_equal(upgrade((void *)target_add, "far", "far_replacement2", far2, why), 0);
+    hp_patch_get_stats(&b);
+    assert_int_equal(call_add(1, 2), 2002);
+    assert_int_equal(b.int3_pokes, a.int3_pokes);
+    assert_int_equal(b.stopped_pokes, a.stopped_pokes);
+    assert_int_equal(b.relay_stores, a.relay_stores + 1);
+
+    int depth;
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    assert_int_equal(call_add(1, 2), 1002);
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    assert_int_equal(call_add(1, 2), 3);
+}
+
+/* ---- refusals -------------------------------------------------------------------------------- */
+
+static void test_refusals_change_nothing(void **state)
+{
+    (void)state;
+    char why[HP_ERROR_MAX] = "";
+    uint8_t before[16];
+    memcpy(before, (void *)target_add, sizeof before);
+
+    struct hp_patch_target short_target = {"tiny", (void *)target_add, 4 + 4};
+    struct hp_patch_origin o = {"t", "repl_near_1", (void *)repl_near_1};
+    assert_int_equal(hp_patch_upgrade(&short_target, &o, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "too short"));
+    assert_non_null(strstr(why, "endbr64"));
+
+    struct hp_patch_target unknown_size = {"nosize", (void *)target_add, 0};
+    assert_int_equal(hp_patch_upgrade(&unknown_size, &o, why, sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "size"));
+
+    struct hp_patch_target data = {"data", (void *)not_code, sizeof not_code};
+    assert_int_equal(hp_patch_upgrade(&data, &o, why, sizeof why), -EFAULT);
+    assert_non_null(strstr(why, "not in executable memory"));
+
+    struct hp_patch_origin bad = {"t", "not_code", (void *)not_code};
+    struct hp_patch_target ok = target_of("target", (void *)target_add);
+    assert_int_equal(hp_patch_upgrade(&ok, &bad, why, sizeof why), -EFAULT);
+
+    assert_memory_equal((void *)target_add, before, sizeof before);
+    assert_false(hp_patch_find((void *)not_code, read_view, NULL));
+    assert_int_equal(call_add(1, 2), 3);
+}
+
+/* ---- SIGTRAP handler ------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t program_traps;
+
+static void program_handler(int sig)
+{
+    (void)sig;
+    program_traps++;
+}
+
+static void test_sigtrap_chains_and_is_removed(void **state)
+{
+    (void)state;
+    char why[HP_ERROR_MAX] = "";
+    struct sigaction mine, old, now;
+    memset(&mine, 0, sizeof mine);
+    mine.sa_handler = program_handler;
+    sigaction(SIGTRAP, &mine, &old);
+
+    assert_int_equal(upgrade((void *)target_add, "t", "repl_near_1", (void *)repl_near_1, why), 0);
+    assert_int_equal(upgrade((void *)target_add, "t", "repl_near_2", (void *)repl_near_2, why), 0);
+    struct hp_patch_stats st;
+    hp_patch_get_stats(&st);
+    assert_true(st.sigtrap_installed);  /* jump -> jump used the int3 protocol */
+    sigaction(SIGTRAP, NULL, &now);
+    assert_true(now.sa_flags & SA_SIGINFO);
+
+    program_traps = 0;
+    raise(SIGTRAP);  /* not ours: the program's handler must see it */
+    assert_int_equal(program_traps, 1);
+
+    int depth;
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    hp_patch_get_stats(&st);
+    assert_false(st.sigtrap_installed);
+    sigaction(SIGTRAP, NULL, &now);
+    assert_ptr_equal(now.sa_handler, program_handler);
+    sigaction(SIGTRAP, &old, NULL);
+}
+
+/* ---- threads ------------------------------------------------------------------------------------ */
+
+struct hammer {
+    pthread_t thread;
+    int stop;
+    bool block_sigtrap;
+    long calls;
+    long bad;
+    int allowed[4];
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    if (h->block_sigtrap) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTRAP);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+    }
+    while (!__atomic_load_n(&h->stop, __ATOMIC_RELAXED)) {
+        int r = call_add(1, 2);
+        bool ok = false;
+        for (int i = 0; i < 4; i++)
+            ok |= r == h->allowed[i];
+        h->bad += !ok;
+        __atomic_fetch_add(&h->calls, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void start_hammers(struct hammer *h, int n, bool block_sigtrap)
+{
+    for (int i = 0; i < n; i++) {
+        h[i] = (struct hammer){.block_sigtrap = block_sigtrap, .allowed = {3, 12, 22, 1002}};
+        pthread_create(&h[i].thread, NULL, hammer_main, &h[i]);
+    }
+}
+
+static void stop_hammers(struct hammer *h, int n)
+{
+    for (int i = 0; i < n; i++)
+        __atomic_store_n(&h[i].stop, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < n; i++) {
+        pthread_join(h[i].thread, NULL);
+        assert_int_equal(h[i].bad, 0);
+        assert_true(h[i].calls > 0);
+    }
+}
+
+static void wait_until_calling(struct hammer *h, int n)
+{
+    for (int i = 0; i < n; i++)
+        while (__atomic_load_n(&h[i].calls, __ATOMIC_RELAXED) == 0)
+            usleep(1000);
+}
+
+static void test_threads_stop_and_resume(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    struct hammer h[4];
+    start_hammers(h, 4, false);
+    wait_until_calling(h, 4);
+    struct hp_stopped s;
+    assert_int_equal(hp_threads_stop(&s, 1000), 0);
+    assert_true(s.count >= 4);
+    long frozen = __atomic_load_n(&h[0].calls, __ATOMIC_RELAXED);
+    for (size_t i = 0; i < s.count; i++)
+        assert_true(s.threads[i].tid > 0 && s.threads[i].sp != 0 && s.threads[i].pc != 0);
+    assert_int_equal(__atomic_load_n(&h[0].calls, __ATOMIC_RELAXED), frozen); /* parked */
+    hp_threads_resume(&s);
+    stop_hammers(h, 4);
+}
+
+static void test_flips_under_load(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    struct hammer h[4];
+    start_hammers(h, 4, false);
+    wait_until_calling(h, 4);
+    int depth;
+    for (int i = 0; i < 300; i++) {
+        assert_int_equal(upgrade((void *)target_add, "t", "r1", (void *)repl_near_1, why), 0);
+        assert_int_equal(upgrade((void *)target_add, "t", "r2", (void *)repl_near_2, why), 0);
+        assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+        assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    }
+    stop_hammers(h, 4);
+    assert_int_equal(call_add(1, 2), 3);
+}
+
+static void test_thread_blocking_sigtrap_gets_stopped_writes(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    struct hammer h[2];
+    start_hammers(h, 2, true);
+    wait_until_calling(h, 2);
+    struct hp_patch_stats a, b;
+    int depth;
+    assert_int_equal(upgrade((void *)target_add, "t", "r1", (void *)repl_near_1, why), 0);
+    hp_patch_get_stats(&a);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(upgrade((void *)target_add, "t", "r2", (void *)repl_near_2, why), 0);
+        assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    }
+    hp_patch_get_stats(&b);
+    assert_int_equal(b.int3_pokes, a.int3_pokes); /* an int3 would kill those threads */
+    assert_true(b.stopped_pokes >= a.stopped_pokes + 100);
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    stop_hammers(h, 2);
+}
+
+/* ---- the unload check ------------------------------------------------------------------------- */
+
+struct spinner {
+    void (*spin)(volatile int *);
+    volatile int stop;
+};
+
+static void *spinner_main(void *arg)
+{
+    struct spinner *s = arg;
+    s->spin(&s->stop);
+    return NULL;
+}
+
+static void test_library_busy(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    struct link_map *map;
+    dlinfo(far_lib(), RTLD_DI_LINKMAP, &map);
+    struct hp_range ranges[16];
+    size_t n = hp_symbol_object_ranges(map->l_addr, ranges, 16);
+    assert_true(n >= 1);
+
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+    void *far1 = dlsym(far_lib(), "far_replacement");
+    assert_int_equal(upgrade((void *)target_add, "far", "far_replacement", far1, why), 0);
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), -EBUSY);
+    assert_non_null(strstr(why, "installed"));
+    int depth;
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+
+    struct spinner s = {(void (*)(volatile int *))dlsym(far_lib(), "far_spin"), 0};
+    pthread_t t;
+    pthread_create(&t, NULL, spinner_main, &s);
+    for (int i = 0; i < 50 && hp_patch_library_busy("far", ranges, n, why, sizeof why) == 0; i++)
+        usleep(10000);
+    assert_non_null(strstr(why, "inside"));
+    s.stop = 1;
+    pthread_join(t, NULL);
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+}
+
+/* ---- symbols ------------------------------------------------------------------------------------ */
+
+static void test_symbols(void **state)
+{
+    (void)state;
+    char why[HP_ERROR_MAX] = "";
+    struct hp_symbol sym;
+    assert_int_equal(hp_symbol_resolve("target_add", &sym, why, sizeof why), 0);
+    assert_ptr_equal(sym.address, (void *)target_add);
+    assert_true(sym.size >= 9);
+    assert_true(sym.executable);
+
+    assert_int_equal(hp_symbol_resolve("static_helper", &sym, why, sizeof why), 0);
+    assert_ptr_equal(sym.address, (void *)call_static);
+
+    assert_int_equal(hp_symbol_resolve("no_such_function_x", &sym, why, sizeof why), -ENOENT);
+    assert_non_null(strstr(why, "unknown function"));
+
+    far_lib();
+    assert_int_equal(hp_symbol_resolve("shared_name", &sym, why, sizeof why), -EEXIST);
+    assert_non_null(strstr(why, "ambiguous"));
+    assert_non_null(strstr(why, "libpatch_test_far.so:shared_name"));
+    assert_int_equal(hp_symbol_resolve("libpatch_test_far.so:shared_name", &sym, why, sizeof why), 0);
+    assert_ptr_equal(sym.address, dlsym(far_lib(), "shared_name"));
+    assert_int_equal(hp_symbol_resolve("test_patch:shared_name", &sym, why, sizeof why), 0);
+    assert_ptr_equal(sym.address, (void *)shared_name);
+    assert_int_equal(hp_symbol_resolve("nolib.so:shared_name", &sym, why, sizeof why), -ENOENT);
+    assert_int_equal(hp_symbol_resolve(":x", &sym, why, sizeof why), -EINVAL);
+
+    assert_int_equal(hp_symbol_in_library(far_lib(), "far_replacement", &sym, why, sizeof why), 0);
+    assert_true(sym.size > 0);
+    assert_int_equal(hp_symbol_in_library(far_lib(), "printf", &sym, why, sizeof why), -ENOENT);
+    assert_int_equal(hp_symbol_in_library(far_lib(), "target_add", &sym, why, sizeof why), -ENOENT);
+
+    hotpatch_register_function("registered_add", (void *)repl_near_1);
+    assert_int_equal(hp_symbol_resolve("registered_add", &sym, why, sizeof why), 0);
+    assert_true(sym.registered);
+    assert_ptr_equal(sym.address, (void *)repl_near_1);
+    assert_true(sym.size > 0);
+    hotpatch_unregister("registered_add");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_encoding),
+        cmocka_unit_test(test_near_upgrade_restores_exact_bytes),
+        cmocka_unit_test(test_versions_stack),
+        cmocka_unit_test(test_far_replacement_uses_relay),
+        cmocka_unit_test(test_refusals_change_nothing),
+        cmocka_unit_test(test_sigtrap_chains_and_is_removed),
+        cmocka_unit_test(test_threads_stop_and_resume),
+        cmocka_unit_test(test_flips_under_load),
+        cmocka_unit_test(test_thread_blocking_sigtrap_gets_stopped_writes),
+        cmocka_unit_test(test_library_busy),
+        cmocka_unit_test(test_symbols),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
