@@ -41,6 +41,12 @@
 /* Writes "hotpatch[pid]: <message>\n" to the agent's log (stderr), in one write(2). */
 void hp_log(const char *fmt, ...) HP_PRINTF(1, 2);
 
+/* -- log destination (preload agent, issue 4): where hp_log's lines go instead of stderr. ---- */
+/* A sink gets one complete line (with its newline) per call; it must not call hp_log. */
+typedef void (*hp_log_sink)(const char *line, size_t len);
+/* NULL restores stderr. Called by preload.c before the agent starts. */
+void hp_log_set_sink(hp_log_sink sink);
+
 struct hp_peer;
 
 /* ---- policy.c -------------------------------------------------------------------------- */
@@ -189,6 +195,8 @@ struct hp_command {
 extern const struct hp_command hp_core_commands[];
 extern const struct hp_command hp_var_commands[];
 extern const struct hp_command hp_lib_commands[];
+extern const struct hp_command hp_gflags_commands[];  /* cmd_gflags.c (preload issue) */
+extern const struct hp_command hp_glog_commands[];    /* cmd_glog.c (preload issue) */
 
 /*
  * Splits a request line into at most HP_MAX_WORDS words, in place. Words are separated by

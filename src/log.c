@@ -6,6 +6,9 @@
  * written to stderr with a single write(2), so lines from several threads do not interleave.
  * A message that does not fit is truncated; a failed write is ignored (logging must never be
  * the reason the host fails).
+ *
+ * The preload agent may send the lines elsewhere (HOTPATCH_LOG) with hp_log_set_sink(); the
+ * sink is set once, before the agent starts, and read with an atomic load.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +16,13 @@
 #include <unistd.h>
 
 #include "internal.h"
+
+static hp_log_sink log_sink;   /* NULL: stderr. Set by preload.c before the agent starts. */
+
+void hp_log_set_sink(hp_log_sink sink)
+{
+    __atomic_store_n(&log_sink, sink, __ATOMIC_RELEASE);
+}
 
 void hp_log(const char *fmt, ...)
 {
@@ -29,7 +39,12 @@ void hp_log(const char *fmt, ...)
         len = sizeof line - 2;
     line[len++] = '\n';
 
-    ssize_t ignored = write(STDERR_FILENO, line, len);
-    (void)ignored;
+    hp_log_sink sink = __atomic_load_n(&log_sink, __ATOMIC_ACQUIRE);
+    if (sink) {
+        sink(line, len);
+    } else {
+        ssize_t ignored = write(STDERR_FILENO, line, len);
+        (void)ignored;
+    }
     errno = saved_errno;
 }

@@ -21,6 +21,8 @@ static const struct hp_command *const families[] = {
     hp_var_commands,
     hp_lib_commands,
     hp_func_commands,
+    hp_gflags_commands,
+    hp_glog_commands,
 };
 
 void hp_for_each_command(hp_command_visitor visit, void *ctx)

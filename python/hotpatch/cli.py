@@ -43,6 +43,8 @@ USAGE = (
     "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
     "  lib list | lib load NAME PATH | lib unload NAME\n"
     "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
+    "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
+    "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
     "  help [FAMILY] | version\n"
     "\n"
     "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.\n"
