@@ -72,5 +72,8 @@ step "Stop the program: the agent removes its socket"
 kill -TERM "$PID"; wait "$PID" || true
 [ ! -e "/tmp/$PID.socket" ] || fail "the socket was left behind"
 echo "socket /tmp/$PID.socket removed"
+
+# A prebuilt gflags + glog program that contains no hotpatch code, under the preload agent.
+"$(dirname "$0")/demo_preload.sh" "$BUILD"
 echo
 echo "${bold}demo complete${reset}"
