@@ -15,6 +15,8 @@ import pytest
 from conftest import BIN, cli, open_fds, raw
 
 RSS_BOUND_KB = 8 * 1024
+# A real client is answered within a second; sanitizer runtimes slow everything several-fold.
+LATENCY_BOUND_S = 3.0 if os.environ.get("HOTPATCH_SANITIZE") else 1.0
 
 
 def rss_kb(pid):
@@ -50,7 +52,7 @@ def test_300_stalled_half_lines_do_not_delay_a_real_client(victim):
         r = cli("-p", victim.pid, "var", "get", "age")
         elapsed = time.monotonic() - start
         assert r.stdout == "10\n"
-        assert elapsed < 1.0, f"answered after {elapsed:.3f} s"
+        assert elapsed < LATENCY_BOUND_S, f"answered after {elapsed:.3f} s"
     finally:
         for s in stalled:
             s.close()
@@ -91,7 +93,7 @@ def test_clients_that_never_read_their_replies(victim):
         hogs.append(s)
     start = time.monotonic()
     assert cli("-p", victim.pid, "var", "get", "age").stdout == "10\n"
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < LATENCY_BOUND_S
     time.sleep(2.5)  # past the write timeout: the agent has dropped them
     for s in hogs:
         s.close()
