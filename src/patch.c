@@ -116,6 +116,11 @@ static struct patched **functions;
 static size_t n_functions, cap_functions;
 static struct relay_region *relays;
 static struct hp_patch_stats stats;
+/* Names of the last records dropped because their code was unloaded (a ring), so that a later
+ * rollback of one says why there is nothing to roll back. */
+#define DROPPED_NAMES 16
+static char dropped_names[DROPPED_NAMES][256];
+static unsigned n_dropped_names;
 
 /* ---- fork ------------------------------------------------------------------------------------ */
 
@@ -187,10 +192,20 @@ static void drop_unloaded_records(void)
             functions[kept++] = functions[i];
             continue;
         }
+        snprintf(dropped_names[n_dropped_names++ % DROPPED_NAMES], sizeof dropped_names[0], "%s",
+                 functions[i]->name);
         free_record(functions[i]);
         stats.dropped++;
     }
     n_functions = kept;
+}
+
+static bool was_dropped(const char *name)
+{
+    for (unsigned i = 0; name && i < DROPPED_NAMES && i < n_dropped_names; i++)
+        if (strcmp(dropped_names[i], name) == 0)
+            return true;
+    return false;
 }
 
 static struct patched *new_record(const struct hp_patch_target *t, size_t skip, char *why,
@@ -659,7 +674,11 @@ int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t l
     if (!p && entry)
         p = find_by_entry(entry);
     int rc = 0;
-    if (!p || p->depth == 0) {
+    if (!p && was_dropped(name)) {
+        snprintf(why, why_cap, "the code of %s was unloaded while it was patched: nothing to "
+                 "roll back (its patch record was dropped)", name);
+        rc = -ESTALE;
+    } else if (!p || p->depth == 0) {
         snprintf(why, why_cap, "%s has no upgrade installed: nothing to roll back",
                  p ? p->name : name ? name : "the function");
         rc = -ENOENT;

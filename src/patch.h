@@ -52,7 +52,8 @@ int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch
  * Removes the top version of the function named `name` (a display name given to an upgrade)
  * or entered at `entry` (either may be NULL/0). The version below it, or the original code,
  * runs again. On success copies what is now installed into *now (library "" for the original)
- * and the remaining depth into *depth. -ENOENT when nothing is installed, with a reason.
+ * and the remaining depth into *depth. -ENOENT when nothing is installed, -ESTALE when the
+ * function's code was unloaded while patched (its record was dropped), with a reason.
  */
 int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t lib_cap,
                       char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap);
