@@ -123,6 +123,11 @@ static void unlock_in_parent(void)
 
 static bool child_should_get_agent(void)
 {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    /* Sanitizer runtimes keep their allocator locked until fork() returns and then reset the
+     * lock, so a thread created from an atfork child handler can block on it forever. */
+    return false;
+#endif
     const char *on = getenv("HOTPATCH_FORK_AGENT");
     if (on && strcmp(on, "0") == 0)
         return false;
@@ -143,13 +148,27 @@ static void forget_parent_agent(void)
     pthread_mutex_unlock(&agent_lock);
 }
 
-__attribute__((constructor)) static void install_fork_handler(void)
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+
+static void install_fork_handlers(void)
 {
     pthread_atfork(lock_before_fork, unlock_in_parent, forget_parent_agent);
 }
 
+/*
+ * Installed on first use (first registration or start), not from a constructor: atfork child
+ * handlers run in registration order, and by then the program's allocator (glibc's, jemalloc,
+ * tcmalloc) has registered its own, so the child's agent is created after the allocator is
+ * usable again in the child.
+ */
+void hp_fork_handlers_install(void)
+{
+    pthread_once(&fork_handlers_once, install_fork_handlers);
+}
+
 HOTPATCH_API int hotpatch_start(void)
 {
+    hp_fork_handlers_install();
     pthread_mutex_lock(&agent_lock);
     int rc = start_locked(0);
     pthread_mutex_unlock(&agent_lock);

@@ -134,6 +134,7 @@ static void *table_remove(struct table *t, const char *name)
 
 static int insert_locked(struct table *t, void *entry)
 {
+    hp_fork_handlers_install();
     pthread_mutex_lock(&registry_lock);
     int rc = table_insert(t, entry);
     pthread_mutex_unlock(&registry_lock);

@@ -566,6 +566,11 @@ def test_examples_stop_cleanly_on_sigterm_and_remove_their_socket(spawn, program
     assert not os.path.exists(p.socket)
 
 
+sanitized = pytest.mark.skipif(bool(os.environ.get("HOTPATCH_SANITIZE")),
+                               reason="sanitizer builds give forked children no agent (agent.c)")
+
+
+@sanitized
 def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
     p = spawn([BIN / "forker", "serve"])
     p.wait_output(r"parent-serving")
@@ -603,6 +608,7 @@ def test_fork_agent_can_be_turned_off(spawn):
     os.kill(child_pid, signal.SIGKILL)
 
 
+@sanitized
 def test_socket_path_pattern_gives_each_process_its_own(spawn, tmp_path):
     pattern = str(tmp_path / "agent-%p.sock")
     p = spawn([BIN / "forker", "serve"], env={"HOTPATCH_SOCKET": pattern},
