@@ -73,6 +73,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "patch.h"
 
 #define RELAY_SLOTS 512
@@ -659,6 +660,7 @@ static int upgrade_locked(const struct hp_patch_target *target,
 int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch_origin *origin,
                      char *why, size_t why_cap)
 {
+    hp_fork_handlers_install();   /* agent.c's atfork handlers take the engine lock too */
     pthread_mutex_lock(&engine_lock);
     int rc = upgrade_locked(target, origin, why, why_cap);
     pthread_mutex_unlock(&engine_lock);
