@@ -4,8 +4,10 @@
  * A patched function is redirected by one instruction written at its patch site (its entry, or
  * just after an endbr64 there): `jmp rel32`. When the replacement is within +-2 GB of the site
  * the jump goes straight to it (one jump on the hot path). Otherwise it goes to this function's
- * relay slot, a `jmp *cell(%rip)` in a page allocated within +-2 GB of the site, whose 8-byte
- * cell holds the replacement's address (two jumps). Moving between two far versions is then a
+ * relay cell, an 8-byte word in a page allocated within +-2 GB of the site that holds the
+ * replacement's address: the site becomes `jmp *cell(%rip)` (6 bytes: one indirect jump, the
+ * cost of a call through a pointer) when the function's branches allow 6 bytes to be
+ * replaced, else a jmp rel32 to the function's relay slot, which does that jump (two jumps). Moving between two far versions is then a
  * single atomic store to the cell: no code changes and no thread is disturbed. The hot path has
  * no lock, no atomic and no lookup.
  *
@@ -98,8 +100,10 @@ struct patched {
     char name[256];
     uint8_t *entry;
     uint8_t *site;
-    uint8_t original[HP_JUMP_SIZE];
-    uint8_t written[HP_JUMP_SIZE];  /* what the site must hold now: original or our last jump */
+    size_t site_len;            /* bytes every write covers: 6 when the function's branches
+                                 * allow the far form at the site, else 5 */
+    uint8_t original[HP_SITE_MAX];
+    uint8_t written[HP_SITE_MAX];   /* what the site must hold now: original or our last jump */
     bool broken;                /* a failed write could not be undone: never write here again */
     void *object_base;          /* dladdr() of the site when first patched (NULL: no object) */
     char object[512];           /* that object's path as the loader names it */
@@ -209,8 +213,8 @@ static bool was_dropped(const char *name)
     return false;
 }
 
-static struct patched *new_record(const struct hp_patch_target *t, size_t skip, char *why,
-                                  size_t why_cap)
+static struct patched *new_record(const struct hp_patch_target *t, size_t skip,
+                                  size_t site_len, char *why, size_t why_cap)
 {
     if (n_functions == cap_functions) {
         size_t cap = cap_functions ? cap_functions * 2 : 16;
@@ -226,8 +230,9 @@ static struct patched *new_record(const struct hp_patch_target *t, size_t skip, 
     snprintf(p->name, sizeof p->name, "%s", t->name);
     p->entry = t->entry;
     p->site = p->entry + skip;
-    memcpy(p->original, p->site, HP_JUMP_SIZE);
-    memcpy(p->written, p->site, HP_JUMP_SIZE);
+    p->site_len = site_len;
+    memcpy(p->original, p->site, site_len);
+    memcpy(p->written, p->site, site_len);
     remember_object(p);
     return p;
 nomem:
@@ -395,7 +400,7 @@ static void unassign_relay(struct patched *p)
 /* ---- writing a site ---------------------------------------------------------------------------- */
 
 struct inside_check {
-    uintptr_t lo, hi;       /* (site, site + HP_JUMP_SIZE): resumption points we would cut */
+    uintptr_t lo, hi;       /* (site, site + site_len): resumption points we would cut */
     pid_t tid;
     uintptr_t word;
 };
@@ -422,7 +427,7 @@ static bool site_mapped_executable(const struct patched *p)
 {
     const int need = PROT_READ | PROT_EXEC;
     int first = hp_maps_protection((uintptr_t)p->site);
-    int last = hp_maps_protection((uintptr_t)p->site + HP_JUMP_SIZE - 1);
+    int last = hp_maps_protection((uintptr_t)p->site + p->site_len - 1);
     return first >= 0 && last >= 0 && (first & need) == need && (last & need) == need;
 }
 
@@ -442,7 +447,7 @@ static int site_unchanged(const struct patched *p, char *why, size_t why_cap)
                  "library was unloaded?); nothing written", p->name, (void *)p->site);
         return -ESTALE;
     }
-    if (memcmp(p->site, p->written, HP_JUMP_SIZE) != 0) {
+    if (memcmp(p->site, p->written, p->site_len) != 0) {
         snprintf(why, why_cap, "%s at %p no longer holds the bytes the engine wrote there "
                  "(unloaded and reloaded, or changed by someone else); nothing written",
                  p->name, (void *)p->site);
@@ -458,10 +463,10 @@ static int write_while_stopped(struct patched *p, const uint8_t *code, char *why
     int rc = site_unchanged(p, why, why_cap);
     if (rc != 0)
         return rc;
-    rc = hp_arch_poke_stopped(p->site, code, HP_JUMP_SIZE, why, why_cap);
+    rc = hp_arch_poke_stopped(p->site, code, p->site_len, why, why_cap);
     stats.stopped_pokes++;
     if (rc == 0) {
-        memcpy(p->written, code, HP_JUMP_SIZE);
+        memcpy(p->written, code, p->site_len);
     } else if (rc == -ENOTRECOVERABLE) {
         p->broken = true;
     } else {
@@ -477,7 +482,7 @@ static int write_while_stopped(struct patched *p, const uint8_t *code, char *why
  */
 static int write_site_stopped(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
 {
-    struct inside_check check = {(uintptr_t)p->site, (uintptr_t)p->site + HP_JUMP_SIZE, 0, 0};
+    struct inside_check check = {(uintptr_t)p->site, (uintptr_t)p->site + p->site_len, 0, 0};
     for (int attempt = 0; attempt < STOP_ATTEMPTS; attempt++) {
         struct hp_stopped stopped;
         if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
@@ -500,19 +505,31 @@ static int write_site_stopped(struct patched *p, const uint8_t *code, char *why,
         sleep_ms(1);
     }
     snprintf(why, why_cap, "thread %d is paused inside the first %d bytes of %s (at %#lx); "
-             "nothing changed, try again", check.tid, HP_JUMP_SIZE, p->name,
+             "nothing changed, try again", check.tid, (int)p->site_len, p->name,
              (unsigned long)check.word);
     return -EBUSY;
 }
 
 static int write_site(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
 {
-    if (memcmp(p->written, code, HP_JUMP_SIZE) == 0)
+    if (memcmp(p->written, code, p->site_len) == 0)
         return site_unchanged(p, why, why_cap);
     return write_site_stopped(p, code, why, why_cap);
 }
 
-/* Far destination: the cell first (one atomic store), then the site jumps to the relay. */
+/* What the site holds for a far version: `jmp *cell(%rip)` when it has room (one indirect jump,
+ * as cheap as a call through a pointer), else a jmp rel32 to the relay slot; either way the
+ * original bytes after the jump stay as they were. */
+static void encode_far(const struct patched *p, uint8_t *code)
+{
+    memcpy(code, p->original, p->site_len);
+    if (p->site_len >= HP_INDIRECT_SIZE && hp_arch_indirect_reaches(p->site, p->cell))
+        hp_arch_encode_indirect(code, p->site, p->cell);
+    else
+        hp_arch_encode_jump(code, p->site, p->relay);
+}
+
+/* Far destination: the cell first (one atomic store), then the site jumps through it. */
 static int install_far(struct patched *p, void *to, char *why, size_t why_cap)
 {
     bool new_slot = p->relay == NULL;
@@ -527,8 +544,8 @@ static int install_far(struct patched *p, void *to, char *why, size_t why_cap)
     void *before = atomic_load(p->cell);
     atomic_store_explicit(p->cell, to, memory_order_release);
     stats.relay_stores++;
-    uint8_t code[HP_JUMP_SIZE];
-    hp_arch_encode_jump(code, p->site, p->relay);
+    uint8_t code[HP_SITE_MAX];
+    encode_far(p, code);
     rc = write_site(p, code, why, why_cap);
     if (rc == 0 || rc == -ENOTRECOVERABLE)
         return rc;
@@ -538,12 +555,13 @@ static int install_far(struct patched *p, void *to, char *why, size_t why_cap)
     return rc;
 }
 
-/* Makes the site run `to`: a direct jump when near, else through the relay slot. */
+/* Makes the site run `to`: a direct jump when near, else through the relay cell. */
 static int install_destination(struct patched *p, void *to, char *why, size_t why_cap)
 {
     if (!hp_arch_near(p->site, to))
         return install_far(p, to, why, why_cap);
-    uint8_t code[HP_JUMP_SIZE];
+    uint8_t code[HP_SITE_MAX];
+    memcpy(code, p->original, p->site_len);
     hp_arch_encode_jump(code, p->site, to);
     return write_site(p, code, why, why_cap);
 }
@@ -617,27 +635,37 @@ static int check_target(const struct hp_patch_target *t, const struct hp_patch_o
     return 0;
 }
 
-/* First patch of a function: its own branches must not land inside the bytes we overwrite. */
-static int check_fresh_target(const struct hp_patch_target *t, size_t skip, char *why,
-                              size_t why_cap)
+/*
+ * First patch of a function: its own branches must not land inside the bytes we overwrite.
+ * The site spans 6 bytes (room for the far form at the site) when that is provably safe, else
+ * 5 (far versions then go through a relay slot); refused when not even 5 are.
+ */
+static int choose_site_len(const struct hp_patch_target *t, size_t skip, size_t *site_len,
+                           char *why, size_t why_cap)
 {
-    return hp_arch_check_branches(t->name, t->entry, t->size, (const uint8_t *)t->entry + skip,
-                                  why, why_cap);
+    const uint8_t *site = (const uint8_t *)t->entry + skip;
+    *site_len = HP_INDIRECT_SIZE;
+    if (t->size >= skip + HP_INDIRECT_SIZE &&
+        hp_arch_check_branches(t->name, t->entry, t->size, site, HP_INDIRECT_SIZE, why,
+                               why_cap) == 0)
+        return 0;
+    *site_len = HP_JUMP_SIZE;
+    return hp_arch_check_branches(t->name, t->entry, t->size, site, HP_JUMP_SIZE, why, why_cap);
 }
 
 static int upgrade_locked(const struct hp_patch_target *target,
                           const struct hp_patch_origin *origin, char *why, size_t why_cap)
 {
     drop_unloaded_records();
-    size_t skip = 0;
+    size_t skip = 0, site_len = HP_JUMP_SIZE;
     struct patched *p = find_by_entry(target->entry);
     bool fresh = p == NULL;
     int rc = hp_arch_text_init(why, why_cap);
     if (rc == 0)
         rc = check_target(target, origin, &skip, why, why_cap);
     if (rc == 0 && fresh)
-        rc = check_fresh_target(target, skip, why, why_cap);
-    if (rc == 0 && fresh && !(p = new_record(target, skip, why, why_cap)))
+        rc = choose_site_len(target, skip, &site_len, why, why_cap);
+    if (rc == 0 && fresh && !(p = new_record(target, skip, site_len, why, why_cap)))
         rc = -ENOMEM;
     if (rc == 0 && push_version(p, origin) != 0) {
         snprintf(why, why_cap, "out of memory");
@@ -712,7 +740,8 @@ static void view_of(const struct patched *p, struct hp_patch_view *v)
     v->top.library = top ? top->library : "";
     v->top.symbol = top ? top->symbol : p->name;
     v->top.address = top ? top->address : p->entry;
-    v->via_relay = p->relay && hp_arch_jump_target(p->site, p->site) == p->relay;
+    v->via_relay = p->relay && (hp_arch_jump_target(p->site, p->site) == p->relay ||
+                                hp_arch_indirect_cell(p->site, p->site) == (void *)p->cell);
     v->relay = v->via_relay ? p->relay : NULL;
 }
 

@@ -146,6 +146,8 @@ const char *hp_maps_text(void);
 /* ---- patch_x86_64.c: encoding and writing ---------------------------------------------- */
 
 #define HP_JUMP_SIZE 5              /* jmp rel32 */
+#define HP_INDIRECT_SIZE 6          /* jmp *disp32(%rip): a far version through its relay cell */
+#define HP_SITE_MAX 6               /* the most bytes a site ever spans */
 #define HP_RELAY_SLOT_SIZE 8        /* jmp *disp32(%rip) and two int3 */
 
 /* Offset of the patch site from the entry: 4 after an endbr64, else 0. */
@@ -156,15 +158,21 @@ bool hp_arch_near(const void *from, const void *to);
 void hp_arch_encode_jump(uint8_t *code, const void *at, const void *to);
 /* Decodes a jmp rel32 at code (located at `at`): its destination, or NULL when not one. */
 void *hp_arch_jump_target(const uint8_t *code, const void *at);
+/* Encodes `jmp *cell(%rip)` at `at` into code[HP_INDIRECT_SIZE]; cell must be near. */
+void hp_arch_encode_indirect(uint8_t *code, const void *at, const void *cell);
+/* True when `jmp *cell(%rip)` at `at` can reach cell. */
+bool hp_arch_indirect_reaches(const void *at, const void *cell);
+/* Decodes a jmp *disp32(%rip) at code (located at `at`): the cell it reads, or NULL. */
+void *hp_arch_indirect_cell(const uint8_t *code, const void *at);
 /* Encodes a relay slot at `slot` whose jump reads its destination from the 8 bytes at cell. */
 void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell);
 /*
  * Decodes the function [entry, entry+size) and refuses (-EINVAL, one-line reason) when a
- * relative branch of it targets a byte strictly inside the instructions the jump at `site`
- * would overwrite, or when the body cannot be decoded. 0 when the patch site is safe.
+ * relative branch of it targets a byte strictly inside the instructions that `len` bytes
+ * written at `site` would overwrite, or when the body cannot be decoded. 0 when safe.
  */
 int hp_arch_check_branches(const char *name, const uint8_t *entry, size_t size,
-                           const uint8_t *site, char *why, size_t why_cap);
+                           const uint8_t *site, size_t len, char *why, size_t why_cap);
 
 /* Registers for membarrier SYNC_CORE; 0 or -errno with a reason. Idempotent. */
 int hp_arch_text_init(char *why, size_t why_cap);

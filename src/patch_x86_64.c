@@ -7,9 +7,11 @@
  * Encodings:
  *   - the patch: `jmp rel32` (E9 xx xx xx xx), written at the entry, or just after an `endbr64`
  *     (F3 0F 1E FA) so that indirect calls still land on an endbr64 when IBT is enforced;
- *   - a relay slot: `jmp *disp32(%rip)` (FF 25 xx xx xx xx) followed by two int3, whose 8-byte
- *     destination cell lives in a separate read-write, non-executable page. Retargeting a relay
- *     is one aligned 8-byte atomic store to data memory: no code is modified at all.
+ *   - a far version: `jmp *disp32(%rip)` (FF 25 xx xx xx xx) reading an 8-byte destination
+ *     cell that lives in a read-write, non-executable page within +-2 GB: written at the site
+ *     itself when the function has 6 bytes to spare (one indirect jump, like a call through a
+ *     pointer), else in a relay slot (followed by two int3) that the site's jmp rel32 reaches.
+ *     Retargeting is one aligned 8-byte atomic store to data memory: no code is modified.
  *
  * Writing code (hp_arch_poke_stopped) is done only while every other thread of the process is
  * parked by patch_stop.c and proven to be outside the bytes being replaced, so no thread can
@@ -85,12 +87,31 @@ void *hp_arch_jump_target(const uint8_t *code, const void *at)
     return (void *)((intptr_t)at + HP_JUMP_SIZE + rel);
 }
 
-void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell)
+void hp_arch_encode_indirect(uint8_t *code, const void *at, const void *cell)
 {
-    int32_t disp = (int32_t)((intptr_t)cell - ((intptr_t)slot + 6));
+    int32_t disp = (int32_t)((intptr_t)cell - ((intptr_t)at + HP_INDIRECT_SIZE));
     code[0] = 0xFF;  /* jmp *disp32(%rip): FF /4 with ModRM 00 100 101 */
     code[1] = 0x25;
     memcpy(code + 2, &disp, sizeof disp);
+}
+
+bool hp_arch_indirect_reaches(const void *at, const void *cell)
+{
+    return fits_rel32((intptr_t)cell - ((intptr_t)at + HP_INDIRECT_SIZE));
+}
+
+void *hp_arch_indirect_cell(const uint8_t *code, const void *at)
+{
+    if (code[0] != 0xFF || code[1] != 0x25)
+        return NULL;
+    int32_t disp;
+    memcpy(&disp, code + 2, sizeof disp);
+    return (void *)((intptr_t)at + HP_INDIRECT_SIZE + disp);
+}
+
+void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell)
+{
+    hp_arch_encode_indirect(code, slot, cell);
     code[6] = OP_INT3;
     code[7] = OP_INT3;
 }

@@ -3,7 +3,7 @@
  * patch overwrites.
  *
  * The patch replaces the first instructions at a function's patch site with a 5-byte
- * `jmp rel32`. A thread that reaches one of the bytes site+1 .. site+4 other than by falling
+ * `jmp rel32` (or a 6-byte `jmp *cell(%rip)` for a far version, when the function allows it). A thread that reaches one of the bytes site+1 .. site+4 other than by falling
  * through from the site (a loop head at entry+2, a jcc back to the second instruction) would
  * execute the tail of the jump as an instruction and crash. Checking where threads are at the
  * moment of the write is not enough: a branch taken a microsecond later lands there just the
@@ -31,7 +31,7 @@
 
 /* Where the overwritten region ends once whole instructions are counted: [site, cut_end). */
 struct cut {
-    uintptr_t site, cut_end;
+    uintptr_t site, len, cut_end;   /* len: bytes written at the site (5 or 6) */
 };
 
 /* One decoded relative branch of the function. */
@@ -92,7 +92,7 @@ static int scan_body(csh cs, const char *name, const uint8_t *entry, size_t size
             break;
         }
         uintptr_t end = at + insn->size;
-        if (at < cut->site + HP_JUMP_SIZE && end >= cut->site + HP_JUMP_SIZE)
+        if (at < cut->site + cut->len && end >= cut->site + cut->len)
             cut->cut_end = end;   /* the instruction holding the jump's last byte */
         uintptr_t to;
         if (relative_branch(cs, insn, &to)) {
@@ -109,7 +109,7 @@ static int scan_body(csh cs, const char *name, const uint8_t *entry, size_t size
     if (rc != 0)
         return rc;
     if (cut->cut_end == 0)
-        cut->cut_end = cut->site + HP_JUMP_SIZE;
+        cut->cut_end = cut->site + cut->len;
     for (size_t i = 0; i < n_branches; i++) {
         if (branches[i].to > cut->site && branches[i].to < cut->cut_end) {
             *bad = branches[i];
@@ -120,7 +120,7 @@ static int scan_body(csh cs, const char *name, const uint8_t *entry, size_t size
 }
 
 int hp_arch_check_branches(const char *name, const uint8_t *entry, size_t size,
-                           const uint8_t *site, char *why, size_t why_cap)
+                           const uint8_t *site, size_t len, char *why, size_t why_cap)
 {
     csh cs;
     if (cs_open(CS_ARCH_X86, CS_MODE_64, &cs) != CS_ERR_OK) {
@@ -128,7 +128,7 @@ int hp_arch_check_branches(const char *name, const uint8_t *entry, size_t size,
         return -ENOSYS;
     }
     cs_option(cs, CS_OPT_DETAIL, CS_OPT_ON);
-    struct cut cut = {(uintptr_t)site, 0};
+    struct cut cut = {(uintptr_t)site, len, 0};
     struct branch bad = {0, 0};
     int found = scan_body(cs, name, entry, size, &cut, &bad, why, why_cap);
     cs_close(&cs);

@@ -86,6 +86,15 @@ __asm__(".text\n.globl hp_test_undecodable\n.type hp_test_undecodable,@function\
         ".size hp_test_undecodable,.-hp_test_undecodable\n");
 int hp_test_undecodable(void);
 
+/* A loop head at entry+5: the 5-byte jump fits, the 6-byte far form at the site does not, so a
+ * far version goes through a relay slot. Returns max(n, 1); treated as int f(int, int). */
+__asm__(".text\n.globl hp_test_loop5\n.type hp_test_loop5,@function\nhp_test_loop5:\n"
+        "  mov $1,%eax\n"
+        "1: cmp %edi,%eax\n  jge 2f\n  add $1,%eax\n  jmp 1b\n2: ret\n"
+        ".size hp_test_loop5,.-hp_test_loop5\n");
+int hp_test_loop5(int n, int unused);
+static int (*volatile call_loop5)(int, int) = hp_test_loop5;
+
 /* Second and third targets for the relay-slot test (each function gets its own slot). */
 NOINLINE int slot_target_a(int a, int b)
 {
@@ -229,8 +238,10 @@ static void test_far_replacement_uses_relay(void **state)
     struct seen s = {0};
     hp_patch_find((void *)target_add, read_view, &s);
     assert_true(s.via_relay);
-    void *slot = hp_arch_jump_target(site, site);
-    assert_true(hp_arch_near(site, slot));
+    /* target_add has 6 bytes to spare: the site itself is `jmp *cell(%rip)` (one jump). */
+    assert_int_equal(site[0], 0xFF);
+    assert_int_equal(site[1], 0x25);
+    assert_true(hp_arch_indirect_reaches(site, hp_arch_indirect_cell(site, site)));
 
     /* far -> far: one atomic store, no code written */
     struct hp_patch_stats a, b;
@@ -498,10 +509,11 @@ static void *block_all_and_wait(void *arg)
     return NULL;
 }
 
-static void *slot_of(void *fn)
+/* The relay cell a far-patched function jumps through. */
+static void *cell_of(void *fn)
 {
     uint8_t *site = (uint8_t *)fn + hp_arch_entry_skip(fn);
-    return hp_arch_jump_target(site, site);
+    return hp_arch_indirect_cell(site, site);
 }
 
 static void test_unstoppable_thread_refuses_cleanly(void **state)
@@ -512,7 +524,8 @@ static void test_unstoppable_thread_refuses_cleanly(void **state)
     int depth;
     void *far1 = dlsym(far_lib(), "far_replacement");
     assert_int_equal(upgrade((void *)slot_target_a, "far", "far_replacement", far1, why), 0);
-    uint8_t *slot_a = slot_of((void *)slot_target_a);
+    uint8_t *cell_a = cell_of((void *)slot_target_a);
+    assert_non_null(cell_a);
 
     uint8_t before[16];
     memcpy(before, (void *)slot_target_b, sizeof before);
@@ -533,7 +546,7 @@ static void test_unstoppable_thread_refuses_cleanly(void **state)
     pthread_join(t, NULL);
 
     assert_int_equal(upgrade((void *)slot_target_b, "far", "far_replacement", far1, why), 0);
-    assert_ptr_equal(slot_of((void *)slot_target_b), slot_a + HP_RELAY_SLOT_SIZE);
+    assert_ptr_equal(cell_of((void *)slot_target_b), cell_a + sizeof(void *)); /* next slot */
     assert_int_equal(rollback((void *)slot_target_b, &depth, why), 0);
     assert_int_equal(rollback((void *)slot_target_a, &depth, why), 0);
     assert_memory_equal((void *)slot_target_b, before, sizeof before);
@@ -583,6 +596,58 @@ static void test_branch_into_site_is_refused(void **state)
     struct hp_patch_target ud = {"hp_test_undecodable", sym.address, sym.size};
     assert_int_equal(hp_patch_upgrade(&ud, &o, why, sizeof why), -EINVAL);
     assert_non_null(strstr(why, "cannot be decoded"));
+}
+
+struct loop5_caller {
+    pthread_t thread;
+    int stop;
+    long calls, bad;
+};
+
+static void *loop5_main(void *arg)
+{
+    struct loop5_caller *c = arg;
+    while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
+        int r = call_loop5(3, 4);
+        c->bad += r != 3 && r != 1012 && r != 2012;
+        __atomic_fetch_add(&c->calls, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void test_far_through_relay_slot_when_six_bytes_are_not_safe(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    struct hp_symbol sym;
+    assert_int_equal(hp_symbol_resolve("hp_test_loop5", &sym, why, sizeof why), 0);
+    uint8_t before[16];
+    memcpy(before, sym.address, sizeof before);
+    void *far1 = dlsym(far_lib(), "far_replacement");
+    void *far2 = dlsym(far_lib(), "far_replacement2");
+    struct loop5_caller c[2] = {0};
+    for (int i = 0; i < 2; i++)
+        pthread_create(&c[i].thread, NULL, loop5_main, &c[i]);
+    int depth;
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(upgrade(sym.address, "far", "far_replacement", far1, why), 0);
+        uint8_t *site = sym.address;
+        assert_int_equal(site[0], 0xE9);   /* jmp rel32 to the relay slot */
+        assert_int_equal(site[5], before[5]);
+        assert_int_equal(call_loop5(3, 4), 1012);
+        assert_int_equal(upgrade(sym.address, "far", "far_replacement2", far2, why), 0);
+        assert_int_equal(call_loop5(3, 4), 2012);
+        assert_int_equal(rollback(sym.address, &depth, why), 0);
+        assert_int_equal(rollback(sym.address, &depth, why), 0);
+        assert_memory_equal(sym.address, before, sizeof before);
+    }
+    for (int i = 0; i < 2; i++) {
+        __atomic_store_n(&c[i].stop, 1, __ATOMIC_RELAXED);
+        pthread_join(c[i].thread, NULL);
+        assert_int_equal(c[i].bad, 0);
+        assert_true(c[i].calls > 0);
+    }
 }
 
 /* ---- fork during patching (review bug 4) --------------------------------------------------------- */
@@ -786,6 +851,7 @@ int main(void)
         cmocka_unit_test(test_threads_blocking_sigtrap_survive_flips),
         cmocka_unit_test(test_unstoppable_thread_refuses_cleanly),
         cmocka_unit_test(test_branch_into_site_is_refused),
+        cmocka_unit_test(test_far_through_relay_slot_when_six_bytes_are_not_safe),
         cmocka_unit_test(test_fork_while_patching),
         cmocka_unit_test(test_unloaded_target_is_never_written),
         cmocka_unit_test(test_library_busy),
