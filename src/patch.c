@@ -476,13 +476,25 @@ static int write_while_stopped(struct patched *p, const uint8_t *code, char *why
     return rc;
 }
 
+/* How many leading bytes of the site a write changes: a thread resting right after them (at an
+ * instruction boundary of unchanged code) is not cut, e.g. at site+5 when a 6-byte site gets a
+ * 5-byte jump. */
+static size_t changed_extent(const uint8_t *now, const uint8_t *code, size_t len)
+{
+    while (len > 0 && now[len - 1] == code[len - 1])
+        len--;
+    return len;
+}
+
 /*
  * Writes `code` over the site with every other thread stopped and proven outside the bytes
  * being replaced (PC, registers and stack words). Retries a few times when a thread is inside.
  */
 static int write_site_stopped(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
 {
-    struct inside_check check = {(uintptr_t)p->site, (uintptr_t)p->site + p->site_len, 0, 0};
+    struct inside_check check = {(uintptr_t)p->site,
+                                 (uintptr_t)p->site + changed_extent(p->written, code, p->site_len),
+                                 0, 0};
     for (int attempt = 0; attempt < STOP_ATTEMPTS; attempt++) {
         struct hp_stopped stopped;
         if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
@@ -505,7 +517,7 @@ static int write_site_stopped(struct patched *p, const uint8_t *code, char *why,
         sleep_ms(1);
     }
     snprintf(why, why_cap, "thread %d is paused inside the first %d bytes of %s (at %#lx); "
-             "nothing changed, try again", check.tid, (int)p->site_len, p->name,
+             "nothing changed, try again", check.tid, (int)(check.hi - check.lo), p->name,
              (unsigned long)check.word);
     return -EBUSY;
 }
