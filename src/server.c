@@ -79,6 +79,7 @@ struct client {
 struct hp_server {
     pthread_t thread;
     struct owned_fd listener;
+    bool listener_lost;          /* the program took it and listening again failed: retry */
     struct owned_fd wake;        /* eventfd: hp_server_stop() writes it to end the loop */
     int stopping;                /* set (atomically) by hp_server_stop() */
     struct hp_server_config cfg;
@@ -192,22 +193,27 @@ static int bind_socket(struct hp_server *s)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
-    int rc = bind_path(fd, s->path);
+    /* Owned from the start: the program may dup2 over the new descriptor at any moment, and
+     * then it must be neither bound nor closed by us. */
+    struct owned_fd sock = {-1, 0, 0};
+    own(&sock, fd);
+    int rc = sock.fd < 0 ? -EBADF : still_ours(&sock) ? bind_path(sock.fd, s->path) : -EBADF;
     struct stat st;
     if (rc == 0 && (lstat(s->path, &st) != 0 || !S_ISSOCK(st.st_mode)))
         rc = -EEXIST;
     if (rc == 0) {
         s->dev = st.st_dev;
         s->ino = st.st_ino;
-        if (chmod(s->path, 0600) != 0 || listen(fd, 128) != 0)
-            rc = -errno;
+        errno = 0;
+        if (chmod(s->path, 0600) != 0 || !still_ours(&sock) || listen(sock.fd, 128) != 0)
+            rc = errno ? -errno : -EBADF;
     }
     if (rc != 0) {
-        close(fd);
+        release(&sock);
         return rc;
     }
-    own(&s->listener, fd);
-    return s->listener.fd < 0 ? -EBADF : 0;
+    s->listener = sock;
+    return 0;
 }
 
 /* Unlinks the socket path only if it is still the inode this server created. */
@@ -491,13 +497,18 @@ static void recover_listener(struct hp_server *s)
     if (lstat(s->path, &st) == 0) {
         if (st.st_dev != s->dev || st.st_ino != s->ino) {
             hp_log("listen socket lost and %s is no longer ours; not serving", s->path);
+            s->listener_lost = false; /* nothing more to try */
             return;
         }
         unlink(s->path);
     }
     int rc = bind_socket(s);
-    hp_log("the program closed the agent's listen socket; %s %s", rc == 0 ? "listening again on"
-           : "cannot listen again:", rc == 0 ? s->path : strerror(-rc));
+    if (rc == 0)
+        hp_log("the program closed the agent's listen socket; listening again on %s", s->path);
+    else if (!s->listener_lost)
+        hp_log("the program closed the agent's listen socket; cannot listen again yet (%s); "
+               "retrying every second", strerror(-rc));
+    s->listener_lost = rc != 0;
 }
 
 static void recover_wake(struct hp_server *s)
@@ -514,7 +525,7 @@ static void recover_wake(struct hp_server *s)
 /* Re-verifies the server's own descriptors; forgets clients whose descriptor was taken. */
 static void check_descriptors(struct hp_server *s)
 {
-    if (s->listener.fd >= 0 && !still_ours(&s->listener))
+    if (s->listener_lost || (s->listener.fd >= 0 && !still_ours(&s->listener)))
         recover_listener(s);
     if (!still_ours(&s->wake))
         recover_wake(s);
