@@ -9,13 +9,14 @@
  *   direct         a direct call of an unpatched function
  *   pointer        a call through a function pointer
  *   patched near   a direct call of a function patched with jmp rel32 (one extra jump)
- *   patched far    a direct call of a function patched through a relay (jmp rel32, then
- *                  jmp *cell(%rip): two extra jumps)
+ *   patched far    a direct call of a function patched through its relay cell: the site is
+ *                  jmp *cell(%rip) (one indirect jump; a function whose branches forbid the
+ *                  6-byte site gets jmp rel32 to a relay slot instead, two jumps)
  *   seed push/ret  a direct call of a function whose entry was overwritten the way the seed did
  *                  it: push imm32; mov dword [rsp+4], imm32; ret (an absolute jump that
  *                  mispredicts the return stack)
  * Then the latency of an upgrade + rollback pair while HAMMERS threads call the function:
- * original <-> v1 (threads stopped for the first jump), v1 <-> v2 near (int3 protocol), and
+ * original <-> v1 and v1 <-> v2 near (every code write is done with the threads stopped), and
  * v1 <-> v2 far (one atomic store to the relay cell).
  *
  * Ratios are against the direct call. Targets: patched near within 1.25x of direct; patched far
@@ -242,7 +243,7 @@ int main(int argc, char **argv)
     printf("upgrade + rollback latency with %d threads calling the function (median of %d):\n",
            HAMMERS, reps);
     printf("  %-34s %10.1f us\n", "original <-> v1 (threads stopped)", orig_us);
-    printf("  %-34s %10.1f us\n", "v1 <-> v2 near (int3 protocol)", near_us);
+    printf("  %-34s %10.1f us\n", "v1 <-> v2 near (threads stopped)", near_us);
     printf("  %-34s %10.1f us\n", "v1 <-> v2 far (relay cell store)", far_us);
     return 0;
 }

@@ -11,6 +11,7 @@ packages=(
   netcat-openbsd socat     # tests and demo drive the socket with nc -U
   libgflags-dev libgoogle-glog-dev # gflags/glog support and the prebuilt_server example
   libelf-dev               # ELF symbol tables for function patching
+  libcapstone-dev          # x86-64 decoder: no branch may land inside a patched jump
   rocksdb-tools            # db_bench: a third-party prebuilt program using Debian's gflags
   util-linux               # setpriv, for the other-user tests
 )

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "patch.h"
 
 static pthread_mutex_t agent_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hp_server *running;          /* guarded by agent_lock */
@@ -97,7 +98,8 @@ static int start_locked(int delay_ms)
 }
 
 /*
- * fork(): both locks are held across the fork so the child inherits consistent state and
+ * fork(): the agent, registry and patch engine locks (taken in that order) are held across the
+ * fork so the child inherits consistent state (never a code write in progress) and
  * unlocked mutexes. The child forgets the parent's server (its thread does not exist in the
  * child) without touching the parent's socket file, and — when the parent had an agent —
  * starts its own at its own path after HOTPATCH_FORK_DELAY_MS (200 ms): a prefork worker gets
@@ -109,10 +111,12 @@ static void lock_before_fork(void)
 {
     pthread_mutex_lock(&agent_lock);
     hp_registry_before_fork();
+    hp_patch_before_fork();
 }
 
 static void unlock_in_parent(void)
 {
+    hp_patch_after_fork();
     hp_registry_after_fork();
     pthread_mutex_unlock(&agent_lock);
 }
@@ -133,6 +137,7 @@ static bool child_should_get_agent(void)
 
 static void forget_parent_agent(void)
 {
+    hp_patch_after_fork();
     hp_registry_after_fork();
     bool parent_had_agent = running != NULL;
     if (running)

@@ -285,7 +285,8 @@ int hp_registry_remove_library(const char *name, void **handle);
 int hp_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap);
 
 /* ---- agent.c --------------------------------------------------------------------------- */
-/* Installs the pthread_atfork handlers that keep the agent and registry fork-safe (once). */
+/* Installs the pthread_atfork handlers that keep the agent, registry and patch engine fork-safe
+ * (once). */
 void hp_fork_handlers_install(void);
 
 /* ---- server.c / agent.c ---------------------------------------------------------------- */

@@ -1,58 +1,72 @@
 /*
- * patch.c — the function patch engine: versions, relays, the SIGTRAP handler, the unload check.
+ * patch.c — the function patch engine: versions, relays, safe code writes, the unload check.
  *
  * A patched function is redirected by one instruction written at its patch site (its entry, or
  * just after an endbr64 there): `jmp rel32`. When the replacement is within +-2 GB of the site
  * the jump goes straight to it (one jump on the hot path). Otherwise it goes to this function's
- * relay slot, a `jmp *cell(%rip)` in a page allocated within +-2 GB of the site, whose 8-byte
- * cell holds the replacement's address (two jumps). Moving between two far versions is then a
- * single atomic store to the cell: no code changes at all. The hot path has no lock, no atomic
- * and no lookup.
+ * relay cell, an 8-byte word in a page allocated within +-2 GB of the site that holds the
+ * replacement's address: the site becomes `jmp *cell(%rip)` (6 bytes: one indirect jump, the
+ * cost of a call through a pointer) when the function's branches allow 6 bytes to be
+ * replaced, else a jmp rel32 to the function's relay slot, which does that jump (two jumps). Moving between two far versions is then a
+ * single atomic store to the cell: no code changes and no thread is disturbed. The hot path has
+ * no lock, no atomic and no lookup.
  *
  * Versions stack: each function keeps its original bytes and a stack of versions; an upgrade
  * pushes and installs the new top, a rollback pops and installs what is below, down to the
  * exact original bytes.
  *
- * Which write protocol (patch_x86_64.c does the writing):
- *   - original code -> jump: every other thread is stopped (patch_stop.c) and its PC and stack
- *     are checked: if one is paused between two of the instructions the jump overwrites (or a
- *     signal frame on its stack would return there), the threads are released and the check
- *     retried a few times, then the upgrade is refused. With no thread inside, the five bytes
- *     are written while everyone is parked. (An int3 alone cannot protect a thread already
- *     past the first instruction; the kernel avoids this by patching 5-byte nops only.)
- *   - jump -> jump, jump -> original code: the site holds one complete instruction, so no
- *     thread can be inside it; the int3 protocol (text_poke_bp) is used and no thread is
- *     disturbed. If a thread blocks SIGTRAP (a trap there would kill the process), the write
- *     is done with every thread stopped instead.
- *
- * The SIGTRAP redirect: a thread that executes the int3 of a site being written enters
- * hp_patch_sigtrap(), waits (yielding) until the write is complete, and then resumes at the
- * site, where it executes a complete instruction: the old code or the new jump. It thus goes
- * to the new code or resumes the original correctly, without emulating any instruction. A
- * SIGTRAP that is not ours (no site of ours at PC-1) goes to the handler the program had
- * (SA_SIGINFO or not), or gets the default action when it had none. The handler is installed
- * before the first int3 is written, reinstalled (chaining to the newcomer) if the program
- * replaced it, and removed once no function is patched any more and a thread stop has proved
- * that no thread still has one of our traps pending.
+ * How code is written (every write: original -> jump, jump -> jump, jump -> original):
+ *   1. Before the first patch, the function is decoded (patch_x86_64_decode.c) and refused when
+ *      a branch of its own lands strictly inside the instructions the jump overwrites: checking
+ *      threads at one instant cannot exclude a branch taken an instant later.
+ *   2. Every other thread is stopped (patch_stop.c): each one parks in a signal handler and
+ *      stays there until released; nothing else makes it leave.
+ *   3. Every stopped thread's PC, registers and stack words are checked: none may lie strictly
+ *      inside (site, site+5) — a thread paused between two of the replaced instructions, or a
+ *      signal frame / return address that would resume there. If one does, the threads are
+ *      released and the check retried a few times, then the change is refused.
+ *   4. The site must still hold exactly the bytes the engine last wrote there (or the original
+ *      bytes), in a mapping that is still executable: otherwise the code was unloaded or changed
+ *      by someone else and the engine refuses to write into it.
+ *   5. The five bytes are written (patch_x86_64.c), every core is serialized (membarrier
+ *      SYNC_CORE), and only then are the threads released; the return from the stop signal's
+ *      handler (sigreturn) is serializing as well.
+ * Why this is as strong as the kernel's text_poke_bp (int3 first): text_poke_bp exists because
+ * the kernel cannot stop every CPU cheaply, so it must make each intermediate state of the site
+ * executable; here no thread executes anything while the bytes change, so no intermediate state
+ * is ever executed at all. The hazards text_poke_bp leaves to its callers (a thread paused in
+ * the middle of the replaced instructions; a branch into them) are covered by steps 3 and 1.
+ * And it needs no SIGTRAP handler: a thread that blocks SIGTRAP, or a program that owns
+ * SIGTRAP (a debugger, a sanitizer), is never affected, and the process never gets a handler it
+ * did not ask for. The price: a thread that blocks the stop signal (or is stopped by a debugger)
+ * makes every code write refused, cleanly, with its tid; a far -> far retarget still works.
+ * If a write fails after bytes began to change, the previous bytes are written back with the
+ * other write method while the threads are still stopped; only then is "nothing changed"
+ * reported, and if that fails too the engine says the code is inconsistent and never touches
+ * that function again.
  *
  * Relay pages: the closest hole in /proc/self/maps within +-2 GB of the site is mapped with
  * MAP_FIXED_NOREPLACE (never clobbering anything), holes right after [heap] are approached from
  * their far end so brk keeps room. One page of code (512 slots, written once then made R-X)
- * and one page of cells (R-W, no exec) per region. Relay memory is never unmapped.
+ * and one page of cells (R-W, no exec) per region. Relay memory is never unmapped; a slot
+ * taken by an upgrade that failed before the site pointed to it is given back.
  *
- * The unload check refuses while any version (installed or stacked) comes from the library;
- * then stops every thread and refuses while any register, PC or stack word holds an address
- * inside the library, or a thread is inside a relay slot.
+ * Unloaded code: each record remembers the object (dladdr base and path) holding its site.
+ * Records whose object is gone (the program's own dlclose, or `lib unload`) are dropped at the
+ * next engine call; `lib unload` is refused while a function inside the library is patched.
  *
- * Lock: engine_lock guards everything in this file and the writer state of patch_x86_64.c and
- * patch_stop.c; every hp_patch_* entry point holds it for its whole run. The only code that runs
- * without it is hp_patch_sigtrap, which reads the atomic site table below.
+ * The unload check refuses while any version (installed or stacked) comes from the library or
+ * a function inside it is patched; then stops every thread and refuses while any register, PC
+ * or stack word holds an address inside the library, or a thread is inside a relay slot.
+ *
+ * Lock: engine_lock guards everything in this file and the writer state of patch_x86_64.c,
+ * patch_x86_64_decode.c and patch_stop.c; every hp_patch_* entry point holds it for its whole
+ * run, and fork() holds it too (hp_patch_before_fork), so a child never inherits a write in
+ * progress. Lock order: agent_lock -> registry -> engine_lock.
  */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,9 +75,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "patch.h"
 
-#define MAX_SITES 4096
 #define RELAY_SLOTS 512
 #define STOP_TIMEOUT_MS 1000
 #define STOP_ATTEMPTS 20
@@ -86,7 +100,13 @@ struct patched {
     char name[256];
     uint8_t *entry;
     uint8_t *site;
-    uint8_t original[HP_JUMP_SIZE];
+    size_t site_len;            /* bytes every write covers: 6 when the function's branches
+                                 * allow the far form at the site, else 5 */
+    uint8_t original[HP_SITE_MAX];
+    uint8_t written[HP_SITE_MAX];   /* what the site must hold now: original or our last jump */
+    bool broken;                /* a failed write could not be undone: never write here again */
+    void *object_base;          /* dladdr() of the site when first patched (NULL: no object) */
+    char object[512];           /* that object's path as the loader names it */
     struct version *versions;
     int depth, cap;
     uint8_t *relay;             /* this function's relay slot, NULL until a far version */
@@ -95,143 +115,28 @@ struct patched {
 
 static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Engine lock. Records of patched functions (never freed once their first patch succeeded, so
- * `func list` keeps showing them), relay regions, statistics. */
+/* Engine lock. Records of patched functions (kept after rollback so `func list` keeps showing
+ * them; dropped when their code is unloaded), relay regions, statistics. */
 static struct patched **functions;
 static size_t n_functions, cap_functions;
 static struct relay_region *relays;
 static struct hp_patch_stats stats;
-static bool traps_since_stop;   /* an int3 was written since the last successful thread stop */
+/* Names of the last records dropped because their code was unloaded (a ring), so that a later
+ * rollback of one says why there is nothing to roll back. */
+#define DROPPED_NAMES 16
+static char dropped_names[DROPPED_NAMES][256];
+static unsigned n_dropped_names;
 
-/* Read by the SIGTRAP handler without the lock: sites ever patched (append-only) and the site
- * being written with the int3 protocol now (0 when none). */
-static _Atomic uintptr_t trap_sites[MAX_SITES];
-static atomic_int n_trap_sites;
-static _Atomic uintptr_t busy_site;
-static atomic_ulong trap_count;
-static struct sigaction program_sigtrap;   /* what the program had; written under the lock */
-static bool sigtrap_installed;
+/* ---- fork ------------------------------------------------------------------------------------ */
 
-/* ---- the SIGTRAP handler ------------------------------------------------------------------- */
-
-static bool is_known_site(uintptr_t site)
+void hp_patch_before_fork(void)
 {
-    int n = atomic_load(&n_trap_sites);
-    for (int i = 0; i < n; i++)
-        if (atomic_load(&trap_sites[i]) == site)
-            return true;
-    return false;
+    pthread_mutex_lock(&engine_lock);
 }
 
-/* True when the trap at site came from our int3: it then waits for the write to finish. */
-static bool hold_until_written(uintptr_t site)
+void hp_patch_after_fork(void)
 {
-    if (!is_known_site(site))
-        return false;
-    for (;;) {
-        if (atomic_load(&busy_site) == site) {
-            sched_yield();
-            continue;
-        }
-        if (!hp_arch_is_trap(*(volatile uint8_t *)site))
-            return true;   /* the write completed between the trap and this handler */
-        if (atomic_load(&busy_site) != site)
-            return false;  /* an int3 of the program's own at a site of ours */
-    }
-}
-
-static void chain_to_program(int sig, siginfo_t *info, void *ucontext)
-{
-    struct sigaction prev = program_sigtrap;
-    if (prev.sa_flags & SA_SIGINFO) {
-        prev.sa_sigaction(sig, info, ucontext);
-    } else if (prev.sa_handler == SIG_IGN) {
-        return;
-    } else if (prev.sa_handler == SIG_DFL) {
-        /* The default action (core dump): restore it and re-raise; delivered on return. */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigaction(SIGTRAP, &dfl, NULL);
-        raise(SIGTRAP);
-    } else {
-        prev.sa_handler(sig);
-    }
-}
-
-void hp_patch_sigtrap(int sig, siginfo_t *info, void *ucontext)
-{
-    int saved_errno = errno;
-    uintptr_t site = hp_arch_trap_site(hp_arch_context_pc(ucontext));
-    if (hold_until_written(site)) {
-        atomic_fetch_add(&trap_count, 1);
-        hp_arch_context_set_pc(ucontext, site);
-    } else {
-        chain_to_program(sig, info, ucontext);
-    }
-    errno = saved_errno;
-}
-
-static bool sigtrap_is_ours(const struct sigaction *sa)
-{
-    return (sa->sa_flags & SA_SIGINFO) && sa->sa_sigaction == hp_patch_sigtrap;
-}
-
-/* Installs our handler, or reinstalls it when the program replaced it (chaining to theirs). */
-static int ensure_sigtrap(char *why, size_t why_cap)
-{
-    struct sigaction current;
-    if (sigaction(SIGTRAP, NULL, &current) != 0)
-        goto fail;
-    if (sigtrap_installed && sigtrap_is_ours(&current))
-        return 0;
-    struct sigaction ours;
-    memset(&ours, 0, sizeof ours);
-    ours.sa_sigaction = hp_patch_sigtrap;
-    /* SA_NODEFER: the handler executes no int3, and a thread inside it must not look as if it
-     * blocked SIGTRAP (see write_over_jump). Empty mask: the stop signal must be able to nest. */
-    ours.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
-    sigemptyset(&ours.sa_mask);
-    program_sigtrap = current;
-    if (sigaction(SIGTRAP, &ours, NULL) != 0)
-        goto fail;
-    sigtrap_installed = true;
-    return 0;
-fail:
-    snprintf(why, why_cap, "cannot install the SIGTRAP handler: %s", strerror(errno));
-    return -errno;
-}
-
-static bool any_function_patched(void)
-{
-    for (size_t i = 0; i < n_functions; i++)
-        if (functions[i]->depth > 0)
-            return true;
-    return false;
-}
-
-/*
- * Removes our SIGTRAP handler once no patch needs it. A thread that executed one of our int3
- * may not have run its handler yet (preempted between the trap and the delivery); a thread
- * stop proves it has (synchronous signals are delivered before ours), so one is done unless
- * none was needed. When threads cannot be stopped now, the handler stays for a later attempt.
- */
-static void release_sigtrap_if_unused(void)
-{
-    if (!sigtrap_installed || any_function_patched())
-        return;
-    if (traps_since_stop) {
-        struct hp_stopped stopped;
-        if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0)
-            return;
-        stats.stops++;
-        hp_threads_resume(&stopped);
-        traps_since_stop = false;
-    }
-    struct sigaction current;
-    if (sigaction(SIGTRAP, NULL, &current) == 0 && sigtrap_is_ours(&current))
-        sigaction(SIGTRAP, &program_sigtrap, NULL);
-    sigtrap_installed = false;
+    pthread_mutex_unlock(&engine_lock);
 }
 
 /* ---- records ------------------------------------------------------------------------------- */
@@ -252,22 +157,64 @@ static struct patched *find_by_name(const char *name)
     return NULL;
 }
 
-static int add_trap_site(uintptr_t site, char *why, size_t why_cap)
+/* Records which loaded object holds the site, to notice when it is unloaded. */
+static void remember_object(struct patched *p)
 {
-    if (is_known_site(site))
-        return 0;
-    int n = atomic_load(&n_trap_sites);
-    if (n >= MAX_SITES) {
-        snprintf(why, why_cap, "%d functions have been patched already: the limit", MAX_SITES);
-        return -ENOSPC;
-    }
-    atomic_store(&trap_sites[n], site);
-    atomic_store(&n_trap_sites, n + 1);
-    return 0;
+    Dl_info info;
+    if (dladdr(p->site, &info) == 0 || !info.dli_fbase)
+        return;
+    p->object_base = info.dli_fbase;
+    snprintf(p->object, sizeof p->object, "%s", info.dli_fname ? info.dli_fname : "");
 }
 
-static struct patched *new_record(const struct hp_patch_target *t, size_t skip, char *why,
-                                  size_t why_cap)
+/* True while the object that held the site when it was first patched is still loaded. */
+static bool object_still_loaded(const struct patched *p)
+{
+    if (!p->object_base)
+        return true;
+    Dl_info info;
+    if (dladdr(p->site, &info) == 0 || info.dli_fbase != p->object_base)
+        return false;
+    return strcmp(info.dli_fname ? info.dli_fname : "", p->object) == 0;
+}
+
+static void free_record(struct patched *p)
+{
+    free(p->versions);
+    free(p);
+}
+
+/*
+ * Drops the records whose code was unloaded (the program's dlclose, or `lib unload` of a
+ * library with rolled-back targets): their bytes must never be written again. Their relay slot
+ * is not reused (a thread could in theory still be passing through it).
+ */
+static void drop_unloaded_records(void)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n_functions; i++) {
+        if (object_still_loaded(functions[i])) {
+            functions[kept++] = functions[i];
+            continue;
+        }
+        snprintf(dropped_names[n_dropped_names++ % DROPPED_NAMES], sizeof dropped_names[0], "%s",
+                 functions[i]->name);
+        free_record(functions[i]);
+        stats.dropped++;
+    }
+    n_functions = kept;
+}
+
+static bool was_dropped(const char *name)
+{
+    for (unsigned i = 0; name && i < DROPPED_NAMES && i < n_dropped_names; i++)
+        if (strcmp(dropped_names[i], name) == 0)
+            return true;
+    return false;
+}
+
+static struct patched *new_record(const struct hp_patch_target *t, size_t skip,
+                                  size_t site_len, char *why, size_t why_cap)
 {
     if (n_functions == cap_functions) {
         size_t cap = cap_functions ? cap_functions * 2 : 16;
@@ -283,7 +230,10 @@ static struct patched *new_record(const struct hp_patch_target *t, size_t skip, 
     snprintf(p->name, sizeof p->name, "%s", t->name);
     p->entry = t->entry;
     p->site = p->entry + skip;
-    memcpy(p->original, p->site, HP_JUMP_SIZE);
+    p->site_len = site_len;
+    memcpy(p->original, p->site, site_len);
+    memcpy(p->written, p->site, site_len);
+    remember_object(p);
     return p;
 nomem:
     snprintf(why, why_cap, "out of memory");
@@ -429,10 +379,28 @@ static bool in_relay_code(uintptr_t pc)
     return false;
 }
 
+
+/* Gives back the slot an upgrade just took when the site never pointed to it. */
+static void unassign_relay(struct patched *p)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    for (struct relay_region *r = relays; r; r = r->next) {
+        if (p->relay < r->code || p->relay >= r->code + page)
+            continue;
+        if (r->used > 0 && p->relay == r->code + (r->used - 1) * HP_RELAY_SLOT_SIZE) {
+            atomic_store(&r->cells[r->used - 1], NULL);
+            r->used--;
+        }
+        break;
+    }
+    p->relay = NULL;
+    p->cell = NULL;
+}
+
 /* ---- writing a site ---------------------------------------------------------------------------- */
 
 struct inside_check {
-    uintptr_t lo, hi;       /* (site, site + HP_JUMP_SIZE): resumption points we would cut */
+    uintptr_t lo, hi;       /* (site, site + site_len): resumption points we would cut */
     pid_t tid;
     uintptr_t word;
 };
@@ -455,99 +423,159 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Original code -> jump, with every thread stopped and proven outside the overwritten bytes. */
-static int write_over_original(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
+static bool site_mapped_executable(const struct patched *p)
 {
-    struct inside_check check = {(uintptr_t)p->site, (uintptr_t)p->site + HP_JUMP_SIZE, 0, 0};
+    const int need = PROT_READ | PROT_EXEC;
+    int first = hp_maps_protection((uintptr_t)p->site);
+    int last = hp_maps_protection((uintptr_t)p->site + p->site_len - 1);
+    return first >= 0 && last >= 0 && (first & need) == need && (last & need) == need;
+}
+
+/*
+ * The site still holds exactly what the engine last wrote there (the original bytes before the
+ * first patch), in executable memory. Uses no malloc, so it also runs with threads stopped.
+ */
+static int site_unchanged(const struct patched *p, char *why, size_t why_cap)
+{
+    if (p->broken) {
+        snprintf(why, why_cap, "%s was left inconsistent by a failed write earlier; the engine "
+                 "will not write its code again", p->name);
+        return -ENOTRECOVERABLE;
+    }
+    if (!site_mapped_executable(p)) {
+        snprintf(why, why_cap, "the code of %s at %p is no longer mapped executable (its "
+                 "library was unloaded?); nothing written", p->name, (void *)p->site);
+        return -ESTALE;
+    }
+    if (memcmp(p->site, p->written, p->site_len) != 0) {
+        snprintf(why, why_cap, "%s at %p no longer holds the bytes the engine wrote there "
+                 "(unloaded and reloaded, or changed by someone else); nothing written",
+                 p->name, (void *)p->site);
+        return -ESTALE;
+    }
+    return 0;
+}
+
+/* With every thread stopped and outside the site: verifies the site, then writes `code`. */
+static int write_while_stopped(struct patched *p, const uint8_t *code, char *why,
+                               size_t why_cap)
+{
+    int rc = site_unchanged(p, why, why_cap);
+    if (rc != 0)
+        return rc;
+    rc = hp_arch_poke_stopped(p->site, code, p->site_len, why, why_cap);
+    stats.stopped_pokes++;
+    if (rc == 0) {
+        memcpy(p->written, code, p->site_len);
+    } else if (rc == -ENOTRECOVERABLE) {
+        p->broken = true;
+    } else {
+        size_t used = strlen(why);
+        snprintf(why + used, why_cap - used, "; the previous bytes are back, nothing changed");
+    }
+    return rc;
+}
+
+/* How many leading bytes of the site a write changes: a thread resting right after them (at an
+ * instruction boundary of unchanged code) is not cut, e.g. at site+5 when a 6-byte site gets a
+ * 5-byte jump. */
+static size_t changed_extent(const uint8_t *now, const uint8_t *code, size_t len)
+{
+    while (len > 0 && now[len - 1] == code[len - 1])
+        len--;
+    return len;
+}
+
+/*
+ * Writes `code` over the site with every other thread stopped and proven outside the bytes
+ * being replaced (PC, registers and stack words). Retries a few times when a thread is inside.
+ */
+static int write_site_stopped(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
+{
+    struct inside_check check = {(uintptr_t)p->site,
+                                 (uintptr_t)p->site + changed_extent(p->written, code, p->site_len),
+                                 0, 0};
     for (int attempt = 0; attempt < STOP_ATTEMPTS; attempt++) {
         struct hp_stopped stopped;
         if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
-            snprintf(why, why_cap, "cannot prove no thread is inside the first bytes of %s: %s",
-                     p->name, stopped.why);
+            snprintf(why, why_cap, "cannot stop the threads to write the code of %s: %s; "
+                     "nothing changed", p->name, stopped.why);
             return -EBUSY;
         }
         stats.stops++;
-        traps_since_stop = false;
         char scan_why[160] = "";
         int found = hp_threads_scan(&stopped, word_inside, &check, scan_why, sizeof scan_why);
-        int rc = 0;
-        if (found == 0) {
-            rc = hp_arch_poke_stopped(p->site, code, HP_JUMP_SIZE, why, why_cap);
-            stats.stopped_pokes++;
-        }
+        int rc = found == 0 ? write_while_stopped(p, code, why, why_cap) : 0;
         hp_threads_resume(&stopped);
         if (found == 0)
             return rc;
         if (found < 0) {
-            snprintf(why, why_cap, "cannot check the threads before patching %s: %s", p->name,
-                     scan_why);
+            snprintf(why, why_cap, "cannot check the threads before writing the code of %s: "
+                     "%s; nothing changed", p->name, scan_why);
             return -EBUSY;
         }
         sleep_ms(1);
     }
     snprintf(why, why_cap, "thread %d is paused inside the first %d bytes of %s (at %#lx); "
-             "nothing changed, try again", check.tid, HP_JUMP_SIZE, p->name,
+             "nothing changed, try again", check.tid, (int)(check.hi - check.lo), p->name,
              (unsigned long)check.word);
     return -EBUSY;
 }
 
-/* Jump -> anything: int3 protocol, or with threads stopped when one blocks SIGTRAP. */
-static int write_over_jump(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
-{
-    pid_t blocker;
-    if (hp_threads_blocking(SIGTRAP, &blocker, 1) > 0) {
-        struct hp_stopped stopped;
-        if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
-            snprintf(why, why_cap, "thread %d blocks SIGTRAP and the threads cannot be stopped "
-                     "to write %s safely: %s", blocker, p->name, stopped.why);
-            return -EBUSY;
-        }
-        stats.stops++;
-        traps_since_stop = false;
-        int rc = hp_arch_poke_stopped(p->site, code, HP_JUMP_SIZE, why, why_cap);
-        stats.stopped_pokes++;
-        hp_threads_resume(&stopped);
-        return rc;
-    }
-    int rc = ensure_sigtrap(why, why_cap);
-    if (rc != 0)
-        return rc;
-    atomic_store(&busy_site, (uintptr_t)p->site);
-    rc = hp_arch_poke_live(p->site, code, HP_JUMP_SIZE, why, why_cap);
-    atomic_store(&busy_site, 0);
-    traps_since_stop = true;
-    stats.int3_pokes++;
-    return rc;
-}
-
 static int write_site(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
 {
-    if (memcmp(p->site, code, HP_JUMP_SIZE) == 0)
-        return 0;
-    if (memcmp(p->site, p->original, HP_JUMP_SIZE) == 0)
-        return write_over_original(p, code, why, why_cap);
-    return write_over_jump(p, code, why, why_cap);
+    if (memcmp(p->written, code, p->site_len) == 0)
+        return site_unchanged(p, why, why_cap);
+    return write_site_stopped(p, code, why, why_cap);
 }
 
-/* Makes the site run `to`: a direct jump when near, else through the relay slot. */
-static int install_destination(struct patched *p, void *to, char *why, size_t why_cap)
+/* What the site holds for a far version: `jmp *cell(%rip)` when it has room (one indirect jump,
+ * as cheap as a call through a pointer), else a jmp rel32 to the relay slot; either way the
+ * original bytes after the jump stay as they were. */
+static void encode_far(const struct patched *p, uint8_t *code)
 {
-    uint8_t code[HP_JUMP_SIZE];
-    if (hp_arch_near(p->site, to)) {
-        hp_arch_encode_jump(code, p->site, to);
-        return write_site(p, code, why, why_cap);
-    }
+    memcpy(code, p->original, p->site_len);
+    if (p->site_len >= HP_INDIRECT_SIZE && hp_arch_indirect_reaches(p->site, p->cell))
+        hp_arch_encode_indirect(code, p->site, p->cell);
+    else
+        hp_arch_encode_jump(code, p->site, p->relay);
+}
+
+/* Far destination: the cell first (one atomic store), then the site jumps through it. */
+static int install_far(struct patched *p, void *to, char *why, size_t why_cap)
+{
+    bool new_slot = p->relay == NULL;
     int rc = assign_relay(p, why, why_cap);
-    if (rc != 0)
+    if (rc == 0)
+        rc = site_unchanged(p, why, why_cap);
+    if (rc != 0) {
+        if (new_slot && p->relay)
+            unassign_relay(p);
         return rc;
+    }
     void *before = atomic_load(p->cell);
     atomic_store_explicit(p->cell, to, memory_order_release);
     stats.relay_stores++;
-    hp_arch_encode_jump(code, p->site, p->relay);
+    uint8_t code[HP_SITE_MAX];
+    encode_far(p, code);
     rc = write_site(p, code, why, why_cap);
-    if (rc != 0)
-        atomic_store(p->cell, before);
+    if (rc == 0 || rc == -ENOTRECOVERABLE)
+        return rc;
+    atomic_store(p->cell, before);
+    if (new_slot)
+        unassign_relay(p);
     return rc;
+}
+
+/* Makes the site run `to`: a direct jump when near, else through the relay cell. */
+static int install_destination(struct patched *p, void *to, char *why, size_t why_cap)
+{
+    if (!hp_arch_near(p->site, to))
+        return install_far(p, to, why, why_cap);
+    uint8_t code[HP_SITE_MAX];
+    memcpy(code, p->original, p->site_len);
+    hp_arch_encode_jump(code, p->site, to);
+    return write_site(p, code, why, why_cap);
 }
 
 static int install_top(struct patched *p, char *why, size_t why_cap)
@@ -569,14 +597,15 @@ static int check_executable(const char *what, const void *address, char *why, si
     return -EFAULT;
 }
 
-/* Functions the engine itself calls while a site is half-written: patching them would trap
- * the engine in its own write. */
+/* Functions the engine's own thread runs while it writes (it is the one thread not stopped):
+ * patching them could cut an instruction under the engine itself. */
 static int check_not_engine_path(const struct hp_patch_target *t, char *why, size_t why_cap)
 {
     void *const engine_path[] = {
         (void *)pwrite, (void *)syscall, (void *)mprotect, (void *)memcmp, (void *)memcpy,
-        (void *)sched_yield, (void *)sysconf, (void *)hp_patch_upgrade, (void *)hp_patch_sigtrap,
-        (void *)hp_arch_poke_live, (void *)hp_arch_write_text, (void *)hp_arch_sync_cores,
+        (void *)sysconf, (void *)hp_patch_upgrade, (void *)hp_patch_rollback,
+        (void *)hp_arch_poke_stopped, (void *)hp_arch_write_text, (void *)hp_arch_sync_cores,
+        (void *)hp_threads_stop, (void *)hp_threads_resume, (void *)hp_threads_scan,
     };
     for (size_t i = 0; i < sizeof engine_path / sizeof engine_path[0]; i++) {
         if (engine_path[i] == t->entry) {
@@ -618,25 +647,38 @@ static int check_target(const struct hp_patch_target *t, const struct hp_patch_o
     return 0;
 }
 
-static int prepare_text(char *why, size_t why_cap)
+/*
+ * First patch of a function: its own branches must not land inside the bytes we overwrite.
+ * The site spans 6 bytes (room for the far form at the site) when that is provably safe, else
+ * 5 (far versions then go through a relay slot); refused when not even 5 are.
+ */
+static int choose_site_len(const struct hp_patch_target *t, size_t skip, size_t *site_len,
+                           char *why, size_t why_cap)
 {
-    return hp_arch_text_init(why, why_cap);
+    const uint8_t *site = (const uint8_t *)t->entry + skip;
+    *site_len = HP_INDIRECT_SIZE;
+    if (t->size >= skip + HP_INDIRECT_SIZE &&
+        hp_arch_check_branches(t->name, t->entry, t->size, site, HP_INDIRECT_SIZE, why,
+                               why_cap) == 0)
+        return 0;
+    *site_len = HP_JUMP_SIZE;
+    return hp_arch_check_branches(t->name, t->entry, t->size, site, HP_JUMP_SIZE, why, why_cap);
 }
 
-int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch_origin *origin,
-                     char *why, size_t why_cap)
+static int upgrade_locked(const struct hp_patch_target *target,
+                          const struct hp_patch_origin *origin, char *why, size_t why_cap)
 {
-    pthread_mutex_lock(&engine_lock);
-    size_t skip = 0;
+    drop_unloaded_records();
+    size_t skip = 0, site_len = HP_JUMP_SIZE;
     struct patched *p = find_by_entry(target->entry);
     bool fresh = p == NULL;
-    int rc = prepare_text(why, why_cap);
+    int rc = hp_arch_text_init(why, why_cap);
     if (rc == 0)
         rc = check_target(target, origin, &skip, why, why_cap);
-    if (rc == 0 && fresh && !(p = new_record(target, skip, why, why_cap)))
+    if (rc == 0 && fresh)
+        rc = choose_site_len(target, skip, &site_len, why, why_cap);
+    if (rc == 0 && fresh && !(p = new_record(target, skip, site_len, why, why_cap)))
         rc = -ENOMEM;
-    if (rc == 0)
-        rc = add_trap_site((uintptr_t)p->site, why, why_cap);
     if (rc == 0 && push_version(p, origin) != 0) {
         snprintf(why, why_cap, "out of memory");
         rc = -ENOMEM;
@@ -647,11 +689,20 @@ int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch
             p->depth--;
     }
     if (fresh && p) {
-        if (rc == 0)
-            functions[n_functions++] = p;
+        if (rc == 0 || rc == -ENOTRECOVERABLE)
+            functions[n_functions++] = p;   /* a broken record stays, to refuse later writes */
         else
-            free(p->versions), free(p);
+            free_record(p);
     }
+    return rc;
+}
+
+int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch_origin *origin,
+                     char *why, size_t why_cap)
+{
+    hp_fork_handlers_install();   /* agent.c's atfork handlers take the engine lock too */
+    pthread_mutex_lock(&engine_lock);
+    int rc = upgrade_locked(target, origin, why, why_cap);
     pthread_mutex_unlock(&engine_lock);
     return rc;
 }
@@ -660,11 +711,16 @@ int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t l
                       char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap)
 {
     pthread_mutex_lock(&engine_lock);
+    drop_unloaded_records();
     struct patched *p = name ? find_by_name(name) : NULL;
     if (!p && entry)
         p = find_by_entry(entry);
     int rc = 0;
-    if (!p || p->depth == 0) {
+    if (!p && was_dropped(name)) {
+        snprintf(why, why_cap, "the code of %s was unloaded while it was patched: nothing to "
+                 "roll back (its patch record was dropped)", name);
+        rc = -ESTALE;
+    } else if (!p || p->depth == 0) {
         snprintf(why, why_cap, "%s has no upgrade installed: nothing to roll back",
                  p ? p->name : name ? name : "the function");
         rc = -ENOENT;
@@ -679,7 +735,6 @@ int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t l
         snprintf(now_library, lib_cap, "%s", now ? now->library : "");
         snprintf(now_symbol, sym_cap, "%s", now ? now->symbol : p->name);
         *depth = p->depth;
-        release_sigtrap_if_unused();
     }
     pthread_mutex_unlock(&engine_lock);
     return rc;
@@ -697,13 +752,15 @@ static void view_of(const struct patched *p, struct hp_patch_view *v)
     v->top.library = top ? top->library : "";
     v->top.symbol = top ? top->symbol : p->name;
     v->top.address = top ? top->address : p->entry;
-    v->via_relay = p->relay && hp_arch_jump_target(p->site, p->site) == p->relay;
+    v->via_relay = p->relay && (hp_arch_jump_target(p->site, p->site) == p->relay ||
+                                hp_arch_indirect_cell(p->site, p->site) == (void *)p->cell);
     v->relay = v->via_relay ? p->relay : NULL;
 }
 
 void hp_patch_each(hp_patch_visitor visit, void *ctx)
 {
     pthread_mutex_lock(&engine_lock);
+    drop_unloaded_records();
     for (size_t i = 0; i < n_functions; i++) {
         struct hp_patch_view v;
         view_of(functions[i], &v);
@@ -715,6 +772,7 @@ void hp_patch_each(hp_patch_visitor visit, void *ctx)
 bool hp_patch_find(void *entry, hp_patch_visitor visit, void *ctx)
 {
     pthread_mutex_lock(&engine_lock);
+    drop_unloaded_records();
     const struct patched *p = find_by_entry(entry);
     if (p) {
         struct hp_patch_view v;
@@ -729,10 +787,9 @@ void hp_patch_get_stats(struct hp_patch_stats *out)
 {
     pthread_mutex_lock(&engine_lock);
     *out = stats;
-    out->traps = atomic_load(&trap_count);
-    out->sigtrap_installed = sigtrap_installed;
     pthread_mutex_unlock(&engine_lock);
 }
+
 
 /* ---- the unload check ------------------------------------------------------------------------ */
 
@@ -758,6 +815,22 @@ static int versions_from(const char *library, const struct hp_range *ranges, siz
                      d + 1, p->depth);
             return -EBUSY;
         }
+    }
+    return 0;
+}
+
+/* A function whose code lies inside the library and is patched now: its jump would be unmapped
+ * with it, and its rollback would write into whatever is mapped there next. */
+static int targets_inside(const char *library, const struct hp_range *ranges, size_t n,
+                          char *why, size_t why_cap)
+{
+    for (size_t i = 0; i < n_functions; i++) {
+        const struct patched *p = functions[i];
+        if (p->depth == 0 || !in_ranges((uintptr_t)p->site, ranges, n))
+            continue;
+        snprintf(why, why_cap, "%s is a function of %s and is patched (depth %d); roll it back "
+                 "first", p->name, library, p->depth);
+        return -EBUSY;
     }
     return 0;
 }
@@ -802,7 +875,6 @@ static int threads_in(const char *library, const struct hp_range *ranges, size_t
         return -EBUSY;
     }
     stats.stops++;
-    traps_since_stop = false;
     struct range_check check = {ranges, n, 0, 0, false, false};
     char scan_why[160] = "";
     int found = hp_threads_scan(&stopped, word_in_library, &check, scan_why, sizeof scan_why);
@@ -825,11 +897,13 @@ int hp_patch_library_busy(const char *library, const struct hp_range *ranges, si
                           char *why, size_t why_cap)
 {
     pthread_mutex_lock(&engine_lock);
+    drop_unloaded_records();
     int rc = versions_from(library, ranges, n_ranges, why, why_cap);
+    if (rc == 0)
+        rc = targets_inside(library, ranges, n_ranges, why, why_cap);
     if (rc == 0 && n_ranges > 0)
         rc = threads_in(library, ranges, n_ranges, why, why_cap);
-    if (rc == 0)
-        release_sigtrap_if_unused();
     pthread_mutex_unlock(&engine_lock);
     return rc;
 }
+

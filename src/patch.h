@@ -4,20 +4,21 @@
  * Three layers, one file each, so that architecture-specific encoding stays out of the engine:
  *
  *   patch.c         the engine: one record per patched function with its stack of versions,
- *                   relay slots within +-2 GB, the SIGTRAP handler, the unload check. Every
- *                   entry point below takes the engine lock (see patch.c for its scope).
+ *                   relay slots within +-2 GB, the unload check. Every entry point below takes
+ *                   the engine lock (see patch.c for its scope).
  *   patch_stop.c    stopping every other thread of the process for a moment (a real-time
  *                   signal whose handler parks the thread and records its registers), used to
- *                   prove where threads are: before the first jump is written over original
- *                   code, and before a library is unmapped.
- *   patch_x86_64.c  instruction encoding and the safe code-modification protocol (int3 first,
- *                   membarrier SYNC_CORE, writes through /proc/self/mem or mprotect).
+ *                   prove where threads are: around every code write, and before a library is
+ *                   unmapped.
+ *   patch_x86_64.c  instruction encoding and code writes with every other thread stopped
+ *                   (membarrier SYNC_CORE, writes through /proc/self/mem or mprotect).
+ *   patch_x86_64_decode.c  decoding a function (capstone) to refuse a patch when a branch lands
+ *                   inside the bytes the jump overwrites.
  *   symbols.c       name -> address and size, from the registry and the ELF symbol tables.
  */
 #ifndef HOTPATCH_PATCH_H
 #define HOTPATCH_PATCH_H
 
-#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,7 +52,8 @@ int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch
  * Removes the top version of the function named `name` (a display name given to an upgrade)
  * or entered at `entry` (either may be NULL/0). The version below it, or the original code,
  * runs again. On success copies what is now installed into *now (library "" for the original)
- * and the remaining depth into *depth. -ENOENT when nothing is installed, with a reason.
+ * and the remaining depth into *depth. -ENOENT when nothing is installed, -ESTALE when the
+ * function's code was unloaded while patched (its record was dropped), with a reason.
  */
 int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t lib_cap,
                       char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap);
@@ -87,13 +89,19 @@ int hp_patch_library_busy(const char *library, const struct hp_range *ranges, si
 /* Counters for tests and the benchmark. */
 struct hp_patch_stats {
     unsigned long stops;            /* thread stops performed */
-    unsigned long int3_pokes;       /* code writes done with the int3 protocol */
-    unsigned long stopped_pokes;    /* code writes done while every thread was stopped */
+    unsigned long stopped_pokes;    /* code writes, each done while every thread was stopped */
     unsigned long relay_stores;     /* retargets done with one atomic store */
-    unsigned long traps;            /* threads that hit an int3 and were sent on */
-    bool sigtrap_installed;         /* our SIGTRAP handler is installed now */
+    unsigned long dropped;          /* records dropped because their code was unloaded */
 };
 void hp_patch_get_stats(struct hp_patch_stats *out);
+
+/*
+ * fork(): agent.c's pthread_atfork handlers call these (lock order agent_lock -> registry ->
+ * engine) so that no fork happens while the engine writes code or has threads stopped, and the
+ * child inherits an unlocked engine.
+ */
+void hp_patch_before_fork(void);
+void hp_patch_after_fork(void);
 
 /* ---- patch_stop.c: stopping the other threads ------------------------------------------ */
 
@@ -134,12 +142,12 @@ int hp_threads_scan(const struct hp_stopped *s, int (*scan)(void *ctx, pid_t tid
 int hp_maps_protection(uintptr_t addr);
 /* /proc/self/maps as text in a static buffer (engine lock), read without malloc; NULL on error. */
 const char *hp_maps_text(void);
-/* The tid of every thread that blocks `sig` now (up to cap); returns how many. */
-size_t hp_threads_blocking(int sig, pid_t *tids, size_t cap);
 
 /* ---- patch_x86_64.c: encoding and writing ---------------------------------------------- */
 
 #define HP_JUMP_SIZE 5              /* jmp rel32 */
+#define HP_INDIRECT_SIZE 6          /* jmp *disp32(%rip): a far version through its relay cell */
+#define HP_SITE_MAX 6               /* the most bytes a site ever spans */
 #define HP_RELAY_SLOT_SIZE 8        /* jmp *disp32(%rip) and two int3 */
 
 /* Offset of the patch site from the entry: 4 after an endbr64, else 0. */
@@ -150,10 +158,21 @@ bool hp_arch_near(const void *from, const void *to);
 void hp_arch_encode_jump(uint8_t *code, const void *at, const void *to);
 /* Decodes a jmp rel32 at code (located at `at`): its destination, or NULL when not one. */
 void *hp_arch_jump_target(const uint8_t *code, const void *at);
+/* Encodes `jmp *cell(%rip)` at `at` into code[HP_INDIRECT_SIZE]; cell must be near. */
+void hp_arch_encode_indirect(uint8_t *code, const void *at, const void *cell);
+/* True when `jmp *cell(%rip)` at `at` can reach cell. */
+bool hp_arch_indirect_reaches(const void *at, const void *cell);
+/* Decodes a jmp *disp32(%rip) at code (located at `at`): the cell it reads, or NULL. */
+void *hp_arch_indirect_cell(const uint8_t *code, const void *at);
 /* Encodes a relay slot at `slot` whose jump reads its destination from the 8 bytes at cell. */
 void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell);
-/* True when `byte` is what the engine writes first (int3). */
-bool hp_arch_is_trap(uint8_t byte);
+/*
+ * Decodes the function [entry, entry+size) and refuses (-EINVAL, one-line reason) when a
+ * relative branch of it targets a byte strictly inside the instructions that `len` bytes
+ * written at `site` would overwrite, or when the body cannot be decoded. 0 when safe.
+ */
+int hp_arch_check_branches(const char *name, const uint8_t *entry, size_t size,
+                           const uint8_t *site, size_t len, char *why, size_t why_cap);
 
 /* Registers for membarrier SYNC_CORE; 0 or -errno with a reason. Idempotent. */
 int hp_arch_text_init(char *why, size_t why_cap);
@@ -162,24 +181,19 @@ void hp_arch_sync_cores(void);
 /* Writes len bytes of code at addr without ever removing exec permission. 0 or -errno. */
 int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why, size_t why_cap);
 /*
- * Replaces the len (<= 8) bytes at addr with `bytes` while other threads may execute them:
- * int3 over the first byte, sync, the tail, sync, the first byte, sync. A thread that hits
- * the int3 meanwhile is held by hp_patch_sigtrap() and re-runs the site when it is complete.
- * The caller publishes the site as busy around the call (see patch.c). 0 or -errno.
+ * Replaces the len (<= 16) bytes at addr while every other thread is stopped outside them, then
+ * syncs every core. 0; or -errno with the previous bytes back in place (verified), written with
+ * the other method when the first one failed half-way; or -ENOTRECOVERABLE when even that
+ * failed (why says the code is left inconsistent).
  */
-int hp_arch_poke_live(uint8_t *addr, const uint8_t *bytes, size_t len, char *why, size_t why_cap);
-/* Replaces the bytes while every other thread is stopped (no int3 needed). 0 or -errno. */
 int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len, char *why,
                          size_t why_cap);
 
 /* Program counter of an interrupted context, and setting it. */
 uintptr_t hp_arch_context_pc(const void *ucontext);
-void hp_arch_context_set_pc(void *ucontext, uintptr_t pc);
 uintptr_t hp_arch_context_sp(const void *ucontext);
 /* Copies the general registers of the context; returns how many (<= cap). */
 int hp_arch_context_regs(const void *ucontext, uintptr_t *regs, int cap);
-/* Where the trap happened: the address of the int3 given the PC the kernel reported. */
-uintptr_t hp_arch_trap_site(uintptr_t pc);
 
 /* ---- symbols.c: name -> address -------------------------------------------------------- */
 
@@ -207,9 +221,5 @@ int hp_symbol_in_library(void *handle, const char *name, struct hp_symbol *out, 
 void hp_symbol_describe(struct hp_symbol *out);
 /* The mapped ranges (PT_LOAD segments) of the object whose load base is `base`; count. */
 size_t hp_symbol_object_ranges(uintptr_t base, struct hp_range *ranges, size_t cap);
-
-/* ---- the signal handler entry point (patch.c) ------------------------------------------- */
-/* Exposed for patch_x86_64.c's unit tests only. */
-void hp_patch_sigtrap(int sig, siginfo_t *info, void *ucontext);
 
 #endif /* HOTPATCH_PATCH_H */

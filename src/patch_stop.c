@@ -2,14 +2,15 @@
  * patch_stop.c — stopping every other thread of the process for a moment, to prove where they
  * are.
  *
- * The engine needs this twice: before the first jump is written over a function's original
- * instructions (no thread may be paused between two of the instructions it overwrites), and
- * before a library is unmapped (no thread may still run in it or return into it).
+ * The engine needs this around every code write (no thread may run while bytes change, nor be
+ * paused between two of the instructions being overwritten), and before a library is unmapped
+ * (no thread may still run in it or return into it).
  *
  * How: the caller sends a real-time signal to each thread listed in /proc/self/task with
  * rt_tgsigqueueinfo, carrying a generation number. The handler records the interrupted
  * registers and stack pointer in a static slot, counts itself in, and parks on a futex until
- * the caller releases that generation. The caller re-reads the task list until no thread it did
+ * the caller releases that generation — and only then: there is no timeout after which a
+ * parked thread leaves on its own. The caller re-reads the task list until no thread it did
  * not signal has appeared (a thread created just before its parent parked). A thread that does
  * not answer within the timeout (it blocks the signal, or is stopped by a debugger) makes the
  * stop fail with its tid: the caller refuses rather than guess.
@@ -26,7 +27,6 @@
  * State (all static, owned by the engine and used under its lock, except what the handler
  * touches, which is atomic): the slots, the generation counters, the chosen signal.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -44,7 +44,6 @@
 #include "patch.h"
 
 #define MAX_THREADS 1024
-#define PARK_LIMIT_NS (10LL * 1000 * 1000 * 1000) /* a parked thread leaves after 10 s anyway */
 
 static struct hp_thread_state slots[MAX_THREADS];
 static atomic_int next_slot;       /* handler: index of the next free slot */
@@ -94,15 +93,20 @@ static void record_state(const void *ucontext)
     futex(&arrived, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
+/*
+ * A parked thread leaves only when the engine releases its generation: no timeout. A thread
+ * that left on its own (after a SIGSTOP, a debugger, a long preemption) could run the bytes the
+ * engine is writing at that very moment. The engine always releases (every path of
+ * hp_threads_stop and hp_threads_resume does), and it never waits for anything a parked thread
+ * holds between stop and resume (no malloc, no stdio, no locks), so waiting cannot deadlock.
+ */
 static void park(int gen)
 {
-    long long deadline = now_ns() + PARK_LIMIT_NS;
-    struct timespec slice = {0, 50 * 1000 * 1000};
     for (;;) {
         int released = atomic_load(&released_gen);
-        if (released >= gen || now_ns() > deadline)
+        if (released >= gen)
             return;
-        futex(&released_gen, FUTEX_WAIT_PRIVATE, released, &slice);
+        futex(&released_gen, FUTEX_WAIT_PRIVATE, released, NULL);
     }
 }
 
@@ -151,10 +155,9 @@ static int install_handler(char *why, size_t why_cap)
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = stop_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    /* Block everything while parked, except SIGTRAP: a parked thread cannot trap, and a mask
-     * with SIGTRAP in it would make the engine believe the thread blocks SIGTRAP. */
+    /* Block everything while parked: no handler of the program runs (and touches its locks or
+     * the code being written) in a thread that is supposed to be frozen. */
     sigfillset(&sa.sa_mask);
-    sigdelset(&sa.sa_mask, SIGTRAP);
     if (sigaction(stop_signal, &sa, &saved_action) != 0) {
         snprintf(why, why_cap, "cannot install the stop signal handler: %s", strerror(errno));
         return -1;
@@ -369,23 +372,6 @@ static bool read_sigblk(pid_t tid, unsigned long long *mask)
     buf[n] = '\0';
     const char *line = strstr(buf, "\nSigBlk:");
     return line && sscanf(line + 8, "%llx", mask) == 1;
-}
-
-size_t hp_threads_blocking(int sig, pid_t *tids, size_t cap)
-{
-    DIR *dir = opendir("/proc/self/task");
-    if (!dir)
-        return 0;
-    size_t count = 0;
-    struct dirent *d;
-    while ((d = readdir(dir)) && count < cap) {
-        pid_t tid = (pid_t)atoi(d->d_name);
-        unsigned long long mask;
-        if (tid > 0 && read_sigblk(tid, &mask) && (mask & (1ULL << (sig - 1))))
-            tids[count++] = tid;
-    }
-    closedir(dir);
-    return count;
 }
 
 /* ---- scanning the stopped threads -------------------------------------------------------------- */

@@ -7,16 +7,19 @@
  * Encodings:
  *   - the patch: `jmp rel32` (E9 xx xx xx xx), written at the entry, or just after an `endbr64`
  *     (F3 0F 1E FA) so that indirect calls still land on an endbr64 when IBT is enforced;
- *   - a relay slot: `jmp *disp32(%rip)` (FF 25 xx xx xx xx) followed by two int3, whose 8-byte
- *     destination cell lives in a separate read-write, non-executable page. Retargeting a relay
- *     is one aligned 8-byte atomic store to data memory: no code is modified at all.
+ *   - a far version: `jmp *disp32(%rip)` (FF 25 xx xx xx xx) reading an 8-byte destination
+ *     cell that lives in a read-write, non-executable page within +-2 GB: written at the site
+ *     itself when the function has 6 bytes to spare (one indirect jump, like a call through a
+ *     pointer), else in a relay slot (followed by two int3) that the site's jmp rel32 reaches.
+ *     Retargeting is one aligned 8-byte atomic store to data memory: no code is modified.
  *
- * Writing code that other threads may be executing (hp_arch_poke_live) follows the Linux
- * kernel's text_poke_bp: write int3 over the first byte, make every core serialize its
- * instruction stream (membarrier MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE), write the other
- * bytes, serialize, write the first byte, serialize. A thread reaching the site in between
- * executes the int3 — a complete one-byte instruction — and never a half-written one; the
- * engine's SIGTRAP handler holds it until the write is complete and then re-runs the site.
+ * Writing code (hp_arch_poke_stopped) is done only while every other thread of the process is
+ * parked by patch_stop.c and proven to be outside the bytes being replaced, so no thread can
+ * execute them while they change. Afterwards every core serializes its instruction stream
+ * (membarrier MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) before the threads resume; returning
+ * from the stop signal's handler is itself serializing (IRET/SYSRET path of sigreturn). No int3
+ * is ever written, so the process never needs a SIGTRAP handler. If a write fails half-way, the
+ * previous bytes are written back with the other method before the threads resume.
  *
  * How bytes reach a code page: pwrite() to /proc/self/mem, which the kernel performs with
  * FOLL_FORCE on the page (breaking copy-on-write for a private file mapping) without changing
@@ -84,24 +87,33 @@ void *hp_arch_jump_target(const uint8_t *code, const void *at)
     return (void *)((intptr_t)at + HP_JUMP_SIZE + rel);
 }
 
-void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell)
+void hp_arch_encode_indirect(uint8_t *code, const void *at, const void *cell)
 {
-    int32_t disp = (int32_t)((intptr_t)cell - ((intptr_t)slot + 6));
+    int32_t disp = (int32_t)((intptr_t)cell - ((intptr_t)at + HP_INDIRECT_SIZE));
     code[0] = 0xFF;  /* jmp *disp32(%rip): FF /4 with ModRM 00 100 101 */
     code[1] = 0x25;
     memcpy(code + 2, &disp, sizeof disp);
+}
+
+bool hp_arch_indirect_reaches(const void *at, const void *cell)
+{
+    return fits_rel32((intptr_t)cell - ((intptr_t)at + HP_INDIRECT_SIZE));
+}
+
+void *hp_arch_indirect_cell(const uint8_t *code, const void *at)
+{
+    if (code[0] != 0xFF || code[1] != 0x25)
+        return NULL;
+    int32_t disp;
+    memcpy(&disp, code + 2, sizeof disp);
+    return (void *)((intptr_t)at + HP_INDIRECT_SIZE + disp);
+}
+
+void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell)
+{
+    hp_arch_encode_indirect(code, slot, cell);
     code[6] = OP_INT3;
     code[7] = OP_INT3;
-}
-
-bool hp_arch_is_trap(uint8_t byte)
-{
-    return byte == OP_INT3;
-}
-
-uintptr_t hp_arch_trap_site(uintptr_t pc)
-{
-    return pc - 1;  /* int3 is a trap: the reported PC is the byte after it */
 }
 
 /* ---- interrupted contexts ------------------------------------------------------------------- */
@@ -110,12 +122,6 @@ uintptr_t hp_arch_context_pc(const void *ucontext)
 {
     const ucontext_t *uc = ucontext;
     return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-}
-
-void hp_arch_context_set_pc(void *ucontext, uintptr_t pc)
-{
-    ucontext_t *uc = ucontext;
-    uc->uc_mcontext.gregs[REG_RIP] = (greg_t)pc;
 }
 
 uintptr_t hp_arch_context_sp(const void *ucontext)
@@ -179,7 +185,10 @@ static bool write_through_proc_mem(void *addr, const void *bytes, size_t len)
     ssize_t n = pwrite(mem_fd, bytes, len, (off_t)(uintptr_t)addr);
     if (n == (ssize_t)len)
         return true;
-    mem_fd = (close(mem_fd), -2);  /* refused once: this kernel forbids it, stop trying */
+    /* Only a refusal means this kernel forbids it (stop trying); EIO/EFAULT on an address that
+     * is not mapped, or a short write, says nothing about the next write. */
+    if (n < 0 && (errno == EPERM || errno == EACCES))
+        mem_fd = (close(mem_fd), -2);
     return false;
 }
 
@@ -201,7 +210,7 @@ static int write_through_mprotect(void *addr, const void *bytes, size_t len, cha
                  "mprotect(RWX) failed: %s", addr, strerror(err));
         return -err;
     }
-    /* Byte stores: the first byte of a site is always written alone, so it is atomic. */
+    /* Every other thread is parked outside these bytes: plain byte stores are enough. */
     volatile uint8_t *dst = addr;
     for (size_t i = 0; i < len; i++)
         dst[i] = ((const uint8_t *)bytes)[i];
@@ -218,38 +227,49 @@ int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why, siz
 
 /* ---- the protocols ---------------------------------------------------------------------------- */
 
-int hp_arch_poke_live(uint8_t *addr, const uint8_t *bytes, size_t len, char *why, size_t why_cap)
+/* Writes through the method that was not tried first: the mprotect path, or /proc/self/mem. */
+static int write_the_other_way(void *addr, const void *bytes, size_t len, char *why,
+                               size_t why_cap)
 {
-    static const uint8_t trap = OP_INT3;
-    if (memcmp(addr, bytes, len) == 0)
+    if (write_through_mprotect(addr, bytes, len, why, why_cap) == 0)
         return 0;
-    const uint8_t first_before = addr[0];
-    int rc = hp_arch_write_text(addr, &trap, 1, why, why_cap);
-    if (rc != 0)
-        return rc;  /* nothing was written */
+    return write_through_proc_mem(addr, bytes, len) ? 0 : -EIO;
+}
+
+/* After a failed write: puts `before` back, verified. 0 when the site is as it was. */
+static int restore(uint8_t *addr, const uint8_t *before, size_t len)
+{
+    char ignored[160];
+    if (memcmp(addr, before, len) == 0)
+        return 0;
+    write_the_other_way(addr, before, len, ignored, sizeof ignored);
+    if (memcmp(addr, before, len) != 0)
+        hp_arch_write_text(addr, before, len, ignored, sizeof ignored);
     hp_arch_sync_cores();
-    if (len > 1 && memcmp(addr + 1, bytes + 1, len - 1) != 0) {
-        rc = hp_arch_write_text(addr + 1, bytes + 1, len - 1, why, why_cap);
-        if (rc != 0) {
-            /* A failed write leaves the tail as it was: restoring the first byte (a path that
-             * just worked at this address) leaves the site exactly as before. */
-            hp_arch_write_text(addr, &first_before, 1, why + strlen(why), 0);
-            hp_arch_sync_cores();
-            return rc;
-        }
-        hp_arch_sync_cores();
-    }
-    rc = hp_arch_write_text(addr, bytes, 1, why, why_cap);
-    hp_arch_sync_cores();
-    return rc;
+    return memcmp(addr, before, len) == 0 ? 0 : -EIO;
 }
 
 int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len, char *why,
                          size_t why_cap)
 {
+    uint8_t before[16];
+    if (len > sizeof before)
+        return -EINVAL;
+    memcpy(before, addr, len);
     if (memcmp(addr, bytes, len) == 0)
         return 0;
     int rc = hp_arch_write_text(addr, bytes, len, why, why_cap);
+    if (rc == 0 && memcmp(addr, bytes, len) != 0) {
+        snprintf(why, why_cap, "the code at %p did not take the new bytes", (void *)addr);
+        rc = -EIO;
+    }
     hp_arch_sync_cores();
-    return rc;
+    if (rc == 0)
+        return 0;
+    if (restore(addr, before, len) == 0)
+        return rc;  /* nothing changed */
+    size_t used = strlen(why);
+    snprintf(why + used, why_cap - used, "; restoring the previous bytes failed too: the code "
+             "at %p is left inconsistent and must not be run", (void *)addr);
+    return -ENOTRECOVERABLE;
 }

@@ -191,10 +191,9 @@ static int run_target(const struct target *tg, int threads)
     struct hp_patch_stats st;
     hp_patch_get_stats(&st);
     printf("%-28s %6d flips in %6.2f s (%5.0f us/flip), %ld calls, %ld wrong; stops=%lu "
-           
-           "int3=%lu stopped=%lu relay=%lu traps=%lu busy=%ld\n", tg->name, tg->flips, elapsed,
-           elapsed / tg->flips * 1e6, atomic_load(&calls), atomic_load(&wrong), st.stops,
-           st.int3_pokes, st.stopped_pokes, st.relay_stores, st.traps, busy_refusals);
+           "stopped=%lu relay=%lu busy=%ld\n", tg->name, tg->flips, elapsed,
+           elapsed / tg->flips * 1e6, atomic_load(&calls), atomic_load(&wrong),
+           st.stops, st.stopped_pokes, st.relay_stores, busy_refusals);
     if (rc)
         return rc;
     if (atomic_load(&wrong) != 0)
