@@ -198,7 +198,7 @@ HOTPATCH_API bool hotpatch_running(void)
     return r;
 }
 
-/* Normal exit (return from main, exit(), dlclose of the library): stop and remove the socket.
+/* Normal exit (return from main, the exit function, dlclose of the library): stop and remove the socket.
  * When exit is called on the agent's own thread (from a change callback) that thread cannot
  * join itself; the socket file is removed directly instead. */
 __attribute__((destructor)) static void stop_at_exit(void)
