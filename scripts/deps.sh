@@ -6,8 +6,9 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config clang
+  libclang-rt-14-dev       # libFuzzer and sanitizer runtimes for clang (make fuzz)
   libcmocka-dev            # C unit tests
-  python3 python3-pytest python3-venv python3-setuptools python3-pip # integration tests, Python client
+  python3 python3-pytest python3-venv python3-setuptools python3-wheel python3-pip # integration tests, Python client
   netcat-openbsd socat     # tests and demo drive the socket with nc -U
   libgflags-dev libgoogle-glog-dev # gflags/glog support and the prebuilt_server example
   libelf-dev               # ELF symbol tables for function patching
