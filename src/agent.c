@@ -198,7 +198,8 @@ HOTPATCH_API bool hotpatch_running(void)
     return r;
 }
 
-/* Normal exit (return from main, the exit function, dlclose of the library): stop and remove the socket.
+/* At a normal end of the process (return from main, a call to the exit function, dlclose of
+ * the library): stop and remove the socket.
  * When exit is called on the agent's own thread (from a change callback) that thread cannot
  * join itself; the socket file is removed directly instead. */
 __attribute__((destructor)) static void stop_at_exit(void)

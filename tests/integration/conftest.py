@@ -30,6 +30,20 @@ LIB = BUILD / "lib"
 HOTPATCH = BIN / "hotpatch"
 
 
+def agent_answers(path, timeout=2.0):
+    """True when an agent answers `version` at path (a stale socket file does not)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(b"version\n")
+        return s.recv(64).startswith(b"hotpatch ")
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 class Proc:
     """A running program whose stdout lines are collected in the background."""
 
@@ -70,15 +84,7 @@ class Proc:
         raise TimeoutError(f"no socket at {self.socket}")
 
     def _accepts(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(self.socket)
-            s.sendall(b"version\n")
-            return s.recv(64).startswith(b"hotpatch ")
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return agent_answers(self.socket)
 
     def wait_output(self, pattern, timeout=10, start=0):
         """Waits for a stdout line (from index `start`) matching pattern; returns its index."""

@@ -40,6 +40,7 @@ PYTHON_DIR = REPO / "python"
 sys.path.insert(0, str(PYTHON_DIR))
 
 import hotpatch  # noqa: E402
+from conftest import agent_answers  # noqa: E402
 from hotpatch.client import build_request, quote_word  # noqa: E402
 
 LIBM = next(p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6",
@@ -108,16 +109,7 @@ class Server:
             time.sleep(0.01)
 
     def _answers(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.settimeout(2)
-            s.connect(self.socket)
-            s.sendall(b"version\n")
-            return s.recv(64).startswith(b"hotpatch ")
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return agent_answers(self.socket)
 
     def stop(self):
         if self.popen.poll() is None:
