@@ -16,7 +16,7 @@
  * because of a tuning knob.
  *
  * Exit: a destructor stops the agent so the socket disappears on normal exit. Fork: see
- * forget_parent_agent() below.
+ * forget_parent_agent() below. Exec: see hp_agent_before_exec() below.
  */
 #include <errno.h>
 #include <limits.h>
@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -31,6 +32,18 @@
 
 static pthread_mutex_t agent_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hp_server *running;          /* guarded by agent_lock */
+/* The pid `running` belongs to (0 when none). Written under agent_lock, read without it by the
+ * exec wrappers: a vfork child shares this memory but has its own pid, and must take no lock. */
+static pid_t owner_pid;
+static int execs_in_flight;                /* guarded by agent_lock */
+static struct hp_server *hidden_for_exec;  /* guarded by agent_lock: the server hidden for them */
+
+static void set_running(struct hp_server *s)
+{
+    running = s;
+    hidden_for_exec = NULL;
+    __atomic_store_n(&owner_pid, s ? getpid() : 0, __ATOMIC_RELEASE);
+}
 
 static int env_int(const char *name, int fallback, int min, int max)
 {
@@ -94,7 +107,11 @@ static int start_locked(int delay_ms)
         .start_delay_ms = delay_ms,
     };
     hp_policy_load();
-    return hp_server_start(&cfg, &running);
+    struct hp_server *s;
+    rc = hp_server_start(&cfg, &s);
+    if (rc == 0)
+        set_running(s);
+    return rc;
 }
 
 /*
@@ -142,7 +159,8 @@ static void forget_parent_agent(void)
     bool parent_had_agent = running != NULL;
     if (running)
         hp_server_abandon(running);
-    running = NULL;
+    set_running(NULL);
+    execs_in_flight = 0; /* the threads that were exec'ing are the parent's */
     if (parent_had_agent && child_should_get_agent())
         start_locked(env_int("HOTPATCH_FORK_DELAY_MS", 200, 1, 60000));
     pthread_mutex_unlock(&agent_lock);
@@ -169,6 +187,7 @@ void hp_fork_handlers_install(void)
 HOTPATCH_API int hotpatch_start(void)
 {
     hp_fork_handlers_install();
+    hp_exec_resolve();
     pthread_mutex_lock(&agent_lock);
     int rc = start_locked(0);
     pthread_mutex_unlock(&agent_lock);
@@ -183,7 +202,7 @@ HOTPATCH_API int hotpatch_stop(void)
         pthread_mutex_unlock(&agent_lock);
         return -EDEADLK;
     }
-    running = NULL;
+    set_running(NULL);
     pthread_mutex_unlock(&agent_lock);
     if (s)
         hp_server_stop(s);
@@ -196,6 +215,57 @@ HOTPATCH_API bool hotpatch_running(void)
     bool r = running != NULL;
     pthread_mutex_unlock(&agent_lock);
     return r;
+}
+
+/*
+ * exec: the kernel tells a process nothing before exec replaces it, so exec.c wraps the exec
+ * functions and calls these two around the real call. The first exec in flight hides the
+ * server (its socket file is removed); when the last one in flight fails, the server listens
+ * again. The server thread keeps running meanwhile (exec ends it), so an exec is not delayed by
+ * a request being served, and a change callback on the agent's own thread may exec too.
+ *
+ * exec may be called from a signal handler (it is async-signal-safe), perhaps one that
+ * interrupted this thread while it held agent_lock; so the lock is only tried, for at most
+ * about 100 ms, and an exec that cannot get it goes ahead without hiding (the file then stays
+ * behind, as a killed process's would, and the next agent at the path replaces it).
+ */
+static bool lock_agent_briefly(void)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        if (pthread_mutex_trylock(&agent_lock) == 0)
+            return true;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    return false;
+}
+
+bool hp_agent_before_exec(void)
+{
+    if (__atomic_load_n(&owner_pid, __ATOMIC_ACQUIRE) != getpid() || !lock_agent_briefly())
+        return false;
+    bool counted = running != NULL;
+    if (counted)
+        execs_in_flight++;
+    if (counted && hidden_for_exec != running) {
+        hp_server_hide_for_exec(running);
+        hidden_for_exec = running;
+    }
+    pthread_mutex_unlock(&agent_lock);
+    return counted;
+}
+
+void hp_agent_after_failed_exec(bool counted)
+{
+    if (!counted)
+        return;
+    /* Not held by this thread: before_exec got it, and released it, in this same call. */
+    pthread_mutex_lock(&agent_lock);
+    if (execs_in_flight > 0 && --execs_in_flight == 0 && running && running == hidden_for_exec) {
+        hp_server_unhide_after_exec(running);
+        hidden_for_exec = NULL;
+    }
+    pthread_mutex_unlock(&agent_lock);
 }
 
 /* At a normal end of the process (return from main, a call to the exit function, dlclose of

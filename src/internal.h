@@ -9,6 +9,7 @@
  *   protocol.c   tokenizing a request line, the dispatch table, help
  *   server.c     the socket, the poll loop, peer credentials, timeouts, framing
  *   agent.c      hotpatch_start/stop, the socket path, the process life cycle
+ *   exec.c       the exec functions, wrapped so that exec leaves no socket file behind
  *   cmd_*.c      one file per command family; each exports a table of struct hp_command
  *
  * Threads: the agent runs one thread (server.c) that reads requests and runs every command
@@ -310,6 +311,20 @@ bool hp_server_is_current_thread(const struct hp_server *s);
 const char *hp_server_path(const struct hp_server *s);
 /* In a forked child: closes the parent server's descriptors without touching its socket file. */
 void hp_server_abandon(struct hp_server *s);
+/* Before an exec: removes the socket file (if still ours) and keeps it away. Any thread. */
+void hp_server_hide_for_exec(struct hp_server *s);
+/* After a failed exec: the server thread listens on the path again, within a moment. */
+void hp_server_unhide_after_exec(struct hp_server *s);
+
+/* Around an exec (called by exec.c; agent.c owns the state). before returns whether this call
+ * was counted; pass that to after_failed_exec when the exec returns. Neither allocates; a
+ * vfork child (other pid, parent's memory) and a process without an agent are left alone. */
+bool hp_agent_before_exec(void);
+void hp_agent_after_failed_exec(bool counted);
+
+/* ---- exec.c ---------------------------------------------------------------------------- */
+/* Looks up the next definitions of the exec functions (libc's) now, outside any vfork child. */
+void hp_exec_resolve(void);
 
 /* ---- cmd_func.c (issue 3: function upgrade; the engine's own interface is src/patch.h) ----- */
 extern const struct hp_command hp_func_commands[];

@@ -15,8 +15,9 @@
  *
  * Rules it keeps, because it lives in someone else's program:
  *   - It never writes to stdout, and on success it writes nothing at all.
- *   - It exports nothing but the public API (the build checks with a version script and a test
- *     runs nm -D), so it never interposes one of the program's symbols.
+ *   - It exports nothing but the public API and the C library's exec functions (exec.c wraps
+ *     them so exec leaves no socket file behind); a version script enforces this and a test
+ *     runs nm -D. It never interposes one of the program's own symbols.
  *   - It is C and links no C++: a C program does not gain libstdc++ (gflags support is loaded
  *     later, and only into programs that already have gflags; see gflags_loader.c).
  *   - One agent per process. If the program links libhotpatch.so, the preloaded copy of the
@@ -24,7 +25,8 @@
  *     hotpatch_start() land in this agent: one registry, one socket. If the program carries its
  *     own exported copy of the API (libhotpatch.a linked with -rdynamic), that copy wins lookup
  *     and this constructor stands aside, leaving the program to start its own agent.
- *   - Children started with exec inherit LD_PRELOAD and get an agent (and socket) of their own.
+ *   - exec removes the socket file first; the new image inherits LD_PRELOAD and so gets an
+ *     agent (and socket) of its own, at the same path when it is the same process.
  *
  * The log file is opened for each line rather than kept open: log lines are rare (changes and
  * failures), and a descriptor held for the life of the program could be closed by the program

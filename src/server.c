@@ -23,6 +23,12 @@
  * that now names something else is forgotten, never read, written or closed, and a lost listen
  * socket or wake-up eventfd is recreated within a second.
  *
+ * exec: just before the program replaces its image, exec.c (through agent.c) hides the server:
+ * the socket file is removed, so the new image inherits no path nobody answers on; if the exec
+ * fails the file comes back (a new listen socket at the same path, made by the server thread).
+ * file_lock orders these with every bind the server thread makes, so a bind never brings the
+ * file back while an exec is in flight.
+ *
  * The thread runs with asynchronous signals blocked, so the program's signal handlers run on
  * the program's own threads; synchronous faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP) stay
  * deliverable because blocking them would make the kernel kill the process instead.
@@ -80,8 +86,11 @@ struct hp_server {
     pthread_t thread;
     struct owned_fd listener;
     bool listener_lost;          /* the program took it and listening again failed: retry */
-    struct owned_fd wake;        /* eventfd: hp_server_stop() writes it to end the loop */
-    int stopping;                /* set (atomically) by hp_server_stop() */
+    struct owned_fd wake;        /* eventfd: written to make the loop look at the flags below */
+    int stopping;                /* set (atomically) by hp_server_stop(): end the loop */
+    int relisten;                /* set (atomically) after a failed exec: listen again */
+    pthread_mutex_t file_lock;   /* guards `hidden` and every bind or unlink of path after start */
+    bool hidden;                 /* an exec is in flight: the socket file must stay away */
     struct hp_server_config cfg;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     dev_t dev;                   /* identity of the socket file this server created */
@@ -488,27 +497,50 @@ static int next_timeout(const struct hp_server *s, long long now)
     return soonest <= now ? 0 : (int)(soonest - now);
 }
 
-/* The program closed or replaced our listen socket: listen again on the same path, which is
- * still our (now unanswered) socket file. Anything else at the path is left alone. */
-static void recover_listener(struct hp_server *s)
+/*
+ * Listens on the path again with a new socket: after the program took the listen socket, or
+ * after a failed exec. The path must be absent or still the file this server created (now
+ * unanswered); anything else there is left alone. While an exec is in flight nothing is bound:
+ * hp_server_unhide_after_exec() asks again. Server thread only.
+ */
+static void listen_again(struct hp_server *s, const char *why)
 {
-    s->listener.fd = -1; /* not ours any more: never close it */
+    pthread_mutex_lock(&s->file_lock);
+    if (s->hidden) {
+        s->listener_lost = false;
+        pthread_mutex_unlock(&s->file_lock);
+        return;
+    }
     struct stat st;
     if (lstat(s->path, &st) == 0) {
         if (st.st_dev != s->dev || st.st_ino != s->ino) {
-            hp_log("listen socket lost and %s is no longer ours; not serving", s->path);
+            hp_log("%s and %s is no longer ours; not serving", why, s->path);
             s->listener_lost = false; /* nothing more to try */
+            pthread_mutex_unlock(&s->file_lock);
             return;
         }
         unlink(s->path);
     }
     int rc = bind_socket(s);
-    if (rc == 0)
-        hp_log("the program closed the agent's listen socket; listening again on %s", s->path);
-    else if (!s->listener_lost)
-        hp_log("the program closed the agent's listen socket; cannot listen again yet (%s); "
-               "retrying every second", strerror(-rc));
+    pthread_mutex_unlock(&s->file_lock);
+    if (rc != 0 && !s->listener_lost)
+        hp_log("%s; cannot listen on %s again yet (%s); retrying every second", why, s->path,
+               strerror(-rc));
     s->listener_lost = rc != 0;
+}
+
+/* The program closed or replaced our listen socket. */
+static void recover_listener(struct hp_server *s)
+{
+    s->listener.fd = -1; /* not ours any more: never close it */
+    listen_again(s, "the program closed the agent's listen socket");
+}
+
+/* An exec failed after the socket file was removed for it. */
+static void listen_after_failed_exec(struct hp_server *s)
+{
+    release(&s->listener); /* still bound to the removed file: nobody can reach it */
+    listen_again(s, "an exec failed");
 }
 
 static void recover_wake(struct hp_server *s)
@@ -525,6 +557,8 @@ static void recover_wake(struct hp_server *s)
 /* Re-verifies the server's own descriptors; forgets clients whose descriptor was taken. */
 static void check_descriptors(struct hp_server *s)
 {
+    if (__atomic_exchange_n(&s->relisten, 0, __ATOMIC_ACQ_REL))
+        listen_after_failed_exec(s);
     if (s->listener_lost || (s->listener.fd >= 0 && !still_ours(&s->listener)))
         recover_listener(s);
     if (!still_ours(&s->wake))
@@ -561,18 +595,32 @@ static void serve_events(struct hp_server *s, struct pollfd *fds, size_t polled)
     }
 }
 
+/* Empties the eventfd so the next poll sleeps again. */
+static void drain_wake(struct hp_server *s)
+{
+    uint64_t count;
+    if (still_ours(&s->wake)) {
+        ssize_t ignored = read(s->wake.fd, &count, sizeof count);
+        (void)ignored;
+    }
+}
+
 /* A delayed start (a forked child's agent) waits first, so a child that execs right after
- * fork never creates a socket; a wake-up during the wait means stop. */
+ * fork never creates a socket. Returns false when the server is stopped during the wait. */
 static bool delayed_bind(struct hp_server *s)
 {
-    struct pollfd wake = {.fd = s->wake.fd, .events = POLLIN};
-    int n;
-    do
-        n = poll(&wake, 1, s->cfg.start_delay_ms);
-    while (n < 0 && errno == EINTR);
-    if (n != 0 || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
-        return false;
-    int rc = bind_socket(s);
+    long long until = now_ms() + s->cfg.start_delay_ms;
+    for (long long now = now_ms(); now < until; now = now_ms()) {
+        struct pollfd wake = {.fd = s->wake.fd, .events = POLLIN};
+        if (poll(&wake, 1, (int)(until - now)) > 0)
+            drain_wake(s);
+        if (__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+            return false;
+    }
+    __atomic_store_n(&s->relisten, 0, __ATOMIC_RELEASE); /* the first bind is still to come */
+    pthread_mutex_lock(&s->file_lock);
+    int rc = s->hidden ? 0 : bind_socket(s); /* hidden: the failed exec's request will bind */
+    pthread_mutex_unlock(&s->file_lock);
     if (rc != 0)
         hp_log("cannot serve %s: %s", s->path[0] ? s->path : s->cfg.socket_path, strerror(-rc));
     return rc == 0;
@@ -611,8 +659,8 @@ static void *server_main(void *arg)
         }
         if (n <= 0)
             continue;
-        if (fds[0].revents && still_ours(&s->wake))
-            break;
+        if (fds[0].revents)
+            drain_wake(s); /* stopping or relisten: both looked at on the next turn */
         serve_events(s, fds, polled);
         if (fds[1].revents & POLLIN)
             accept_pending(s);
@@ -630,6 +678,7 @@ static void destroy(struct hp_server *s)
     while (s->client_count > 0)
         close_client(s, s->client_count - 1);
     free(s->clients);
+    pthread_mutex_destroy(&s->file_lock);
     free(s);
 }
 
@@ -655,6 +704,7 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out)
         return -ENOMEM;
     s->cfg = *cfg;
     s->listener.fd = -1;
+    pthread_mutex_init(&s->file_lock, NULL);
     own(&s->wake, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     s->clients = calloc((size_t)cfg->max_clients, sizeof *s->clients);
     size_t len = strlen(cfg->socket_path);
@@ -678,11 +728,10 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out)
     return 0;
 }
 
-void hp_server_stop(struct hp_server *s)
+/* Makes the thread look at its flags now; if the program has taken the eventfd's number, the
+ * thread still sees them within CHECK_INTERVAL_MS. Any thread. */
+static void wake_thread(struct hp_server *s)
 {
-    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
-    /* Wake the thread now; if the program has taken the eventfd's number, the thread still
-     * sees `stopping` within CHECK_INTERVAL_MS. */
     struct owned_fd wake = {__atomic_load_n(&s->wake.fd, __ATOMIC_SEQ_CST), s->wake.dev,
                             s->wake.ino};
     uint64_t one = 1;
@@ -690,9 +739,32 @@ void hp_server_stop(struct hp_server *s)
         ssize_t ignored = write(wake.fd, &one, sizeof one);
         (void)ignored;
     }
+}
+
+void hp_server_stop(struct hp_server *s)
+{
+    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+    wake_thread(s);
     pthread_join(s->thread, NULL);
     remove_socket_file(s);
     destroy(s);
+}
+
+void hp_server_hide_for_exec(struct hp_server *s)
+{
+    pthread_mutex_lock(&s->file_lock);
+    s->hidden = true;
+    remove_socket_file(s);
+    pthread_mutex_unlock(&s->file_lock);
+}
+
+void hp_server_unhide_after_exec(struct hp_server *s)
+{
+    pthread_mutex_lock(&s->file_lock);
+    s->hidden = false;
+    pthread_mutex_unlock(&s->file_lock);
+    __atomic_store_n(&s->relisten, 1, __ATOMIC_RELEASE);
+    wake_thread(s);
 }
 
 bool hp_server_is_current_thread(const struct hp_server *s)

@@ -4,8 +4,10 @@ Every test here runs real binaries from the build directory (HOTPATCH_BUILD_DIR,
 ./build) and real sockets. Helpers:
 
   spawn(argv, env=None, socket=None) -> Proc   start a program and wait for its agent socket
+                                               (stdin_pipe=True: Proc.send(text) writes stdin)
   Proc.wait_output(regex, timeout)             wait for a line of the program's stdout
   cli(*args, timeout=10) -> CompletedProcess   run build/bin/hotpatch
+  retry_cli(*args, seconds=5)                  the same, until it succeeds or time runs out
   nc(socket, text) -> str                      send text with `nc -U`, return what it printed
   raw(socket, data, ...) -> bytes              send bytes on a raw socket, return the reply
   session(socket) -> Session                   a persistent JSON session (send() -> dict)
@@ -47,12 +49,12 @@ def agent_answers(path, timeout=2.0):
 class Proc:
     """A running program whose stdout lines are collected in the background."""
 
-    def __init__(self, argv, env=None, socket_path=None, wait_socket=True):
+    def __init__(self, argv, env=None, socket_path=None, wait_socket=True, stdin_pipe=False):
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.popen = subprocess.Popen(
             [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, env=full_env)
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL, env=full_env)
         self.pid = self.popen.pid
         self.socket = socket_path or f"/tmp/{self.pid}.socket"
         self.lines = []
@@ -110,6 +112,11 @@ class Proc:
     def alive(self):
         return self.popen.poll() is None
 
+    def send(self, text):
+        """Writes text to the program's stdin (spawned with stdin_pipe=True)."""
+        self.popen.stdin.write(text.encode())
+        self.popen.stdin.flush()
+
     def stop(self):
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
@@ -129,8 +136,8 @@ class Proc:
 def spawn():
     procs = []
 
-    def _spawn(argv, env=None, socket=None, wait_socket=True):
-        p = Proc(argv, env, socket, wait_socket)
+    def _spawn(argv, env=None, socket=None, wait_socket=True, stdin_pipe=False):
+        p = Proc(argv, env, socket, wait_socket, stdin_pipe)
         procs.append(p)
         return p
 
@@ -150,6 +157,16 @@ def cli(*args, timeout=15, env=None, cwd=None):
     full_env.update(env or {})
     return subprocess.run([str(HOTPATCH), *[str(a) for a in args]], capture_output=True,
                           text=True, timeout=timeout, env=full_env, cwd=cwd)
+
+
+def retry_cli(*args, seconds=5):
+    """Runs the CLI until it succeeds (an agent that is still starting) or time runs out."""
+    deadline = time.time() + seconds
+    while True:
+        r = cli(*args)
+        if r.returncode == 0 or time.time() > deadline:
+            return r
+        time.sleep(0.1)
 
 
 def nc(socket_path, text, timeout=10):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, cli, nc, raw, read_until_closed, session, open_fds
+from conftest import BIN, cli, nc, raw, read_until_closed, retry_cli, session, open_fds
 
 
 sanitized = pytest.mark.skipif(bool(os.environ.get("HOTPATCH_SANITIZE")),
@@ -21,16 +21,6 @@ sanitized = pytest.mark.skipif(bool(os.environ.get("HOTPATCH_SANITIZE")),
 # agent's descriptors is, to TSan, a data race by the program (which it is, deliberately).
 not_under_tsan = pytest.mark.skipif(os.environ.get("HOTPATCH_SANITIZE") == "thread",
                                     reason="needs signals TSan defers, or races TSan reports")
-
-
-def _retry_cli(*args, seconds=5):
-    """Runs the CLI until it succeeds (an agent that is still starting) or time runs out."""
-    deadline = time.time() + seconds
-    while True:
-        r = cli(*args)
-        if r.returncode == 0 or time.time() > deadline:
-            return r
-        time.sleep(0.1)
 
 
 # ---- var through the CLI ------------------------------------------------------------------
@@ -584,7 +574,7 @@ def test_fork_child_gets_its_own_agent_and_parent_keeps_its_own(spawn):
     p.wait_output(r"parent-serving")
     child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
     child_socket = f"/tmp/{child_pid}.socket"
-    r = _retry_cli("-p", child_pid, "var", "get", "value")
+    r = retry_cli("-p", child_pid, "var", "get", "value")
     assert r.stdout == "1\n", r.stderr
     assert cli("-p", p.pid, "var", "set", "value", "5").returncode == 0
     assert cli("-p", child_pid, "var", "get", "value").stdout == "1\n"
@@ -624,7 +614,7 @@ def test_socket_path_pattern_gives_each_process_its_own(spawn, tmp_path):
     p.socket = pattern.replace("%p", str(p.pid))
     p.wait_socket()
     child_pid = int(p.lines[p.wait_output(r"^child \d+")].split()[1])
-    r = _retry_cli("-p", child_pid, "var", "set", "value", "2")
+    r = retry_cli("-p", child_pid, "var", "set", "value", "2")
     assert r.returncode == 0, r.stderr
     assert os.path.exists(p.socket)
 
@@ -633,7 +623,7 @@ def test_socket_path_pattern_gives_each_process_its_own(spawn, tmp_path):
 def test_agent_survives_the_program_closing_its_descriptors(spawn):
     p = spawn([BIN / "fdchaos", "close"])
     p.wait_output(r"trampled")
-    r = _retry_cli("-p", p.pid, "var", "set", "value", "7")
+    r = retry_cli("-p", p.pid, "var", "set", "value", "7")
     assert r.returncode == 0, r.stderr
     p.wait_output(r"value=7")
     time.sleep(0.1)
@@ -646,7 +636,7 @@ def test_agent_never_touches_descriptors_the_program_dup2ed_over(spawn, tmp_path
     victim.write_bytes(b"")
     p = spawn([BIN / "fdchaos", "dup2", victim])
     p.wait_output(r"trampled")
-    r = _retry_cli("-p", p.pid, "var", "set", "value", "9")
+    r = retry_cli("-p", p.pid, "var", "set", "value", "9")
     assert r.returncode == 0, r.stderr
     p.wait_output(r"value=9")
     assert victim.read_bytes() == b""  # nothing of the agent's went into the program's file
