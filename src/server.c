@@ -503,13 +503,13 @@ static int next_timeout(const struct hp_server *s, long long now)
  * unanswered); anything else there is left alone. While an exec is in flight nothing is bound:
  * hp_server_unhide_after_exec() asks again. Server thread only.
  */
-static void listen_again(struct hp_server *s, const char *why)
+static bool listen_again(struct hp_server *s, const char *why)
 {
     pthread_mutex_lock(&s->file_lock);
     if (s->hidden) {
         s->listener_lost = false;
         pthread_mutex_unlock(&s->file_lock);
-        return;
+        return false;
     }
     struct stat st;
     if (lstat(s->path, &st) == 0) {
@@ -517,7 +517,7 @@ static void listen_again(struct hp_server *s, const char *why)
             hp_log("%s and %s is no longer ours; not serving", why, s->path);
             s->listener_lost = false; /* nothing more to try */
             pthread_mutex_unlock(&s->file_lock);
-            return;
+            return false;
         }
         unlink(s->path);
     }
@@ -527,13 +527,17 @@ static void listen_again(struct hp_server *s, const char *why)
         hp_log("%s; cannot listen on %s again yet (%s); retrying every second", why, s->path,
                strerror(-rc));
     s->listener_lost = rc != 0;
+    return rc == 0;
 }
 
-/* The program closed or replaced our listen socket. */
+/* The program closed or replaced our listen socket: worth a line, the program is at odds with
+ * the agent. (A failed exec is the program's own affair and is not logged.) */
 static void recover_listener(struct hp_server *s)
 {
     s->listener.fd = -1; /* not ours any more: never close it */
-    listen_again(s, "the program closed the agent's listen socket");
+    const char *why = "the program closed the agent's listen socket";
+    if (listen_again(s, why))
+        hp_log("%s; listening again on %s", why, s->path);
 }
 
 /* An exec failed after the socket file was removed for it. */
