@@ -488,7 +488,7 @@ static size_t changed_extent(const uint8_t *now, const uint8_t *code, size_t len
 
 /*
  * Writes `code` over the site with every other thread stopped and proven outside the bytes
- * being replaced (PC, registers and stack words). Retries a few times when a thread is inside.
+ * being replaced (PC, registers and stack words). Retries, backing off, when a thread is inside.
  */
 static int write_site_stopped(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
 {
@@ -514,7 +514,9 @@ static int write_site_stopped(struct patched *p, const uint8_t *code, char *why,
                      "%s; nothing changed", p->name, scan_why);
             return -EBUSY;
         }
-        sleep_ms(1);
+        /* Back off: a thread found inside may be preempted there and needs CPU time to move
+         * on (1, 2, 4 ... 32 ms, then 50 ms: under a second in all). */
+        sleep_ms(attempt < 5 ? 1 << attempt : 50);
     }
     snprintf(why, why_cap, "thread %d is paused inside the first %d bytes of %s (at %#lx); "
              "nothing changed, try again", check.tid, (int)(check.hi - check.lo), p->name,
