@@ -240,24 +240,31 @@ static bool lock_agent_briefly(void)
     return false;
 }
 
-bool hp_agent_before_exec(void)
+void hp_agent_before_exec(struct hp_exec_state *st)
 {
+    st->counted = st->mask_changed = false;
     if (__atomic_load_n(&owner_pid, __ATOMIC_ACQUIRE) != getpid() || !lock_agent_briefly())
-        return false;
-    bool counted = running != NULL;
-    if (counted)
+        return;
+    st->counted = running != NULL;
+    if (st->counted)
         execs_in_flight++;
-    if (counted && hidden_for_exec != running) {
+    if (st->counted && hidden_for_exec != running) {
         hp_server_hide_for_exec(running);
         hidden_for_exec = running;
     }
+    /* On the agent thread (a change callback that execs): the new image must not inherit the
+     * agent thread's mask, which blocks every asynchronous signal, SIGTERM included. */
+    if (st->counted && hp_server_is_current_thread(running))
+        st->mask_changed =
+            pthread_sigmask(SIG_SETMASK, hp_server_program_mask(running), &st->mask) == 0;
     pthread_mutex_unlock(&agent_lock);
-    return counted;
 }
 
-void hp_agent_after_failed_exec(bool counted)
+void hp_agent_after_failed_exec(const struct hp_exec_state *st)
 {
-    if (!counted)
+    if (st->mask_changed)
+        pthread_sigmask(SIG_SETMASK, &st->mask, NULL);
+    if (!st->counted)
         return;
     /* Not held by this thread: before_exec got it, and released it, in this same call. */
     pthread_mutex_lock(&agent_lock);

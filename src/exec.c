@@ -60,10 +60,10 @@ __attribute__((constructor)) void hp_exec_resolve(void)
 }
 
 /* After the real call returned (the exec failed): the agent listens again; errno is kept. */
-static int exec_failed(bool counted, int rc)
+static int exec_failed(const struct hp_exec_state *st, int rc)
 {
     int saved = errno;
-    hp_agent_after_failed_exec(counted);
+    hp_agent_after_failed_exec(st);
     errno = saved;
     return rc;
 }
@@ -84,7 +84,8 @@ static int call_path_env(enum exec_function which, const char *file, char *const
                          char *const envp[])
 {
     path_env_fn *real = (path_env_fn *)next_definition(which);
-    bool counted = hp_agent_before_exec();
+    struct hp_exec_state st;
+    hp_agent_before_exec(&st);
     int rc;
     if (real)
         rc = real(file, argv, envp);
@@ -92,7 +93,7 @@ static int call_path_env(enum exec_function which, const char *file, char *const
         rc = (int)syscall(SYS_execve, file, argv, envp);
     else
         rc = unavailable();
-    return exec_failed(counted, rc);
+    return exec_failed(&st, rc);
 }
 
 static int call_path(enum exec_function which, const char *file, char *const argv[])
@@ -100,8 +101,9 @@ static int call_path(enum exec_function which, const char *file, char *const arg
     path_fn *real = (path_fn *)next_definition(which);
     if (!real) /* execv is execve with this environment; execvp needs the real search */
         return which == EXECV ? call_path_env(EXECVE, file, argv, environ) : unavailable();
-    bool counted = hp_agent_before_exec();
-    return exec_failed(counted, real(file, argv));
+    struct hp_exec_state st;
+    hp_agent_before_exec(&st);
+    return exec_failed(&st, real(file, argv));
 }
 
 HP_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
@@ -129,18 +131,20 @@ HP_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
     fd_env_fn *real = (fd_env_fn *)next_definition(FEXECVE);
     if (!real)
         return unavailable();
-    bool counted = hp_agent_before_exec();
-    return exec_failed(counted, real(fd, argv, envp));
+    struct hp_exec_state st;
+    hp_agent_before_exec(&st);
+    return exec_failed(&st, real(fd, argv, envp));
 }
 
 HP_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
                        int flags)
 {
     at_fn *real = (at_fn *)next_definition(EXECVEAT);
-    bool counted = hp_agent_before_exec();
+    struct hp_exec_state st;
+    hp_agent_before_exec(&st);
     int rc = real ? real(dirfd, path, argv, envp, flags)
                   : (int)syscall(SYS_execveat, dirfd, path, argv, envp, flags);
-    return exec_failed(counted, rc);
+    return exec_failed(&st, rc);
 }
 
 /*

@@ -19,6 +19,7 @@
 #ifndef HOTPATCH_INTERNAL_H
 #define HOTPATCH_INTERNAL_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -313,14 +314,21 @@ const char *hp_server_path(const struct hp_server *s);
 void hp_server_abandon(struct hp_server *s);
 /* Before an exec: removes the socket file (if still ours) and keeps it away. Any thread. */
 void hp_server_hide_for_exec(struct hp_server *s);
+/* The signal mask of the thread that started the server (its own thread blocks signals). */
+const sigset_t *hp_server_program_mask(const struct hp_server *s);
 /* After a failed exec: the server thread listens on the path again, within a moment. */
 void hp_server_unhide_after_exec(struct hp_server *s);
 
-/* Around an exec (called by exec.c; agent.c owns the state). before returns whether this call
- * was counted; pass that to after_failed_exec when the exec returns. Neither allocates; a
- * vfork child (other pid, parent's memory) and a process without an agent are left alone. */
-bool hp_agent_before_exec(void);
-void hp_agent_after_failed_exec(bool counted);
+/* Around an exec (called by exec.c; agent.c owns the state). before fills `st`; pass it to
+ * after_failed_exec when the exec returns. Neither allocates; a vfork child (other pid, the
+ * parent's memory) and a process without an agent are left alone. */
+struct hp_exec_state {
+    bool counted;                /* this exec is counted among those in flight */
+    bool mask_changed;           /* exec from the agent thread: `mask` is its own to restore */
+    sigset_t mask;
+};
+void hp_agent_before_exec(struct hp_exec_state *st);
+void hp_agent_after_failed_exec(const struct hp_exec_state *st);
 
 /* ---- exec.c ---------------------------------------------------------------------------- */
 /* Looks up the next definitions of the exec functions (libc's) now, outside any vfork child. */

@@ -91,6 +91,7 @@ struct hp_server {
     int relisten;                /* set (atomically) after a failed exec: listen again */
     pthread_mutex_t file_lock;   /* guards `hidden` and every bind or unlink of path after start */
     bool hidden;                 /* an exec is in flight: the socket file must stay away */
+    sigset_t program_mask;       /* the starting thread's mask, for an exec from this thread */
     struct hp_server_config cfg;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     dev_t dev;                   /* identity of the socket file this server created */
@@ -694,6 +695,7 @@ static int start_thread(struct hp_server *s)
     for (size_t i = 0; i < HP_ARRAY_SIZE(synchronous); i++)
         sigdelset(&all, synchronous[i]);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
+    s->program_mask = saved;
     int rc = pthread_create(&s->thread, NULL, server_main, s);
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (rc == 0)
@@ -769,6 +771,11 @@ void hp_server_unhide_after_exec(struct hp_server *s)
     pthread_mutex_unlock(&s->file_lock);
     __atomic_store_n(&s->relisten, 1, __ATOMIC_RELEASE);
     wake_thread(s);
+}
+
+const sigset_t *hp_server_program_mask(const struct hp_server *s)
+{
+    return &s->program_mask;
 }
 
 bool hp_server_is_current_thread(const struct hp_server *s)

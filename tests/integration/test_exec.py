@@ -50,11 +50,19 @@ def execer(spawn):
     return p
 
 
+def replaced_by_sleep(pid):
+    """True once pid runs sleep: /proc shows the new exe a moment before its new arguments."""
+    try:
+        return exe(pid) == SLEEP and proc_strings(pid, "cmdline")[-1:] == ["30"]
+    except OSError:
+        return False
+
+
 def exec_into_sleep(p, how):
     """Has execer replace itself with `sleep 30` using `how`; returns once it has."""
     program = "sleep" if how in SEARCH_PATH else SLEEP
     p.send(f"{how} {program} 30\n")
-    wait_for(lambda: exe(p.pid) == SLEEP, timeout=10, what=f"{how} to replace the process")
+    wait_for(lambda: replaced_by_sleep(p.pid), timeout=10, what=f"{how} to replace the process")
     return program
 
 
@@ -102,6 +110,22 @@ def test_many_failed_execs_in_a_row(execer, not_executable):
              what="20 failed execs")
     r = retry_cli("-p", execer.pid, "var", "get", "value", seconds=3)
     assert r.stdout == "1\n", r.stderr
+
+
+def test_exec_from_a_change_callback_on_the_agents_own_thread(execer, not_executable):
+    r = cli("-p", execer.pid, "var", "set", "exec_on_set", str(not_executable))
+    assert r.returncode == 0, r.stderr
+    execer.wait_output(r"^failed callback EACCES$")
+    r = retry_cli("-p", execer.pid, "var", "get", "value", seconds=3)
+    assert r.stdout == "1\n", r.stderr
+    r = cli("-p", execer.pid, "var", "set", "exec_on_set", SLEEP)
+    assert r.returncode != 0  # the process was replaced before it could answer
+    wait_for(lambda: exe(execer.pid) == SLEEP, what="the callback to exec")
+    assert not os.path.exists(execer.socket)
+    # The new image has the program's signal mask, not the agent thread's (which blocks all).
+    with open(f"/proc/{execer.pid}/status") as f:
+        status = dict(l.split(":\t", 1) for l in f.read().splitlines() if ":\t" in l)
+    assert int(status["SigBlk"], 16) == 0, status["SigBlk"]
 
 
 def test_a_vfork_child_exec_leaves_the_parents_socket_alone(execer):

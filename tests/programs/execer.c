@@ -14,6 +14,10 @@
  *                                a forked child waits ms, then execv's the program; prints
  *                                "forked <pid>"
  *
+ * It also registers the string `exec_on_set`: setting it execs that program (argument "30")
+ * from the change callback, that is on the agent's own thread; on failure it prints
+ * "failed callback <errno>" and the set is answered as usual.
+ *
  * On end of input it exits normally.
  */
 #define _GNU_SOURCE
@@ -31,6 +35,16 @@
 #define MAX_ARGS 8
 
 static int value = 1;
+static char exec_on_set[256];
+
+static void exec_from_callback(const char *name, const void *old_value, const void *new_value,
+                               void *user)
+{
+    (void)name, (void)old_value, (void)user;
+    char *argv[] = {(char *)new_value, "30", NULL};
+    execv(argv[0], argv);
+    printf("failed callback %s\n", strerrorname_np(errno));
+}
 
 static char *passed_env_for(const char *how, char *slot, size_t cap)
 {
@@ -107,6 +121,8 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     hotpatch_register_variable("value", &value);
+    hotpatch_register_string_checked("exec_on_set", exec_on_set, sizeof exec_on_set, NULL,
+                                     exec_from_callback, NULL);
     if (hotpatch_start() != 0)
         return 1;
     printf("ready\n");
