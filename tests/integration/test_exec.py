@@ -112,6 +112,19 @@ def test_many_failed_execs_in_a_row(execer, not_executable):
     assert r.stdout == "1\n", r.stderr
 
 
+def test_concurrent_failing_execs_while_clients_connect(execer, not_executable):
+    """8 threads x 5000 failing execs at once, clients connecting all along (each may find the
+    file hidden): afterwards the agent answers, and the next exec still removes the file."""
+    execer.send(f"storm 8 5000 {not_executable}\n")
+    while not any(l.startswith("storm ") for l in list(execer.lines)):
+        cli("-p", execer.pid, "var", "get", "value")
+    assert execer.lines[execer.wait_output(r"^storm \d+$")] == "storm 40000"
+    r = retry_cli("-p", execer.pid, "var", "get", "value", seconds=3)
+    assert r.stdout == "1\n", r.stderr
+    exec_into_sleep(execer, "execv")
+    assert not os.path.exists(execer.socket)
+
+
 def test_exec_from_a_change_callback_on_the_agents_own_thread(execer, not_executable):
     r = cli("-p", execer.pid, "var", "set", "exec_on_set", str(not_executable))
     assert r.returncode == 0, r.stderr

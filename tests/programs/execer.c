@@ -13,6 +13,9 @@
  *   fork <ms> <program> [args...]
  *                                a forked child waits ms, then execv's the program; prints
  *                                "forked <pid>"
+ *   storm <threads> <each> <program>
+ *                                that many threads each execv the program `each` times at once
+ *                                (it must fail); prints "storm <failures>" when all are done
  *
  * It also registers the string `exec_on_set`: setting it execs that program (argument "30")
  * from the change callback, that is on the agent's own thread; on failure it prints
@@ -23,6 +26,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +121,38 @@ static void run_fork(long ms, char **argv)
     printf("forked %ld\n", (long)child);
 }
 
+struct storm {
+    pthread_t thread;
+    const char *program;
+    long each, failures;
+};
+
+static void *storm_main(void *arg)
+{
+    struct storm *st = arg;
+    char *argv[] = {(char *)st->program, NULL};
+    for (long i = 0; i < st->each; i++)
+        st->failures += execv(st->program, argv) == -1;
+    return NULL;
+}
+
+static void run_storm(long threads, long each, const char *program)
+{
+    struct storm st[16] = {0};
+    if (threads < 1 || threads > 16)
+        threads = 16;
+    for (long i = 0; i < threads; i++) {
+        st[i] = (struct storm){.program = program, .each = each};
+        pthread_create(&st[i].thread, NULL, storm_main, &st[i]);
+    }
+    long failures = 0;
+    for (long i = 0; i < threads; i++) {
+        pthread_join(st[i].thread, NULL);
+        failures += st[i].failures;
+    }
+    printf("storm %ld\n", failures);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -136,6 +172,8 @@ int main(void)
             continue;
         if (strcmp(words[0], "vfork") == 0) {
             run_vfork(words + 1);
+        } else if (strcmp(words[0], "storm") == 0 && n >= 4) {
+            run_storm(atol(words[1]), atol(words[2]), words[3]);
         } else if (strcmp(words[0], "fork") == 0 && n >= 3) {
             run_fork(atol(words[1]), words + 2);
         } else {
