@@ -29,8 +29,14 @@
  * restores the previous protection: exec is never dropped, so a thread running on the same
  * page never faults.
  *
- * State: the /proc/self/mem descriptor (mem_fd) and the membarrier registration flag, both
- * owned by the engine and touched only under the engine lock (patch.c).
+ * /proc/self/mem is opened for each write and closed after it, never kept: a descriptor names
+ * the memory of the process that opened it, so one inherited across fork would make a child's
+ * write land in its parent (while the parent's threads run), and one kept open could be closed
+ * by the program and its number reused for one of the program's files.
+ *
+ * State: whether the kernel refused /proc/self/mem writes (then the fallback is used at once)
+ * and the membarrier registration flag (kept across fork, as the kernel keeps it), both owned
+ * by the engine and touched only under the engine lock (patch.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,8 +55,7 @@
 
 static const uint8_t endbr64[4] = {0xF3, 0x0F, 0x1E, 0xFA};
 
-/* Owned by the engine, used under its lock: -1 until first opened, -2 when unusable. */
-static int mem_fd = -1;
+static bool proc_mem_refused;      /* engine lock: the kernel forbids /proc/self/mem writes */
 static bool membarrier_ready;
 
 /* ---- encoding ------------------------------------------------------------------------------ */
@@ -175,21 +180,21 @@ void hp_arch_sync_cores(void)
 
 static bool write_through_proc_mem(void *addr, const void *bytes, size_t len)
 {
-    if (mem_fd == -1) {
-        mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
-        if (mem_fd < 0)
-            mem_fd = -2;
-    }
-    if (mem_fd < 0)
+    if (proc_mem_refused)
         return false;
-    ssize_t n = pwrite(mem_fd, bytes, len, (off_t)(uintptr_t)addr);
-    if (n == (ssize_t)len)
-        return true;
+    int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        proc_mem_refused = errno == EPERM || errno == EACCES;
+        return false;
+    }
+    ssize_t n = pwrite(fd, bytes, len, (off_t)(uintptr_t)addr);
+    int err = errno;
+    close(fd);
     /* Only a refusal means this kernel forbids it (stop trying); EIO/EFAULT on an address that
      * is not mapped, or a short write, says nothing about the next write. */
-    if (n < 0 && (errno == EPERM || errno == EACCES))
-        mem_fd = (close(mem_fd), -2);
-    return false;
+    if (n < 0 && (err == EPERM || err == EACCES))
+        proc_mem_refused = true;
+    return n == (ssize_t)len;
 }
 
 static int write_through_mprotect(void *addr, const void *bytes, size_t len, char *why,

@@ -698,6 +698,33 @@ static void test_fork_while_patching(void **state)
     assert_int_equal(rollback((void *)target_add, &depth, why), 0);
 }
 
+/* ---- a forked child writes its own code, never its parent's ------------------------------------- */
+
+/* A descriptor of /proc/self/mem names the memory of the process that opened it: one kept open
+ * across fork would make a child's write land in its parent. */
+static void test_forked_child_patches_its_own_code(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    int depth;
+    assert_int_equal(upgrade((void *)target_add, "t", "r1", (void *)repl_near_1, why), 0);
+    assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    uint8_t before[16];
+    memcpy(before, (void *)target_add, sizeof before);
+    pid_t child = fork();
+    if (child == 0) {
+        char child_why[HP_ERROR_MAX] = "";
+        int rc = upgrade((void *)target_add, "t", "r1", (void *)repl_near_1, child_why);
+        _exit(rc == 0 && call_add(1, 2) == 12 ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_memory_equal((void *)target_add, before, sizeof before); /* the parent's: untouched */
+    assert_int_equal(call_add(1, 2), 3);
+}
+
 /* ---- a patched target's library unloaded by the program (review bug 3) ----------------------------- */
 
 static void test_unloaded_target_is_never_written(void **state)
@@ -853,6 +880,7 @@ int main(void)
         cmocka_unit_test(test_branch_into_site_is_refused),
         cmocka_unit_test(test_far_through_relay_slot_when_six_bytes_are_not_safe),
         cmocka_unit_test(test_fork_while_patching),
+        cmocka_unit_test(test_forked_child_patches_its_own_code),
         cmocka_unit_test(test_unloaded_target_is_never_written),
         cmocka_unit_test(test_library_busy),
         cmocka_unit_test(test_symbols),
