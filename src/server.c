@@ -616,8 +616,11 @@ static bool delayed_bind(struct hp_server *s)
 {
     long long until = now_ms() + s->cfg.start_delay_ms;
     for (long long now = now_ms(); now < until; now = now_ms()) {
-        struct pollfd wake = {.fd = s->wake.fd, .events = POLLIN};
-        if (poll(&wake, 1, (int)(until - now)) > 0)
+        /* If the program has taken the eventfd's number, nap in short steps instead. */
+        bool ours = still_ours(&s->wake);
+        long long left = until - now;
+        struct pollfd wake = {.fd = ours ? s->wake.fd : -1, .events = POLLIN};
+        if (poll(&wake, 1, (int)(ours || left < 100 ? left : 100)) > 0)
             drain_wake(s);
         if (__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
             return false;
