@@ -13,8 +13,9 @@
  *   cmd_*.c      one file per command family; each exports a table of struct hp_command
  *
  * Threads: the agent runs one thread (server.c) that reads requests and runs every command
- * handler. Program threads only call the public registration API. So handlers never race each
- * other; they race only with registration, which the registry lock covers.
+ * handler. Program threads only call the public API, and the exec wrappers (exec.c). So
+ * handlers never race each other; they race only with registration, which the registry lock
+ * covers, and with an exec hiding the socket file, which the server's file lock covers.
  */
 #ifndef HOTPATCH_INTERNAL_H
 #define HOTPATCH_INTERNAL_H
