@@ -149,78 +149,57 @@ HP_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *co
 
 /*
  * execl, execlp, execle: the list becomes an argv on the stack (as the C library does; exec
- * may not allocate), then the vector form runs. Returns the count, or -1 when the list could
- * not fit any argv the kernel accepts.
+ * may not allocate), then the vector form runs with the environment: the process's, or for
+ * execle the pointer after the list's NULL.
  */
-static long count_list(const char *first, va_list ap)
+static int exec_list(enum exec_function which, const char *file, const char *arg, va_list ap,
+                     bool env_follows)
 {
-    long n = 1;
-    if (!first)
-        return 0;
-    while (va_arg(ap, const char *) != NULL)
+    va_list count;
+    va_copy(count, ap);
+    long n = arg ? 1 : 0;
+    while (n > 0 && va_arg(count, const char *) != NULL)
         if (++n >= INT_MAX / (long)sizeof(char *))
-            return -1;
-    return n;
-}
-
-static void fill_list(char **argv, long n, const char *first, va_list ap)
-{
-    argv[0] = (char *)first;
+            break;
+    va_end(count);
+    if (n >= INT_MAX / (long)sizeof(char *)) {
+        errno = E2BIG;
+        return -1;
+    }
+    char *argv[n + 1];
+    argv[0] = (char *)arg;
     for (long i = 1; i < n; i++)
         argv[i] = va_arg(ap, char *);
     argv[n] = NULL;
+    if (n > 0)
+        (void)va_arg(ap, char *); /* the list's NULL (with n == 0, arg itself was the end) */
+    char *const *envp = env_follows ? va_arg(ap, char *const *) : environ;
+    return call_path_env(which, file, argv, envp);
 }
 
 HP_EXPORT int execl(const char *path, const char *arg, ...)
 {
     va_list ap;
     va_start(ap, arg);
-    long n = count_list(arg, ap);
+    int rc = exec_list(EXECVE, path, arg, ap, false);
     va_end(ap);
-    if (n < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    char *argv[n + 1];
-    va_start(ap, arg);
-    fill_list(argv, n, arg, ap);
-    va_end(ap);
-    return call_path_env(EXECVE, path, argv, environ);
+    return rc;
 }
 
 HP_EXPORT int execlp(const char *file, const char *arg, ...)
 {
     va_list ap;
     va_start(ap, arg);
-    long n = count_list(arg, ap);
+    int rc = exec_list(EXECVPE, file, arg, ap, false);
     va_end(ap);
-    if (n < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    char *argv[n + 1];
-    va_start(ap, arg);
-    fill_list(argv, n, arg, ap);
-    va_end(ap);
-    return call_path_env(EXECVPE, file, argv, environ);
+    return rc;
 }
 
 HP_EXPORT int execle(const char *path, const char *arg, ...)
 {
     va_list ap;
     va_start(ap, arg);
-    long n = count_list(arg, ap);
+    int rc = exec_list(EXECVE, path, arg, ap, true);
     va_end(ap);
-    if (n < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    char *argv[n + 1];
-    va_start(ap, arg);
-    fill_list(argv, n, arg, ap);
-    if (n > 0)
-        (void)va_arg(ap, char *); /* the list's NULL (with n == 0, arg itself was the end) */
-    char *const *envp = va_arg(ap, char *const *);
-    va_end(ap);
-    return call_path_env(EXECVE, path, argv, envp);
+    return rc;
 }
