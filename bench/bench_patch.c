@@ -31,8 +31,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
-#include "patch.h"
+#include "commands/commands.h"
+#include "engine/engine.h"
+#include "engine/arch/arch.h"
+#include "engine/maps.h"
 
 #if defined(__clang__)
 #define NOIPA __attribute__((noinline)) /* clang has no noipa; noinline keeps the call */

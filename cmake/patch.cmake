@@ -1,8 +1,9 @@
 # patch.cmake — the function patch engine, the `func` commands, their examples, tests and
 # benchmark (issue 3). Included by the top-level CMakeLists.txt.
 target_sources(hotpatch_objects PRIVATE
-  src/patch.c src/patch_stop.c src/patch_x86_64.c src/patch_x86_64_decode.c src/symbols.c
-  src/cmd_func.c)
+  src/engine/patch.c src/engine/stop.c src/engine/maps.c src/engine/symbols.c
+  src/engine/arch/x86_64.c src/engine/arch/x86_64_decode.c
+  src/commands/func.c)
 
 # The engine decodes functions with capstone (Debian: libcapstone-dev) before patching them.
 find_package(PkgConfig REQUIRED)

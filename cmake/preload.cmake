@@ -1,11 +1,11 @@
 # preload.cmake — prebuilt binaries (issue 4): the preload agent, the gflags/glog adapter, the
 # gflags and glog command families, the prebuilt_server example and their tests.
 #
-#   build/lib/libhotpatch_preload.so   the agent's objects + src/preload.c; C only, exports only
-#                                      the public API (src/preload.map)
+#   build/lib/libhotpatch_preload.so   the agent's objects + src/preload/preload.c; C only, exports only
+#                                      the public API (src/preload/preload.map)
 #   build/lib/libhotpatch_gflags.so    the C++ adapter dlopened by the agent when a process has
 #                                      gflags; no DT_NEEDED on gflags or glog (see
-#                                      src/gflags_adapter.cc for why)
+#                                      src/preload/gflags_adapter.cc for why)
 #   build/bin/prebuilt_server          a gflags + glog program with no hotpatch code
 
 find_package(PkgConfig REQUIRED)
@@ -14,35 +14,35 @@ pkg_check_modules(GLOG REQUIRED IMPORTED_TARGET libglog)
 
 # ---- the command families and the loader, part of every agent ----------------------------------
 target_sources(hotpatch_objects PRIVATE
-  src/cmd_gflags.c
-  src/cmd_glog.c
-  src/gflags_loader.c)
+  src/commands/gflags.c
+  src/commands/glog.c
+  src/preload/gflags_loader.c)
 target_compile_definitions(hotpatch_objects PRIVATE
   HOTPATCH_INSTALL_LIBDIR="${CMAKE_INSTALL_FULL_LIBDIR}")
 
 # ---- the preload agent ---------------------------------------------------------------------------
-add_library(hotpatch_preload SHARED src/preload.c $<TARGET_OBJECTS:hotpatch_objects>)
+add_library(hotpatch_preload SHARED src/preload/preload.c $<TARGET_OBJECTS:hotpatch_objects>)
 target_include_directories(hotpatch_preload PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
 target_compile_definitions(hotpatch_preload PRIVATE _GNU_SOURCE)
 target_compile_options(hotpatch_preload PRIVATE -fvisibility=hidden)
 target_link_libraries(hotpatch_preload PRIVATE Threads::Threads ${CMAKE_DL_LIBS})
 target_link_options(hotpatch_preload PRIVATE
-  -Wl,--version-script=${CMAKE_SOURCE_DIR}/src/preload.map
+  -Wl,--version-script=${CMAKE_SOURCE_DIR}/src/preload/preload.map
   -Wl,--no-undefined)
 set_target_properties(hotpatch_preload PROPERTIES
   LINKER_LANGUAGE C
-  LINK_DEPENDS ${CMAKE_SOURCE_DIR}/src/preload.map)
+  LINK_DEPENDS ${CMAKE_SOURCE_DIR}/src/preload/preload.map)
 
 # ---- the gflags/glog adapter ---------------------------------------------------------------------
-add_library(hotpatch_gflags SHARED src/gflags_adapter.cc)
+add_library(hotpatch_gflags SHARED src/preload/gflags_adapter.cc)
 # Headers only: the adapter binds to the program's gflags at dlopen time.
 target_include_directories(hotpatch_gflags PRIVATE ${CMAKE_SOURCE_DIR}/src ${GFLAGS_INCLUDE_DIRS})
 target_compile_options(hotpatch_gflags PRIVATE -fvisibility=hidden -fvisibility-inlines-hidden)
 target_link_libraries(hotpatch_gflags PRIVATE ${CMAKE_DL_LIBS})
 target_link_options(hotpatch_gflags PRIVATE
-  -Wl,--version-script=${CMAKE_SOURCE_DIR}/src/gflags_adapter.map)
+  -Wl,--version-script=${CMAKE_SOURCE_DIR}/src/preload/gflags_adapter.map)
 set_target_properties(hotpatch_gflags PROPERTIES
-  LINK_DEPENDS ${CMAKE_SOURCE_DIR}/src/gflags_adapter.map)
+  LINK_DEPENDS ${CMAKE_SOURCE_DIR}/src/preload/gflags_adapter.map)
 # Every agent may need it at run time: build it whenever the library is built.
 add_dependencies(hotpatch hotpatch_gflags)
 add_dependencies(hotpatch_preload hotpatch_gflags)

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "commands/commands.h"
 
 static bool flag_value;
 static int int_value;

@@ -1,4 +1,4 @@
-"""exec leaves no socket file behind (src/exec.c), on real processes.
+"""exec leaves no socket file behind (src/agent/exec.c), on real processes.
 
 tests/programs/execer links libhotpatch, starts its agent and then runs exec commands read from
 its stdin: every exec function of the C library, into coreutils' sleep (so the process lives on

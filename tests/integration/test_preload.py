@@ -141,7 +141,7 @@ def needed(path):
     return re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out)
 
 
-# The C library's exec functions, which the agent wraps so exec leaves no socket (src/exec.c).
+# The C library's exec functions, which the agent wraps so exec leaves no socket (src/agent/exec.c).
 EXEC_FUNCTIONS = {"execve", "execv", "execvp", "execvpe", "execl", "execlp", "execle", "fexecve",
                   "execveat"}
 

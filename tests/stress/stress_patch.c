@@ -27,8 +27,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
-#include "patch.h"
+#include "commands/commands.h"
+#include "engine/engine.h"
+#include "engine/arch/arch.h"
+#include "engine/maps.h"
 
 #if defined(__clang__)
 #define NOINLINE __attribute__((noinline)) /* clang has no noipa; noinline keeps the call */
@@ -170,7 +172,7 @@ static int run_target(const struct target *tg, int threads)
 {
     char why[HP_ERROR_MAX] = "";
     struct hp_symbol sym;
-    if (hp_symbol_resolve(tg->name, &sym, why, sizeof why) != 0)
+    if (hp_func_resolve(tg->name, &sym, why, sizeof why) != 0)
         return fail(tg->name, why);
     struct hp_patch_target t = {tg->name, sym.address, sym.size};
     uint8_t before[32];

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "commands/commands.h"
 
 /* Runs one request line and returns its plain rendering (malloc'd). */
 static char *run(const char *line, bool want_json)

@@ -19,7 +19,7 @@
 #include <glog/logging.h>
 
 extern "C" {
-#include "internal.h"
+#include "commands/commands.h"
 }
 
 // cmocka last: its fail() macro would break the standard library's headers.

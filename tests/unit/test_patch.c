@@ -1,5 +1,5 @@
 /*
- * test_patch.c — unit tests of the patch engine (patch.c, patch_stop.c, patch_x86_64.c) and of
+ * test_patch.c — unit tests of the patch engine (engine/patch.c, stop.c, arch/x86_64.c) and of
  * symbol resolution (symbols.c), on functions of this very process.
  *
  * Built with -fcf-protection=full, so every function here starts with endbr64 and the engine
@@ -24,8 +24,10 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "internal.h"
-#include "patch.h"
+#include "commands/commands.h"
+#include "engine/engine.h"
+#include "engine/arch/arch.h"
+#include "engine/maps.h"
 
 #define NOINLINE __attribute__((noinline))
 
@@ -572,7 +574,7 @@ static void test_branch_into_site_is_refused(void **state)
     (void)state;
     char why[HP_ERROR_MAX] = "";
     struct hp_symbol sym;
-    assert_int_equal(hp_symbol_resolve("hp_test_loopy", &sym, why, sizeof why), 0);
+    assert_int_equal(hp_func_resolve("hp_test_loopy", &sym, why, sizeof why), 0);
     uint8_t before[16];
     memcpy(before, sym.address, sizeof before);
     pthread_t t;
@@ -592,7 +594,7 @@ static void test_branch_into_site_is_refused(void **state)
     assert_memory_equal(sym.address, before, sizeof before);
     assert_false(hp_patch_find(sym.address, read_view, NULL));
 
-    assert_int_equal(hp_symbol_resolve("hp_test_undecodable", &sym, why, sizeof why), 0);
+    assert_int_equal(hp_func_resolve("hp_test_undecodable", &sym, why, sizeof why), 0);
     struct hp_patch_target ud = {"hp_test_undecodable", sym.address, sym.size};
     assert_int_equal(hp_patch_upgrade(&ud, &o, why, sizeof why), -EINVAL);
     assert_non_null(strstr(why, "cannot be decoded"));
@@ -621,7 +623,7 @@ static void test_far_through_relay_slot_when_six_bytes_are_not_safe(void **state
     NEEDS_THREAD_STOP();
     char why[HP_ERROR_MAX] = "";
     struct hp_symbol sym;
-    assert_int_equal(hp_symbol_resolve("hp_test_loop5", &sym, why, sizeof why), 0);
+    assert_int_equal(hp_func_resolve("hp_test_loop5", &sym, why, sizeof why), 0);
     uint8_t before[16];
     memcpy(before, sym.address, sizeof before);
     void *far1 = dlsym(far_lib(), "far_replacement");
@@ -829,27 +831,27 @@ static void test_symbols(void **state)
     (void)state;
     char why[HP_ERROR_MAX] = "";
     struct hp_symbol sym;
-    assert_int_equal(hp_symbol_resolve("target_add", &sym, why, sizeof why), 0);
+    assert_int_equal(hp_func_resolve("target_add", &sym, why, sizeof why), 0);
     assert_ptr_equal(sym.address, (void *)target_add);
     assert_true(sym.size >= 9);
     assert_true(sym.executable);
 
-    assert_int_equal(hp_symbol_resolve("static_helper", &sym, why, sizeof why), 0);
+    assert_int_equal(hp_func_resolve("static_helper", &sym, why, sizeof why), 0);
     assert_ptr_equal(sym.address, (void *)call_static);
 
-    assert_int_equal(hp_symbol_resolve("no_such_function_x", &sym, why, sizeof why), -ENOENT);
+    assert_int_equal(hp_func_resolve("no_such_function_x", &sym, why, sizeof why), -ENOENT);
     assert_non_null(strstr(why, "unknown function"));
 
     far_lib();
-    assert_int_equal(hp_symbol_resolve("shared_name", &sym, why, sizeof why), -EEXIST);
+    assert_int_equal(hp_func_resolve("shared_name", &sym, why, sizeof why), -EEXIST);
     assert_non_null(strstr(why, "ambiguous"));
     assert_non_null(strstr(why, "libpatch_test_far.so:shared_name"));
-    assert_int_equal(hp_symbol_resolve("libpatch_test_far.so:shared_name", &sym, why, sizeof why), 0);
+    assert_int_equal(hp_func_resolve("libpatch_test_far.so:shared_name", &sym, why, sizeof why), 0);
     assert_ptr_equal(sym.address, dlsym(far_lib(), "shared_name"));
-    assert_int_equal(hp_symbol_resolve("test_patch:shared_name", &sym, why, sizeof why), 0);
+    assert_int_equal(hp_func_resolve("test_patch:shared_name", &sym, why, sizeof why), 0);
     assert_ptr_equal(sym.address, (void *)shared_name);
-    assert_int_equal(hp_symbol_resolve("nolib.so:shared_name", &sym, why, sizeof why), -ENOENT);
-    assert_int_equal(hp_symbol_resolve(":x", &sym, why, sizeof why), -EINVAL);
+    assert_int_equal(hp_func_resolve("nolib.so:shared_name", &sym, why, sizeof why), -ENOENT);
+    assert_int_equal(hp_func_resolve(":x", &sym, why, sizeof why), -EINVAL);
 
     assert_int_equal(hp_symbol_in_library(far_lib(), "far_replacement", &sym, why, sizeof why), 0);
     assert_true(sym.size > 0);
@@ -857,7 +859,7 @@ static void test_symbols(void **state)
     assert_int_equal(hp_symbol_in_library(far_lib(), "target_add", &sym, why, sizeof why), -ENOENT);
 
     hotpatch_register_function("registered_add", (void *)repl_near_1);
-    assert_int_equal(hp_symbol_resolve("registered_add", &sym, why, sizeof why), 0);
+    assert_int_equal(hp_func_resolve("registered_add", &sym, why, sizeof why), 0);
     assert_true(sym.registered);
     assert_ptr_equal(sym.address, (void *)repl_near_1);
     assert_true(sym.size > 0);

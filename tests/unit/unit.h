@@ -11,5 +11,5 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "commands/commands.h"
 #endif

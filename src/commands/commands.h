@@ -1,0 +1,63 @@
+/*
+ * commands.h — the command families (src/commands/), one file each, and what they share.
+ * Not installed.
+ *
+ *   core.c     help, version, session, quit
+ *   var.c      registered variables
+ *   lib.c      loading and unloading shared libraries
+ *   func.c     upgrading and rolling back functions (over the patch engine, engine/engine.h)
+ *   gflags.c   gflags flags (through the gflags bridge, preload/gflags_adapter.h)
+ *   glog.c     glog's logging settings
+ *   table.c    the dispatch table the agent serves (hp_command_families, agent/agent.h)
+ *
+ * Every handler runs on the agent's thread (see agent/agent.h), one at a time.
+ */
+#ifndef HOTPATCH_COMMANDS_H
+#define HOTPATCH_COMMANDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "agent/agent.h"
+
+/* Each command family's table, terminated by a row with family == NULL. */
+extern const struct hp_command hp_core_commands[];
+extern const struct hp_command hp_var_commands[];
+extern const struct hp_command hp_lib_commands[];
+extern const struct hp_command hp_func_commands[];
+extern const struct hp_command hp_gflags_commands[];
+extern const struct hp_command hp_glog_commands[];
+
+/* ---- lib.c ----------------------------------------------------------------------------- */
+/*
+ * Asks the subsystems that may hold code of a library whether it can be unmapped now.
+ * Returns 0 when it can; else non-zero with a one-line reason in why. (The patch engine
+ * answers for installed functions; see docs/protocol.md, `lib unload`.)
+ */
+int hp_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap);
+
+/* ---- func.c ---------------------------------------------------------------------------- */
+struct hp_symbol;
+/*
+ * Resolves FUNC as the func commands accept it: a registered name first (out->registered), else
+ * the engine's hp_symbol_resolve with the names given to `lib load` as aliases. 0 or a negative
+ * errno with a one-line reason (see hp_symbol_resolve). Agent thread.
+ */
+int hp_func_resolve(const char *func, struct hp_symbol *out, char *why, size_t why_cap);
+/* The patch engine's answer to hp_library_busy: installed versions, threads inside. */
+int hp_func_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap);
+
+/* ---- gflags.c (shared with glog.c) ----------------------------------------------------- */
+/* How a gflags value of `type` appears in JSON (bool, number, or string for text/nan/inf). */
+enum hp_json_kind hp_gflag_json_kind(const char *type, const char *text);
+
+/*
+ * Sets a flag through the adapter and fills reply: fields name, old, value and the message
+ * "NAME = NEW (was OLD)", or one error line. `describe`, when not NULL, rewrites a value for the
+ * message (e.g. "2" -> "ERROR (2)") into buf and returns buf.
+ */
+typedef const char *(*hp_value_describer)(const char *value, char *buf, size_t cap);
+void hp_gflags_set_reply(const char *name, const char *value, hp_value_describer describe,
+                         struct hp_reply *reply);
+
+#endif /* HOTPATCH_COMMANDS_H */

@@ -1,0 +1,67 @@
+/*
+ * arch.h — what the engine asks of the processor: encoding jumps, decoding functions, writing
+ * code while other threads are stopped, and reading interrupted contexts. Not installed.
+ *
+ * One implementation per architecture (x86_64.c and x86_64_decode.c today), so that encoding
+ * stays out of the engine (engine.h). Below the engine: it includes only the maps reader.
+ */
+#ifndef HOTPATCH_ARCH_H
+#define HOTPATCH_ARCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- x86_64.c: encoding and writing ---------------------------------------------------- */
+
+#define HP_JUMP_SIZE 5              /* jmp rel32 */
+#define HP_INDIRECT_SIZE 6          /* jmp *disp32(%rip): a far version through its relay cell */
+#define HP_SITE_MAX 6               /* the most bytes a site ever spans */
+#define HP_RELAY_SLOT_SIZE 8        /* jmp *disp32(%rip) and two int3 */
+
+/* Offset of the patch site from the entry: 4 after an endbr64, else 0. */
+size_t hp_arch_entry_skip(const uint8_t *entry);
+/* True when from+5 can reach to with a rel32. */
+bool hp_arch_near(const void *from, const void *to);
+/* Encodes `jmp to` at `at` into code[HP_JUMP_SIZE]. The pair must be near. */
+void hp_arch_encode_jump(uint8_t *code, const void *at, const void *to);
+/* Decodes a jmp rel32 at code (located at `at`): its destination, or NULL when not one. */
+void *hp_arch_jump_target(const uint8_t *code, const void *at);
+/* Encodes `jmp *cell(%rip)` at `at` into code[HP_INDIRECT_SIZE]; cell must be near. */
+void hp_arch_encode_indirect(uint8_t *code, const void *at, const void *cell);
+/* True when `jmp *cell(%rip)` at `at` can reach cell. */
+bool hp_arch_indirect_reaches(const void *at, const void *cell);
+/* Decodes a jmp *disp32(%rip) at code (located at `at`): the cell it reads, or NULL. */
+void *hp_arch_indirect_cell(const uint8_t *code, const void *at);
+/* Encodes a relay slot at `slot` whose jump reads its destination from the 8 bytes at cell. */
+void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell);
+/*
+ * Decodes the function [entry, entry+size) and refuses (-EINVAL, one-line reason) when a
+ * relative branch of it targets a byte strictly inside the instructions that `len` bytes
+ * written at `site` would overwrite, or when the body cannot be decoded. 0 when safe.
+ */
+int hp_arch_check_branches(const char *name, const uint8_t *entry, size_t size,
+                           const uint8_t *site, size_t len, char *why, size_t why_cap);
+
+/* Registers for membarrier SYNC_CORE; 0 or -errno with a reason. Idempotent. */
+int hp_arch_text_init(char *why, size_t why_cap);
+/* Every thread of the process serializes its instruction stream before this returns. */
+void hp_arch_sync_cores(void);
+/* Writes len bytes of code at addr without ever removing exec permission. 0 or -errno. */
+int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why, size_t why_cap);
+/*
+ * Replaces the len (<= 16) bytes at addr while every other thread is stopped outside them, then
+ * syncs every core. 0; or -errno with the previous bytes back in place (verified), written with
+ * the other method when the first one failed half-way; or -ENOTRECOVERABLE when even that
+ * failed (why says the code is left inconsistent).
+ */
+int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len, char *why,
+                         size_t why_cap);
+
+/* Program counter of an interrupted context, and setting it. */
+uintptr_t hp_arch_context_pc(const void *ucontext);
+uintptr_t hp_arch_context_sp(const void *ucontext);
+/* Copies the general registers of the context; returns how many (<= cap). */
+int hp_arch_context_regs(const void *ucontext, uintptr_t *regs, int cap);
+
+#endif /* HOTPATCH_ARCH_H */

@@ -1,0 +1,281 @@
+/*
+ * x86_64.c — x86-64 instruction encoding and the safe code-modification protocol.
+ *
+ * Everything that knows an opcode lives here, so that the engine (patch.c) can be ported by
+ * writing one more file of this shape.
+ *
+ * Encodings:
+ *   - the patch: `jmp rel32` (E9 xx xx xx xx), written at the entry, or just after an `endbr64`
+ *     (F3 0F 1E FA) so that indirect calls still land on an endbr64 when IBT is enforced;
+ *   - a far version: `jmp *disp32(%rip)` (FF 25 xx xx xx xx) reading an 8-byte destination
+ *     cell that lives in a read-write, non-executable page within +-2 GB: written at the site
+ *     itself when the function has 6 bytes to spare (one indirect jump, like a call through a
+ *     pointer), else in a relay slot (followed by two int3) that the site's jmp rel32 reaches.
+ *     Retargeting is one aligned 8-byte atomic store to data memory: no code is modified.
+ *
+ * Writing code (hp_arch_poke_stopped) is done only while every other thread of the process is
+ * parked by stop.c and proven to be outside the bytes being replaced, so no thread can
+ * execute them while they change. Afterwards every core serializes its instruction stream
+ * (membarrier MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) before the threads resume; returning
+ * from the stop signal's handler is itself serializing (IRET/SYSRET path of sigreturn). No int3
+ * is ever written, so the process never needs a SIGTRAP handler. If a write fails half-way, the
+ * previous bytes are written back with the other method before the threads resume.
+ *
+ * How bytes reach a code page: pwrite() to /proc/self/mem, which the kernel performs with
+ * FOLL_FORCE on the page (breaking copy-on-write for a private file mapping) without changing
+ * the mapping's protection, so a page that holds code never loses PROT_EXEC and never becomes
+ * writable for the program. When the kernel forbids that (proc_mem.force_override=never, some
+ * LSMs), the fallback makes the page(s) read-write-execute for the duration of the write and
+ * restores the previous protection: exec is never dropped, so a thread running on the same
+ * page never faults.
+ *
+ * /proc/self/mem is opened for each write and closed after it, never kept: a descriptor names
+ * the memory of the process that opened it, so one inherited across fork would make a child's
+ * write land in its parent (while the parent's threads run), and one kept open could be closed
+ * by the program and its number reused for one of the program's files.
+ *
+ * State: whether the kernel refused /proc/self/mem writes (then the fallback is used at once)
+ * and the membarrier registration flag (kept across fork, as the kernel keeps it), both owned
+ * by the engine and touched only under the engine lock (patch.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "arch.h"
+#include "engine/maps.h"
+
+#define OP_JMP_REL32 0xE9
+#define OP_INT3 0xCC
+
+static const uint8_t endbr64[4] = {0xF3, 0x0F, 0x1E, 0xFA};
+
+static bool proc_mem_refused;      /* engine lock: the kernel forbids /proc/self/mem writes */
+static bool membarrier_ready;
+
+/* ---- encoding ------------------------------------------------------------------------------ */
+
+size_t hp_arch_entry_skip(const uint8_t *entry)
+{
+    return memcmp(entry, endbr64, sizeof endbr64) == 0 ? sizeof endbr64 : 0;
+}
+
+static bool fits_rel32(intptr_t delta)
+{
+    return delta >= INT32_MIN && delta <= INT32_MAX;
+}
+
+bool hp_arch_near(const void *from, const void *to)
+{
+    intptr_t delta = (intptr_t)to - ((intptr_t)from + HP_JUMP_SIZE);
+    return fits_rel32(delta);
+}
+
+void hp_arch_encode_jump(uint8_t *code, const void *at, const void *to)
+{
+    int32_t rel = (int32_t)((intptr_t)to - ((intptr_t)at + HP_JUMP_SIZE));
+    code[0] = OP_JMP_REL32;
+    memcpy(code + 1, &rel, sizeof rel);
+}
+
+void *hp_arch_jump_target(const uint8_t *code, const void *at)
+{
+    if (code[0] != OP_JMP_REL32)
+        return NULL;
+    int32_t rel;
+    memcpy(&rel, code + 1, sizeof rel);
+    return (void *)((intptr_t)at + HP_JUMP_SIZE + rel);
+}
+
+void hp_arch_encode_indirect(uint8_t *code, const void *at, const void *cell)
+{
+    int32_t disp = (int32_t)((intptr_t)cell - ((intptr_t)at + HP_INDIRECT_SIZE));
+    code[0] = 0xFF;  /* jmp *disp32(%rip): FF /4 with ModRM 00 100 101 */
+    code[1] = 0x25;
+    memcpy(code + 2, &disp, sizeof disp);
+}
+
+bool hp_arch_indirect_reaches(const void *at, const void *cell)
+{
+    return fits_rel32((intptr_t)cell - ((intptr_t)at + HP_INDIRECT_SIZE));
+}
+
+void *hp_arch_indirect_cell(const uint8_t *code, const void *at)
+{
+    if (code[0] != 0xFF || code[1] != 0x25)
+        return NULL;
+    int32_t disp;
+    memcpy(&disp, code + 2, sizeof disp);
+    return (void *)((intptr_t)at + HP_INDIRECT_SIZE + disp);
+}
+
+void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell)
+{
+    hp_arch_encode_indirect(code, slot, cell);
+    code[6] = OP_INT3;
+    code[7] = OP_INT3;
+}
+
+/* ---- interrupted contexts ------------------------------------------------------------------- */
+
+uintptr_t hp_arch_context_pc(const void *ucontext)
+{
+    const ucontext_t *uc = ucontext;
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+}
+
+uintptr_t hp_arch_context_sp(const void *ucontext)
+{
+    const ucontext_t *uc = ucontext;
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+}
+
+int hp_arch_context_regs(const void *ucontext, uintptr_t *regs, int cap)
+{
+    const ucontext_t *uc = ucontext;
+    int n = NGREG < cap ? NGREG : cap;
+    for (int i = 0; i < n; i++)
+        regs[i] = (uintptr_t)uc->uc_mcontext.gregs[i];
+    return n;
+}
+
+/* ---- serializing every core ------------------------------------------------------------------ */
+
+static long membarrier(int cmd)
+{
+    return syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+int hp_arch_text_init(char *why, size_t why_cap)
+{
+    if (membarrier_ready)
+        return 0;
+    long supported = membarrier(MEMBARRIER_CMD_QUERY);
+    if (supported < 0 || !(supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)) {
+        snprintf(why, why_cap, "the kernel lacks membarrier SYNC_CORE (Linux 4.16 or later is "
+                               "needed to modify code that other threads run)");
+        return -ENOSYS;
+    }
+    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE) != 0) {
+        int err = errno;
+        snprintf(why, why_cap, "membarrier registration failed: %s", strerror(err));
+        return -err;
+    }
+    membarrier_ready = true;
+    return 0;
+}
+
+void hp_arch_sync_cores(void)
+{
+    /* Cannot fail once registered (hp_arch_text_init is called before any write). */
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE);
+}
+
+/* ---- writing bytes into code pages ---------------------------------------------------------- */
+
+static bool write_through_proc_mem(void *addr, const void *bytes, size_t len)
+{
+    if (proc_mem_refused)
+        return false;
+    int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        proc_mem_refused = errno == EPERM || errno == EACCES;
+        return false;
+    }
+    ssize_t n = pwrite(fd, bytes, len, (off_t)(uintptr_t)addr);
+    int err = errno;
+    close(fd);
+    /* Only a refusal means this kernel forbids it (stop trying); EIO/EFAULT on an address that
+     * is not mapped, or a short write, says nothing about the next write. */
+    if (n < 0 && (err == EPERM || err == EACCES))
+        proc_mem_refused = true;
+    return n == (ssize_t)len;
+}
+
+static int write_through_mprotect(void *addr, const void *bytes, size_t len, char *why,
+                                  size_t why_cap)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t first = (uintptr_t)addr & ~(uintptr_t)(page - 1);
+    uintptr_t last = ((uintptr_t)addr + len - 1) & ~(uintptr_t)(page - 1);
+    int prot = hp_maps_protection((uintptr_t)addr);
+    if (prot < 0 || (last != first && hp_maps_protection(last) != prot)) {
+        snprintf(why, why_cap, "cannot write code at %p: its mapping was not found", addr);
+        return -EFAULT;
+    }
+    size_t span = last + page - first;
+    if (mprotect((void *)first, span, prot | PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
+        int err = errno;
+        snprintf(why, why_cap, "cannot write code at %p: /proc/self/mem refused and "
+                 "mprotect(RWX) failed: %s", addr, strerror(err));
+        return -err;
+    }
+    /* Every other thread is parked outside these bytes: plain byte stores are enough. */
+    volatile uint8_t *dst = addr;
+    for (size_t i = 0; i < len; i++)
+        dst[i] = ((const uint8_t *)bytes)[i];
+    mprotect((void *)first, span, prot);
+    return 0;
+}
+
+int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why, size_t why_cap)
+{
+    if (write_through_proc_mem(addr, bytes, len))
+        return 0;
+    return write_through_mprotect(addr, bytes, len, why, why_cap);
+}
+
+/* ---- the protocols ---------------------------------------------------------------------------- */
+
+/* Writes through the method that was not tried first: the mprotect path, or /proc/self/mem. */
+static int write_the_other_way(void *addr, const void *bytes, size_t len, char *why,
+                               size_t why_cap)
+{
+    if (write_through_mprotect(addr, bytes, len, why, why_cap) == 0)
+        return 0;
+    return write_through_proc_mem(addr, bytes, len) ? 0 : -EIO;
+}
+
+/* After a failed write: puts `before` back, verified. 0 when the site is as it was. */
+static int restore(uint8_t *addr, const uint8_t *before, size_t len)
+{
+    char ignored[160];
+    if (memcmp(addr, before, len) == 0)
+        return 0;
+    write_the_other_way(addr, before, len, ignored, sizeof ignored);
+    if (memcmp(addr, before, len) != 0)
+        hp_arch_write_text(addr, before, len, ignored, sizeof ignored);
+    hp_arch_sync_cores();
+    return memcmp(addr, before, len) == 0 ? 0 : -EIO;
+}
+
+int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len, char *why,
+                         size_t why_cap)
+{
+    uint8_t before[16];
+    if (len > sizeof before)
+        return -EINVAL;
+    memcpy(before, addr, len);
+    if (memcmp(addr, bytes, len) == 0)
+        return 0;
+    int rc = hp_arch_write_text(addr, bytes, len, why, why_cap);
+    if (rc == 0 && memcmp(addr, bytes, len) != 0) {
+        snprintf(why, why_cap, "the code at %p did not take the new bytes", (void *)addr);
+        rc = -EIO;
+    }
+    hp_arch_sync_cores();
+    if (rc == 0)
+        return 0;
+    if (restore(addr, before, len) == 0)
+        return rc;  /* nothing changed */
+    size_t used = strlen(why);
+    snprintf(why + used, why_cap - used, "; restoring the previous bytes failed too: the code "
+             "at %p is left inconsistent and must not be run", (void *)addr);
+    return -ENOTRECOVERABLE;
+}

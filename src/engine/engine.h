@@ -1,0 +1,176 @@
+/*
+ * engine.h — the function patch engine's interface (not installed). The engine knows nothing of
+ * the agent: callers above it (commands/func.c, the tests, the benchmark) pass in what it needs.
+ *
+ * One file per subsystem, so that architecture-specific encoding stays out of the engine:
+ *
+ *   patch.c         the engine: one record per patched function with its stack of versions,
+ *                   relay slots within +-2 GB, the unload check. Every entry point below takes
+ *                   the engine lock (see patch.c for its scope).
+ *   stop.c          stopping every other thread of the process for a moment (a real-time
+ *                   signal whose handler parks the thread and records its registers), used to
+ *                   prove where threads are: around every code write, and before a library is
+ *                   unmapped.
+ *   maps.c          /proc/self/maps, read without malloc (maps.h).
+ *   symbols.c       name -> address and size, from the ELF symbol tables of mapped objects.
+ *   arch/x86_64.c   instruction encoding and code writes with every other thread stopped
+ *                   (membarrier SYNC_CORE, writes through /proc/self/mem or mprotect); arch.h.
+ *   arch/x86_64_decode.c  decoding a function (capstone) to refuse a patch when a branch lands
+ *                   inside the bytes the jump overwrites.
+ */
+#ifndef HOTPATCH_ENGINE_H
+#define HOTPATCH_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- patch.c: the engine --------------------------------------------------------------- */
+
+/* Where a version of a function comes from (shown by `func list`). */
+struct hp_patch_origin {
+    const char *library;  /* name the library was loaded as ("" for the original code) */
+    const char *symbol;   /* symbol name in that library */
+    void *address;        /* the replacement's entry */
+};
+
+/* What the engine needs to know about the function being replaced. */
+struct hp_patch_target {
+    const char *name;     /* display name, e.g. "add_func" or "libfoo.so:helper" */
+    void *entry;          /* the function's entry address */
+    size_t size;          /* its size in bytes from the symbol table; 0 when unknown */
+};
+
+/*
+ * Installs `origin` as the new top version of the function at target->entry. The first upgrade
+ * of a function saves its original bytes; later ones stack. Returns 0, or a negative errno with
+ * a one-line reason in why and nothing changed.
+ */
+int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch_origin *origin,
+                     char *why, size_t why_cap);
+
+/*
+ * Removes the top version of the function named `name` (a display name given to an upgrade)
+ * or entered at `entry` (either may be NULL/0). The version below it, or the original code,
+ * runs again. On success copies what is now installed into *now (library "" for the original)
+ * and the remaining depth into *depth. -ENOENT when nothing is installed, -ESTALE when the
+ * function's code was unloaded while patched (its record was dropped), with a reason.
+ */
+int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t lib_cap,
+                      char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap);
+
+/* A read-only view of one patched function, valid during the visit only. */
+struct hp_patch_view {
+    const char *name;
+    void *entry;
+    int depth;                      /* versions stacked above the original; 0 = original */
+    struct hp_patch_origin top;     /* installed now (library "" when depth is 0) */
+    bool via_relay;                 /* the entry jumps to a relay slot (far replacement) */
+    void *relay;                    /* that slot, or NULL */
+};
+typedef void (*hp_patch_visitor)(const struct hp_patch_view *v, void *ctx);
+/* Visits every function that has ever been patched and is still known, in patch order. */
+void hp_patch_each(hp_patch_visitor visit, void *ctx);
+/* Fills *out for the function entered at entry; false when it was never patched. */
+bool hp_patch_find(void *entry, hp_patch_visitor visit, void *ctx);
+
+/* One mapped address range of a library. */
+struct hp_range {
+    uintptr_t start, end;           /* [start, end) */
+};
+
+/*
+ * The unload check: 0 when no version of any function comes from a library called `library`
+ * or lies within `ranges`, no relay may still jump there and no thread's registers or stack
+ * hold an address inside the ranges; else non-zero with a one-line reason.
+ */
+int hp_patch_library_busy(const char *library, const struct hp_range *ranges, size_t n_ranges,
+                          char *why, size_t why_cap);
+
+/* Counters for tests and the benchmark. */
+struct hp_patch_stats {
+    unsigned long stops;            /* thread stops performed */
+    unsigned long stopped_pokes;    /* code writes, each done while every thread was stopped */
+    unsigned long relay_stores;     /* retargets done with one atomic store */
+    unsigned long dropped;          /* records dropped because their code was unloaded */
+};
+void hp_patch_get_stats(struct hp_patch_stats *out);
+
+/* ---- stop.c: stopping the other threads ------------------------------------------------ */
+
+/* What a stopped thread was doing when the signal arrived. */
+struct hp_thread_state {
+    pid_t tid;
+    uintptr_t pc, sp;
+    uintptr_t regs[23];             /* the general registers of the interrupted context */
+    int n_regs;
+    bool on_altstack;               /* interrupted on a sigaltstack: its real stack is unknown */
+};
+
+struct hp_stopped {
+    struct hp_thread_state *threads;
+    size_t count;
+    pid_t missing;                  /* 0, or a thread that did not answer in time */
+    char why[160];                  /* set when the stop failed */
+};
+
+/*
+ * Stops every thread of the process except the caller: each one parks in a signal handler
+ * until hp_threads_resume(). Returns 0 with the threads' states in *out, or -1 with a reason
+ * in out->why (a thread did not answer within timeout_ms, no free real-time signal, ...), in
+ * which case every thread has been released already. The caller must hold the engine lock.
+ */
+int hp_threads_stop(struct hp_stopped *out, int timeout_ms);
+/* Releases the threads and frees the states. */
+void hp_threads_resume(struct hp_stopped *s);
+/*
+ * Calls scan(ctx, word) for every register of every stopped thread and every aligned word of
+ * its stack from 128 bytes below its stack pointer to the end of the stack's mapping. Returns
+ * the first non-zero value of scan, or -1 with a reason when a stack cannot be read.
+ */
+int hp_threads_scan(const struct hp_stopped *s, int (*scan)(void *ctx, pid_t tid, uintptr_t word,
+                                                            bool is_pc),
+                    void *ctx, char *why, size_t why_cap);
+
+/* ---- symbols.c: name -> address -------------------------------------------------------- */
+
+/* A resolved function. */
+struct hp_symbol {
+    void *address;
+    size_t size;                    /* 0 when unknown */
+    char name[256];                 /* symbol name */
+    char object[512];               /* path of the object that defines it ("" for main program) */
+    bool registered;                /* the caller's own name for it (set by the caller) */
+    bool executable;                /* lies in a mapping with PROT_EXEC */
+};
+
+/* A library the caller loaded under a name of its own (the agent's `lib load NAME PATH`). */
+struct hp_symbol_alias {
+    const char *name;
+    uintptr_t base;                 /* its load base (link_map l_addr) */
+};
+/* The caller's aliases for one resolution (NULL: none). */
+struct hp_symbol_scope {
+    const struct hp_symbol_alias *aliases;
+    size_t count;
+};
+
+/*
+ * Resolves FUNC, "name" or "object:name", in the symbol tables of the executable and every
+ * loaded object; object is a file name or path suffix (libfoo.so, simple_server) or an alias of
+ * scope. An unqualified name that matches both an aliased library and elsewhere ignores the
+ * aliased one. Returns 0; -ENOENT unknown; -EEXIST ambiguous (why lists the qualified forms);
+ * -EINVAL bad form. why gets a one-line reason on failure. Not thread-safe: one caller at a time.
+ */
+int hp_symbol_resolve(const char *func, const struct hp_symbol_scope *scope,
+                      struct hp_symbol *out, char *why, size_t why_cap);
+/* Resolves symbol `name` defined by the object loaded with dlopen handle (no registry). */
+int hp_symbol_in_library(void *handle, const char *name, struct hp_symbol *out, char *why,
+                         size_t why_cap);
+/* Fills size and executable for out->address from the symbol tables and mappings. */
+void hp_symbol_describe(struct hp_symbol *out);
+/* The mapped ranges (PT_LOAD segments) of the object whose load base is `base`; count. */
+size_t hp_symbol_object_ranges(uintptr_t base, struct hp_range *ranges, size_t cap);
+
+#endif /* HOTPATCH_ENGINE_H */

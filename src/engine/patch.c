@@ -1,0 +1,930 @@
+/*
+ * patch.c — the function patch engine: versions, relays, safe code writes, the unload check.
+ *
+ * A patched function is redirected by one instruction written at its patch site (its entry, or
+ * just after an endbr64 there): `jmp rel32`. When the replacement is within +-2 GB of the site
+ * the jump goes straight to it (one jump on the hot path). Otherwise it goes to this function's
+ * relay cell, an 8-byte word in a page allocated within +-2 GB of the site that holds the
+ * replacement's address: the site becomes `jmp *cell(%rip)` (6 bytes: one indirect jump, the
+ * cost of a call through a pointer) when the function's branches allow 6 bytes to be
+ * replaced, else a jmp rel32 to the function's relay slot, which does that jump (two jumps). Moving between two far versions is then a
+ * single atomic store to the cell: no code changes and no thread is disturbed. The hot path has
+ * no lock, no atomic and no lookup.
+ *
+ * Versions stack: each function keeps its original bytes and a stack of versions; an upgrade
+ * pushes and installs the new top, a rollback pops and installs what is below, down to the
+ * exact original bytes.
+ *
+ * How code is written (every write: original -> jump, jump -> jump, jump -> original):
+ *   1. Before the first patch, the function is decoded (arch/x86_64_decode.c) and refused when
+ *      a branch of its own lands strictly inside the instructions the jump overwrites: checking
+ *      threads at one instant cannot exclude a branch taken an instant later.
+ *   2. Every other thread is stopped (stop.c): each one parks in a signal handler and
+ *      stays there until released; nothing else makes it leave.
+ *   3. Every stopped thread's PC, registers and stack words are checked: none may lie strictly
+ *      inside (site, site+5) — a thread paused between two of the replaced instructions, or a
+ *      signal frame / return address that would resume there. If one does, the threads are
+ *      released and the check retried a few times, then the change is refused.
+ *   4. The site must still hold exactly the bytes the engine last wrote there (or the original
+ *      bytes), in a mapping that is still executable: otherwise the code was unloaded or changed
+ *      by someone else and the engine refuses to write into it.
+ *   5. The five bytes are written (arch/x86_64.c), every core is serialized (membarrier
+ *      SYNC_CORE), and only then are the threads released; the return from the stop signal's
+ *      handler (sigreturn) is serializing as well.
+ * Why this is as strong as the kernel's text_poke_bp (int3 first): text_poke_bp exists because
+ * the kernel cannot stop every CPU cheaply, so it must make each intermediate state of the site
+ * executable; here no thread executes anything while the bytes change, so no intermediate state
+ * is ever executed at all. The hazards text_poke_bp leaves to its callers (a thread paused in
+ * the middle of the replaced instructions; a branch into them) are covered by steps 3 and 1.
+ * And it needs no SIGTRAP handler: a thread that blocks SIGTRAP, or a program that owns
+ * SIGTRAP (a debugger, a sanitizer), is never affected, and the process never gets a handler it
+ * did not ask for. The price: a thread that blocks the stop signal (or is stopped by a debugger)
+ * makes every code write refused, cleanly, with its tid; a far -> far retarget still works.
+ * If a write fails after bytes began to change, the previous bytes are written back with the
+ * other write method while the threads are still stopped; only then is "nothing changed"
+ * reported, and if that fails too the engine says the code is inconsistent and never touches
+ * that function again.
+ *
+ * Relay pages: the closest hole in /proc/self/maps within +-2 GB of the site is mapped with
+ * MAP_FIXED_NOREPLACE (never clobbering anything), holes right after [heap] are approached from
+ * their far end so brk keeps room. One page of code (512 slots, written once then made R-X)
+ * and one page of cells (R-W, no exec) per region. Relay memory is never unmapped; a slot
+ * taken by an upgrade that failed before the site pointed to it is given back.
+ *
+ * Unloaded code: each record remembers the object (dladdr base and path) holding its site.
+ * Records whose object is gone (the program's own dlclose, or `lib unload`) are dropped at the
+ * next engine call; `lib unload` is refused while a function inside the library is patched.
+ *
+ * The unload check refuses while any version (installed or stacked) comes from the library or
+ * a function inside it is patched; then stops every thread and refuses while any register, PC
+ * or stack word holds an address inside the library, or a thread is inside a relay slot.
+ *
+ * Lock: engine_lock guards everything in this file and the writer state of arch/x86_64.c,
+ * arch/x86_64_decode.c, stop.c and maps.c; every hp_patch_* entry point holds it for its whole
+ * run, and fork() holds it too (lock_before_fork), so a child never inherits a write in
+ * progress. Lock order: agent_lock -> registry -> engine_lock.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "engine.h"
+#include "maps.h"
+#include "arch/arch.h"
+
+#define RELAY_SLOTS 512
+#define STOP_TIMEOUT_MS 1000
+#define STOP_ATTEMPTS 20
+#define TWO_GB (1LL << 31)
+
+struct version {
+    char library[128];
+    char symbol[256];
+    void *address;
+};
+
+struct relay_region {
+    uint8_t *code;              /* RELAY_SLOTS slots of HP_RELAY_SLOT_SIZE bytes, R-X */
+    _Atomic(void *) *cells;     /* their destinations, R-W */
+    size_t used;
+    struct relay_region *next;
+};
+
+struct patched {
+    char name[256];
+    uint8_t *entry;
+    uint8_t *site;
+    size_t site_len;            /* bytes every write covers: 6 when the function's branches
+                                 * allow the far form at the site, else 5 */
+    uint8_t original[HP_SITE_MAX];
+    uint8_t written[HP_SITE_MAX];   /* what the site must hold now: original or our last jump */
+    bool broken;                /* a failed write could not be undone: never write here again */
+    void *object_base;          /* dladdr() of the site when first patched (NULL: no object) */
+    char object[512];           /* that object's path as the loader names it */
+    struct version *versions;
+    int depth, cap;
+    uint8_t *relay;             /* this function's relay slot, NULL until a far version */
+    _Atomic(void *) *cell;
+};
+
+static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Engine lock. Records of patched functions (kept after rollback so `func list` keeps showing
+ * them; dropped when their code is unloaded), relay regions, statistics. */
+static struct patched **functions;
+static size_t n_functions, cap_functions;
+static struct relay_region *relays;
+static struct hp_patch_stats stats;
+/* Names of the last records dropped because their code was unloaded (a ring), so that a later
+ * rollback of one says why there is nothing to roll back. */
+#define DROPPED_NAMES 16
+static char dropped_names[DROPPED_NAMES][256];
+static unsigned n_dropped_names;
+
+/* ---- fork ------------------------------------------------------------------------------------ */
+
+/* The engine lock is held across fork() (base/atfork.c runs these after the agent's and the
+ * registry's prepare hooks), so no fork happens while the engine writes code or has threads
+ * stopped, and the child inherits an unlocked engine. */
+static void lock_before_fork(void)
+{
+    pthread_mutex_lock(&engine_lock);
+}
+
+static void unlock_after_fork(void)
+{
+    pthread_mutex_unlock(&engine_lock);
+}
+
+static void register_fork_hooks_once(void)
+{
+    static const struct hp_fork_hooks hooks = {lock_before_fork, unlock_after_fork,
+                                               unlock_after_fork};
+    hp_atfork_register(HP_FORK_ENGINE, &hooks);
+}
+
+/* Takes the engine lock for an entry point, registering the fork hooks on first use. */
+static void lock_engine(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_fork_hooks_once);
+    pthread_mutex_lock(&engine_lock);
+}
+
+/* ---- records ------------------------------------------------------------------------------- */
+
+static struct patched *find_by_entry(const void *entry)
+{
+    for (size_t i = 0; i < n_functions; i++)
+        if (functions[i]->entry == entry)
+            return functions[i];
+    return NULL;
+}
+
+static struct patched *find_by_name(const char *name)
+{
+    for (size_t i = 0; i < n_functions; i++)
+        if (strcmp(functions[i]->name, name) == 0)
+            return functions[i];
+    return NULL;
+}
+
+/* Records which loaded object holds the site, to notice when it is unloaded. */
+static void remember_object(struct patched *p)
+{
+    Dl_info info;
+    if (dladdr(p->site, &info) == 0 || !info.dli_fbase)
+        return;
+    p->object_base = info.dli_fbase;
+    snprintf(p->object, sizeof p->object, "%s", info.dli_fname ? info.dli_fname : "");
+}
+
+/* True while the object that held the site when it was first patched is still loaded. */
+static bool object_still_loaded(const struct patched *p)
+{
+    if (!p->object_base)
+        return true;
+    Dl_info info;
+    if (dladdr(p->site, &info) == 0 || info.dli_fbase != p->object_base)
+        return false;
+    return strcmp(info.dli_fname ? info.dli_fname : "", p->object) == 0;
+}
+
+static void free_record(struct patched *p)
+{
+    free(p->versions);
+    free(p);
+}
+
+/*
+ * Drops the records whose code was unloaded (the program's dlclose, or `lib unload` of a
+ * library with rolled-back targets): their bytes must never be written again. Their relay slot
+ * is not reused (a thread could in theory still be passing through it).
+ */
+static void drop_unloaded_records(void)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n_functions; i++) {
+        if (object_still_loaded(functions[i])) {
+            functions[kept++] = functions[i];
+            continue;
+        }
+        snprintf(dropped_names[n_dropped_names++ % DROPPED_NAMES], sizeof dropped_names[0], "%s",
+                 functions[i]->name);
+        free_record(functions[i]);
+        stats.dropped++;
+    }
+    n_functions = kept;
+}
+
+static bool was_dropped(const char *name)
+{
+    for (unsigned i = 0; name && i < DROPPED_NAMES && i < n_dropped_names; i++)
+        if (strcmp(dropped_names[i], name) == 0)
+            return true;
+    return false;
+}
+
+static struct patched *new_record(const struct hp_patch_target *t, size_t skip,
+                                  size_t site_len, char *why, size_t why_cap)
+{
+    if (n_functions == cap_functions) {
+        size_t cap = cap_functions ? cap_functions * 2 : 16;
+        struct patched **grown = realloc(functions, cap * sizeof *grown);
+        if (!grown)
+            goto nomem;
+        functions = grown;
+        cap_functions = cap;
+    }
+    struct patched *p = calloc(1, sizeof *p);
+    if (!p)
+        goto nomem;
+    snprintf(p->name, sizeof p->name, "%s", t->name);
+    p->entry = t->entry;
+    p->site = p->entry + skip;
+    p->site_len = site_len;
+    memcpy(p->original, p->site, site_len);
+    memcpy(p->written, p->site, site_len);
+    remember_object(p);
+    return p;
+nomem:
+    snprintf(why, why_cap, "out of memory");
+    return NULL;
+}
+
+static int push_version(struct patched *p, const struct hp_patch_origin *o)
+{
+    if (p->depth == p->cap) {
+        int cap = p->cap ? p->cap * 2 : 4;
+        struct version *grown = realloc(p->versions, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return -ENOMEM;
+        p->versions = grown;
+        p->cap = cap;
+    }
+    struct version *v = &p->versions[p->depth++];
+    snprintf(v->library, sizeof v->library, "%s", o->library ? o->library : "");
+    snprintf(v->symbol, sizeof v->symbol, "%s", o->symbol ? o->symbol : "");
+    v->address = o->address;
+    return 0;
+}
+
+/* ---- relay slots ----------------------------------------------------------------------------- */
+
+static bool slot_reaches(const uint8_t *site, const uint8_t *slot)
+{
+    return hp_arch_near(site, slot);
+}
+
+static struct relay_region *map_region_at(uintptr_t at)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    void *mem = mmap((void *)at, 2 * (size_t)page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (mem == MAP_FAILED)
+        return NULL;
+    if ((uintptr_t)mem != at) {  /* a kernel without MAP_FIXED_NOREPLACE took it as a hint */
+        munmap(mem, 2 * (size_t)page);
+        return NULL;
+    }
+    struct relay_region *r = calloc(1, sizeof *r);
+    if (!r) {
+        munmap(mem, 2 * (size_t)page);
+        return NULL;
+    }
+    r->code = mem;
+    r->cells = (_Atomic(void *) *)((uint8_t *)mem + page);
+    for (size_t i = 0; i < RELAY_SLOTS; i++)
+        hp_arch_encode_relay(r->code + i * HP_RELAY_SLOT_SIZE, r->code + i * HP_RELAY_SLOT_SIZE,
+                             &r->cells[i]);
+    if (mprotect(r->code, (size_t)page, PROT_READ | PROT_EXEC) != 0) {
+        munmap(mem, 2 * (size_t)page);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* The candidate address in hole [lo, hi) closest to site, for a region of `size` bytes. */
+static bool candidate_in_hole(uintptr_t lo, uintptr_t hi, uintptr_t site, size_t size,
+                              bool after_heap, uintptr_t *out)
+{
+    if (hi - lo < size)
+        return false;
+    uintptr_t c;
+    if (hi <= site)
+        c = hi - size;                        /* hole below: its top is closest */
+    else if (lo >= site)
+        c = after_heap ? hi - size : lo;      /* hole above: its bottom, unless brk needs it */
+    else
+        c = lo;
+    intptr_t distance = (intptr_t)c - (intptr_t)site;
+    if (distance < 0)
+        distance = -distance;
+    if (distance >= TWO_GB - (intptr_t)(2 * size))
+        return false;
+    *out = c;
+    return true;
+}
+
+static struct relay_region *allocate_region_near(const uint8_t *site)
+{
+    const char *maps = hp_maps_text();
+    if (!maps)
+        return NULL;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t size = 2 * (size_t)page;
+    uintptr_t prev_end = 0x10000, best = 0;
+    bool prev_heap = false;
+    unsigned long long best_distance = ~0ULL;
+    for (const char *line = maps; *line;) {
+        char *end;
+        uintptr_t lo = strtoull(line, &end, 16);
+        uintptr_t hi = strtoull(end + 1, &end, 16);
+        const char *eol = strchr(line, '\n');
+        uintptr_t c;
+        if (lo > prev_end && candidate_in_hole(prev_end, lo, (uintptr_t)site, size, prev_heap, &c)) {
+            unsigned long long d = c > (uintptr_t)site ? c - (uintptr_t)site : (uintptr_t)site - c;
+            if (d < best_distance)
+                best = c, best_distance = d;
+        }
+        prev_end = hi;
+        prev_heap = eol ? memmem(line, (size_t)(eol - line), "[heap]", 6) != NULL
+                        : strstr(line, "[heap]") != NULL;
+        if (!eol)
+            break;
+        line = eol + 1;
+    }
+    return best ? map_region_at(best) : NULL;
+}
+
+static int assign_relay(struct patched *p, char *why, size_t why_cap)
+{
+    if (p->relay)
+        return 0;
+    struct relay_region *r = relays;
+    while (r && (r->used == RELAY_SLOTS || !slot_reaches(p->site, r->code + r->used * 8)))
+        r = r->next;
+    if (!r) {
+        r = allocate_region_near(p->site);
+        if (!r) {
+            snprintf(why, why_cap, "no free address space within 2 GB of %s (%p) for a relay "
+                     "page, and the replacement is farther than a jmp rel32 reaches", p->name,
+                     (void *)p->entry);
+            return -ENOMEM;
+        }
+        r->next = relays;
+        relays = r;
+    }
+    p->relay = r->code + r->used * HP_RELAY_SLOT_SIZE;
+    p->cell = &r->cells[r->used];
+    r->used++;
+    return 0;
+}
+
+static bool in_relay_code(uintptr_t pc)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    for (struct relay_region *r = relays; r; r = r->next)
+        if (pc >= (uintptr_t)r->code && pc < (uintptr_t)r->code + (uintptr_t)page)
+            return true;
+    return false;
+}
+
+
+/* Gives back the slot an upgrade just took when the site never pointed to it. */
+static void unassign_relay(struct patched *p)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    for (struct relay_region *r = relays; r; r = r->next) {
+        if (p->relay < r->code || p->relay >= r->code + page)
+            continue;
+        if (r->used > 0 && p->relay == r->code + (r->used - 1) * HP_RELAY_SLOT_SIZE) {
+            atomic_store(&r->cells[r->used - 1], NULL);
+            r->used--;
+        }
+        break;
+    }
+    p->relay = NULL;
+    p->cell = NULL;
+}
+
+/* ---- writing a site ---------------------------------------------------------------------------- */
+
+struct inside_check {
+    uintptr_t lo, hi;       /* (site, site + site_len): resumption points we would cut */
+    pid_t tid;
+    uintptr_t word;
+};
+
+static int word_inside(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
+{
+    (void)is_pc;
+    struct inside_check *c = ctx;
+    if (word > c->lo && word < c->hi) {
+        c->tid = tid;
+        c->word = word;
+        return 1;
+    }
+    return 0;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {0, (long)ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static bool site_mapped_executable(const struct patched *p)
+{
+    const int need = PROT_READ | PROT_EXEC;
+    int first = hp_maps_protection((uintptr_t)p->site);
+    int last = hp_maps_protection((uintptr_t)p->site + p->site_len - 1);
+    return first >= 0 && last >= 0 && (first & need) == need && (last & need) == need;
+}
+
+/*
+ * The site still holds exactly what the engine last wrote there (the original bytes before the
+ * first patch), in executable memory. Uses no malloc, so it also runs with threads stopped.
+ */
+static int site_unchanged(const struct patched *p, char *why, size_t why_cap)
+{
+    if (p->broken) {
+        snprintf(why, why_cap, "%s was left inconsistent by a failed write earlier; the engine "
+                 "will not write its code again", p->name);
+        return -ENOTRECOVERABLE;
+    }
+    if (!site_mapped_executable(p)) {
+        snprintf(why, why_cap, "the code of %s at %p is no longer mapped executable (its "
+                 "library was unloaded?); nothing written", p->name, (void *)p->site);
+        return -ESTALE;
+    }
+    if (memcmp(p->site, p->written, p->site_len) != 0) {
+        snprintf(why, why_cap, "%s at %p no longer holds the bytes the engine wrote there "
+                 "(unloaded and reloaded, or changed by someone else); nothing written",
+                 p->name, (void *)p->site);
+        return -ESTALE;
+    }
+    return 0;
+}
+
+/* With every thread stopped and outside the site: verifies the site, then writes `code`. */
+static int write_while_stopped(struct patched *p, const uint8_t *code, char *why,
+                               size_t why_cap)
+{
+    int rc = site_unchanged(p, why, why_cap);
+    if (rc != 0)
+        return rc;
+    rc = hp_arch_poke_stopped(p->site, code, p->site_len, why, why_cap);
+    stats.stopped_pokes++;
+    if (rc == 0) {
+        memcpy(p->written, code, p->site_len);
+    } else if (rc == -ENOTRECOVERABLE) {
+        p->broken = true;
+    } else {
+        size_t used = strlen(why);
+        snprintf(why + used, why_cap - used, "; the previous bytes are back, nothing changed");
+    }
+    return rc;
+}
+
+/* How many leading bytes of the site a write changes: a thread resting right after them (at an
+ * instruction boundary of unchanged code) is not cut, e.g. at site+5 when a 6-byte site gets a
+ * 5-byte jump. */
+static size_t changed_extent(const uint8_t *now, const uint8_t *code, size_t len)
+{
+    while (len > 0 && now[len - 1] == code[len - 1])
+        len--;
+    return len;
+}
+
+/*
+ * Writes `code` over the site with every other thread stopped and proven outside the bytes
+ * being replaced (PC, registers and stack words). Retries, backing off, when a thread is inside.
+ */
+static int write_site_stopped(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
+{
+    struct inside_check check = {(uintptr_t)p->site,
+                                 (uintptr_t)p->site + changed_extent(p->written, code, p->site_len),
+                                 0, 0};
+    for (int attempt = 0; attempt < STOP_ATTEMPTS; attempt++) {
+        struct hp_stopped stopped;
+        if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
+            snprintf(why, why_cap, "cannot stop the threads to write the code of %s: %s; "
+                     "nothing changed", p->name, stopped.why);
+            return -EBUSY;
+        }
+        stats.stops++;
+        char scan_why[160] = "";
+        int found = hp_threads_scan(&stopped, word_inside, &check, scan_why, sizeof scan_why);
+        int rc = found == 0 ? write_while_stopped(p, code, why, why_cap) : 0;
+        hp_threads_resume(&stopped);
+        if (found == 0)
+            return rc;
+        if (found < 0) {
+            snprintf(why, why_cap, "cannot check the threads before writing the code of %s: "
+                     "%s; nothing changed", p->name, scan_why);
+            return -EBUSY;
+        }
+        /* Back off: a thread found inside may be preempted there and needs CPU time to move
+         * on (1, 2, 4 ... 32 ms, then 50 ms: under a second in all). */
+        sleep_ms(attempt < 5 ? 1 << attempt : 50);
+    }
+    snprintf(why, why_cap, "thread %d is paused inside the first %d bytes of %s (at %#lx); "
+             "nothing changed, try again", check.tid, (int)(check.hi - check.lo), p->name,
+             (unsigned long)check.word);
+    return -EBUSY;
+}
+
+static int write_site(struct patched *p, const uint8_t *code, char *why, size_t why_cap)
+{
+    if (memcmp(p->written, code, p->site_len) == 0)
+        return site_unchanged(p, why, why_cap);
+    return write_site_stopped(p, code, why, why_cap);
+}
+
+/* What the site holds for a far version: `jmp *cell(%rip)` when it has room (one indirect jump,
+ * as cheap as a call through a pointer), else a jmp rel32 to the relay slot; either way the
+ * original bytes after the jump stay as they were. */
+static void encode_far(const struct patched *p, uint8_t *code)
+{
+    memcpy(code, p->original, p->site_len);
+    if (p->site_len >= HP_INDIRECT_SIZE && hp_arch_indirect_reaches(p->site, p->cell))
+        hp_arch_encode_indirect(code, p->site, p->cell);
+    else
+        hp_arch_encode_jump(code, p->site, p->relay);
+}
+
+/* Far destination: the cell first (one atomic store), then the site jumps through it. */
+static int install_far(struct patched *p, void *to, char *why, size_t why_cap)
+{
+    bool new_slot = p->relay == NULL;
+    int rc = assign_relay(p, why, why_cap);
+    if (rc == 0)
+        rc = site_unchanged(p, why, why_cap);
+    if (rc != 0) {
+        if (new_slot && p->relay)
+            unassign_relay(p);
+        return rc;
+    }
+    void *before = atomic_load(p->cell);
+    atomic_store_explicit(p->cell, to, memory_order_release);
+    stats.relay_stores++;
+    uint8_t code[HP_SITE_MAX];
+    encode_far(p, code);
+    rc = write_site(p, code, why, why_cap);
+    if (rc == 0 || rc == -ENOTRECOVERABLE)
+        return rc;
+    atomic_store(p->cell, before);
+    if (new_slot)
+        unassign_relay(p);
+    return rc;
+}
+
+/* Makes the site run `to`: a direct jump when near, else through the relay cell. */
+static int install_destination(struct patched *p, void *to, char *why, size_t why_cap)
+{
+    if (!hp_arch_near(p->site, to))
+        return install_far(p, to, why, why_cap);
+    uint8_t code[HP_SITE_MAX];
+    memcpy(code, p->original, p->site_len);
+    hp_arch_encode_jump(code, p->site, to);
+    return write_site(p, code, why, why_cap);
+}
+
+static int install_top(struct patched *p, char *why, size_t why_cap)
+{
+    if (p->depth == 0)
+        return write_site(p, p->original, why, why_cap);
+    return install_destination(p, p->versions[p->depth - 1].address, why, why_cap);
+}
+
+/* ---- upgrade and rollback --------------------------------------------------------------------- */
+
+static int check_executable(const char *what, const void *address, char *why, size_t why_cap)
+{
+    int prot = hp_maps_protection((uintptr_t)address);
+    if (prot >= 0 && (prot & PROT_EXEC))
+        return 0;
+    snprintf(why, why_cap, "%s at %p is not in executable memory%s", what, address,
+             prot < 0 ? " (not mapped)" : "");
+    return -EFAULT;
+}
+
+/* Functions the engine's own thread runs while it writes (it is the one thread not stopped):
+ * patching them could cut an instruction under the engine itself. */
+static int check_not_engine_path(const struct hp_patch_target *t, char *why, size_t why_cap)
+{
+    void *const engine_path[] = {
+        (void *)pwrite, (void *)syscall, (void *)mprotect, (void *)memcmp, (void *)memcpy,
+        (void *)sysconf, (void *)hp_patch_upgrade, (void *)hp_patch_rollback,
+        (void *)hp_arch_poke_stopped, (void *)hp_arch_write_text, (void *)hp_arch_sync_cores,
+        (void *)hp_threads_stop, (void *)hp_threads_resume, (void *)hp_threads_scan,
+    };
+    for (size_t i = 0; i < sizeof engine_path / sizeof engine_path[0]; i++) {
+        if (engine_path[i] == t->entry) {
+            snprintf(why, why_cap, "%s is used by the patch engine while it writes code and "
+                     "cannot be patched", t->name);
+            return -EPERM;
+        }
+    }
+    return 0;
+}
+
+static int check_target(const struct hp_patch_target *t, const struct hp_patch_origin *o,
+                        size_t *skip, char *why, size_t why_cap)
+{
+    int rc = check_executable(t->name, t->entry, why, why_cap);
+    if (rc == 0)
+        rc = check_executable(o->symbol, o->address, why, why_cap);
+    if (rc == 0)
+        rc = check_not_engine_path(t, why, why_cap);
+    if (rc != 0)
+        return rc;
+    if (t->size == 0) {
+        snprintf(why, why_cap, "the size of %s is unknown (no symbol table entry covers %p): "
+                 "cannot prove the %d-byte jump fits", t->name, t->entry, HP_JUMP_SIZE);
+        return -EINVAL;
+    }
+    *skip = hp_arch_entry_skip(t->entry);
+    if (t->size < *skip + HP_JUMP_SIZE) {
+        snprintf(why, why_cap, "%s is too short to patch: %zu bytes%s, and the jump needs %d",
+                 t->name, t->size - (t->size >= *skip ? *skip : 0),
+                 *skip ? " after its endbr64" : "", HP_JUMP_SIZE);
+        return -EINVAL;
+    }
+    if ((uint8_t *)o->address >= (uint8_t *)t->entry &&
+        (uint8_t *)o->address < (uint8_t *)t->entry + t->size) {
+        snprintf(why, why_cap, "the replacement %s lies inside %s itself", o->symbol, t->name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * First patch of a function: its own branches must not land inside the bytes we overwrite.
+ * The site spans 6 bytes (room for the far form at the site) when that is provably safe, else
+ * 5 (far versions then go through a relay slot); refused when not even 5 are.
+ */
+static int choose_site_len(const struct hp_patch_target *t, size_t skip, size_t *site_len,
+                           char *why, size_t why_cap)
+{
+    const uint8_t *site = (const uint8_t *)t->entry + skip;
+    *site_len = HP_INDIRECT_SIZE;
+    if (t->size >= skip + HP_INDIRECT_SIZE &&
+        hp_arch_check_branches(t->name, t->entry, t->size, site, HP_INDIRECT_SIZE, why,
+                               why_cap) == 0)
+        return 0;
+    *site_len = HP_JUMP_SIZE;
+    return hp_arch_check_branches(t->name, t->entry, t->size, site, HP_JUMP_SIZE, why, why_cap);
+}
+
+static int upgrade_locked(const struct hp_patch_target *target,
+                          const struct hp_patch_origin *origin, char *why, size_t why_cap)
+{
+    drop_unloaded_records();
+    size_t skip = 0, site_len = HP_JUMP_SIZE;
+    struct patched *p = find_by_entry(target->entry);
+    bool fresh = p == NULL;
+    int rc = hp_arch_text_init(why, why_cap);
+    if (rc == 0)
+        rc = check_target(target, origin, &skip, why, why_cap);
+    if (rc == 0 && fresh)
+        rc = choose_site_len(target, skip, &site_len, why, why_cap);
+    if (rc == 0 && fresh && !(p = new_record(target, skip, site_len, why, why_cap)))
+        rc = -ENOMEM;
+    if (rc == 0 && push_version(p, origin) != 0) {
+        snprintf(why, why_cap, "out of memory");
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        rc = install_top(p, why, why_cap);
+        if (rc != 0)
+            p->depth--;
+    }
+    if (fresh && p) {
+        if (rc == 0 || rc == -ENOTRECOVERABLE)
+            functions[n_functions++] = p;   /* a broken record stays, to refuse later writes */
+        else
+            free_record(p);
+    }
+    return rc;
+}
+
+int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch_origin *origin,
+                     char *why, size_t why_cap)
+{
+    lock_engine();
+    int rc = upgrade_locked(target, origin, why, why_cap);
+    pthread_mutex_unlock(&engine_lock);
+    return rc;
+}
+
+int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t lib_cap,
+                      char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap)
+{
+    lock_engine();
+    drop_unloaded_records();
+    struct patched *p = name ? find_by_name(name) : NULL;
+    if (!p && entry)
+        p = find_by_entry(entry);
+    int rc = 0;
+    if (!p && was_dropped(name)) {
+        snprintf(why, why_cap, "the code of %s was unloaded while it was patched: nothing to "
+                 "roll back (its patch record was dropped)", name);
+        rc = -ESTALE;
+    } else if (!p || p->depth == 0) {
+        snprintf(why, why_cap, "%s has no upgrade installed: nothing to roll back",
+                 p ? p->name : name ? name : "the function");
+        rc = -ENOENT;
+    } else {
+        struct version top = p->versions[--p->depth];
+        rc = install_top(p, why, why_cap);
+        if (rc != 0)
+            p->versions[p->depth++] = top;
+    }
+    if (rc == 0) {
+        const struct version *now = p->depth ? &p->versions[p->depth - 1] : NULL;
+        snprintf(now_library, lib_cap, "%s", now ? now->library : "");
+        snprintf(now_symbol, sym_cap, "%s", now ? now->symbol : p->name);
+        *depth = p->depth;
+    }
+    pthread_mutex_unlock(&engine_lock);
+    return rc;
+}
+
+/* ---- views ---------------------------------------------------------------------------------- */
+
+static void view_of(const struct patched *p, struct hp_patch_view *v)
+{
+    memset(v, 0, sizeof *v);
+    v->name = p->name;
+    v->entry = p->entry;
+    v->depth = p->depth;
+    const struct version *top = p->depth ? &p->versions[p->depth - 1] : NULL;
+    v->top.library = top ? top->library : "";
+    v->top.symbol = top ? top->symbol : p->name;
+    v->top.address = top ? top->address : p->entry;
+    v->via_relay = p->relay && (hp_arch_jump_target(p->site, p->site) == p->relay ||
+                                hp_arch_indirect_cell(p->site, p->site) == (void *)p->cell);
+    v->relay = v->via_relay ? p->relay : NULL;
+}
+
+void hp_patch_each(hp_patch_visitor visit, void *ctx)
+{
+    lock_engine();
+    drop_unloaded_records();
+    for (size_t i = 0; i < n_functions; i++) {
+        struct hp_patch_view v;
+        view_of(functions[i], &v);
+        visit(&v, ctx);
+    }
+    pthread_mutex_unlock(&engine_lock);
+}
+
+bool hp_patch_find(void *entry, hp_patch_visitor visit, void *ctx)
+{
+    lock_engine();
+    drop_unloaded_records();
+    const struct patched *p = find_by_entry(entry);
+    if (p) {
+        struct hp_patch_view v;
+        view_of(p, &v);
+        visit(&v, ctx);
+    }
+    pthread_mutex_unlock(&engine_lock);
+    return p != NULL;
+}
+
+void hp_patch_get_stats(struct hp_patch_stats *out)
+{
+    lock_engine();
+    *out = stats;
+    pthread_mutex_unlock(&engine_lock);
+}
+
+
+/* ---- the unload check ------------------------------------------------------------------------ */
+
+static bool in_ranges(uintptr_t a, const struct hp_range *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a >= r[i].start && a < r[i].end)
+            return true;
+    return false;
+}
+
+static int versions_from(const char *library, const struct hp_range *ranges, size_t n,
+                         char *why, size_t why_cap)
+{
+    for (size_t i = 0; i < n_functions; i++) {
+        const struct patched *p = functions[i];
+        for (int d = p->depth - 1; d >= 0; d--) {
+            const struct version *v = &p->versions[d];
+            if (strcmp(v->library, library) != 0 && !in_ranges((uintptr_t)v->address, ranges, n))
+                continue;
+            snprintf(why, why_cap, "%s of %s is %s as %s (version %d of %d); roll it back first",
+                     v->symbol, library, d == p->depth - 1 ? "installed" : "stacked", p->name,
+                     d + 1, p->depth);
+            return -EBUSY;
+        }
+    }
+    return 0;
+}
+
+/* A function whose code lies inside the library and is patched now: its jump would be unmapped
+ * with it, and its rollback would write into whatever is mapped there next. */
+static int targets_inside(const char *library, const struct hp_range *ranges, size_t n,
+                          char *why, size_t why_cap)
+{
+    for (size_t i = 0; i < n_functions; i++) {
+        const struct patched *p = functions[i];
+        if (p->depth == 0 || !in_ranges((uintptr_t)p->site, ranges, n))
+            continue;
+        snprintf(why, why_cap, "%s is a function of %s and is patched (depth %d); roll it back "
+                 "first", p->name, library, p->depth);
+        return -EBUSY;
+    }
+    return 0;
+}
+
+struct range_check {
+    const struct hp_range *ranges;
+    size_t n;
+    pid_t tid;
+    uintptr_t word;
+    bool is_pc, in_relay;
+};
+
+static int word_in_library(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
+{
+    struct range_check *c = ctx;
+    bool relay = is_pc && in_relay_code(word);
+    if (!relay && !in_ranges(word, c->ranges, c->n))
+        return 0;
+    c->tid = tid;
+    c->word = word;
+    c->is_pc = is_pc;
+    c->in_relay = relay;
+    return 1;
+}
+
+/* Points relay cells that still name the library (unreachable leftovers) at their function. */
+static void clear_stale_cells(const struct hp_range *ranges, size_t n)
+{
+    for (size_t i = 0; i < n_functions; i++) {
+        struct patched *p = functions[i];
+        if (p->cell && in_ranges((uintptr_t)atomic_load(p->cell), ranges, n))
+            atomic_store(p->cell, (void *)p->entry);
+    }
+}
+
+static int threads_in(const char *library, const struct hp_range *ranges, size_t n, char *why,
+                      size_t why_cap)
+{
+    struct hp_stopped stopped;
+    if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
+        snprintf(why, why_cap, "cannot prove no thread runs in %s: %s", library, stopped.why);
+        return -EBUSY;
+    }
+    stats.stops++;
+    struct range_check check = {ranges, n, 0, 0, false, false};
+    char scan_why[160] = "";
+    int found = hp_threads_scan(&stopped, word_in_library, &check, scan_why, sizeof scan_why);
+    if (found == 0)
+        clear_stale_cells(ranges, n);
+    hp_threads_resume(&stopped);
+    if (found < 0)
+        snprintf(why, why_cap, "cannot prove no thread runs in %s: %s", library, scan_why);
+    else if (found > 0 && check.in_relay)
+        snprintf(why, why_cap, "thread %d is passing through a relay slot; try again",
+                 check.tid);
+    else if (found > 0)
+        snprintf(why, why_cap, "thread %d %s %#lx inside %s; try again when it has left",
+                 check.tid, check.is_pc ? "is executing at" : "holds the address",
+                 (unsigned long)check.word, library);
+    return found == 0 ? 0 : -EBUSY;
+}
+
+int hp_patch_library_busy(const char *library, const struct hp_range *ranges, size_t n_ranges,
+                          char *why, size_t why_cap)
+{
+    lock_engine();
+    drop_unloaded_records();
+    int rc = versions_from(library, ranges, n_ranges, why, why_cap);
+    if (rc == 0)
+        rc = targets_inside(library, ranges, n_ranges, why, why_cap);
+    if (rc == 0 && n_ranges > 0)
+        rc = threads_in(library, ranges, n_ranges, why, why_cap);
+    pthread_mutex_unlock(&engine_lock);
+    return rc;
+}
+

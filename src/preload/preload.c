@@ -1,0 +1,140 @@
+/*
+ * preload.c — the preload agent: `LD_PRELOAD=libhotpatch_preload.so program` starts the hotpatch
+ * agent inside a program that was never written for it.
+ *
+ * libhotpatch_preload.so is the agent's object code (hotpatch_objects) plus this file. Its
+ * constructor reads the environment and calls hotpatch_start(). It needs no destructor of its
+ * own: the agent's destructor (agent.c, linked into the same object) stops the server and
+ * removes the socket at a normal exit. Everything else — the socket, the
+ * commands, gflags and glog found at run time — is the ordinary agent. What this file adds:
+ *
+ *   HOTPATCH_DISABLE   1/true/yes/on (or any value but 0/false/no/off/empty): start nothing.
+ *   HOTPATCH_LOG       where the agent's log lines go: `stderr` (default), `none`, or a file
+ *                      path, appended to (created with mode 0600).
+ *   HOTPATCH_SOCKET    the socket path (read by the agent itself; default /tmp/<pid>.socket).
+ *
+ * Rules it keeps, because it lives in someone else's program:
+ *   - It never writes to stdout, and on success it writes nothing at all.
+ *   - It exports nothing but the public API and the C library's exec functions (exec.c wraps
+ *     them so exec leaves no socket file behind); a version script enforces this and a test
+ *     runs nm -D. It never interposes one of the program's own symbols.
+ *   - It is C and links no C++: a C program does not gain libstdc++ (gflags support is loaded
+ *     later, and only into programs that already have gflags; see gflags_loader.c).
+ *   - One agent per process. If the program links libhotpatch.so, the preloaded copy of the
+ *     public API comes first in symbol lookup, so the program's own registrations and its
+ *     hotpatch_start() land in this agent: one registry, one socket. If the program carries its
+ *     own exported copy of the API (libhotpatch.a linked with -rdynamic), that copy wins lookup
+ *     and this constructor stands aside, leaving the program to start its own agent.
+ *   - exec removes the socket file first; the new image inherits LD_PRELOAD and so gets an
+ *     agent (and socket) of its own, at the same path when it is the same process.
+ *
+ * The log file is opened for each line rather than kept open: log lines are rare (changes and
+ * failures), and a descriptor held for the life of the program could be closed by the program
+ * (daemons close every descriptor) and then reused for one of its own files.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+
+/* The file named by HOTPATCH_LOG; written once by the constructor, before the agent starts. */
+static char log_path[PATH_MAX];
+
+/* ---- configuration -------------------------------------------------------------------------- */
+
+static bool env_says_off(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return false;
+    static const char *const keep_on[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < HP_ARRAY_SIZE(keep_on); i++)
+        if (strcasecmp(v, keep_on[i]) == 0)
+            return false;
+    return true;
+}
+
+static void write_to_log_file(const char *line, size_t len)
+{
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0)
+        return;
+    ssize_t ignored = write(fd, line, len);
+    (void)ignored;
+    close(fd);
+}
+
+static void discard_log_line(const char *line, size_t len)
+{
+    (void)line;
+    (void)len;
+}
+
+/* Applies HOTPATCH_LOG. A file that cannot be opened leaves the log on stderr, and says so. */
+static void configure_log(void)
+{
+    const char *dest = getenv("HOTPATCH_LOG");
+    if (!dest || !*dest || strcmp(dest, "stderr") == 0)
+        return;
+    if (strcmp(dest, "none") == 0 || strcmp(dest, "off") == 0) {
+        hp_log_set_sink(discard_log_line);
+        return;
+    }
+    int n = snprintf(log_path, sizeof log_path, "%s", dest);
+    int fd = n > 0 && (size_t)n < sizeof log_path
+                 ? open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600)
+                 : -1;
+    if (fd < 0) {
+        hp_log("HOTPATCH_LOG=%.200s cannot be opened (%s); logging to stderr", dest,
+               n > 0 && (size_t)n < sizeof log_path ? strerror(errno) : "path too long");
+        return;
+    }
+    close(fd);
+    hp_log_set_sink(write_to_log_file);
+}
+
+/* ---- one agent per process ------------------------------------------------------------------ */
+
+/*
+ * True when the hotpatch_start that symbol lookup finds for the program is not this object's:
+ * the program carries its own exported agent, which will serve. `where` names its object.
+ */
+static bool program_has_own_agent(char *where, size_t cap)
+{
+    void *global = dlsym(RTLD_DEFAULT, "hotpatch_start");
+    Dl_info mine, theirs;
+    if (!global || !dladdr((void *)program_has_own_agent, &mine) || !dladdr(global, &theirs))
+        return false;
+    if (theirs.dli_fbase == mine.dli_fbase)
+        return false;
+    snprintf(where, cap, "%s", theirs.dli_fname && *theirs.dli_fname ? theirs.dli_fname
+                                                                      : "the program");
+    return true;
+}
+
+/* ---- life cycle ----------------------------------------------------------------------------- */
+
+__attribute__((constructor)) static void preload_agent_start(void)
+{
+    int saved_errno = errno;
+    if (env_says_off("HOTPATCH_DISABLE"))
+        goto out;
+    configure_log();
+    char where[PATH_MAX];
+    if (program_has_own_agent(where, sizeof where)) {
+        hp_log("preload agent not started: %.300s has its own hotpatch agent", where);
+        goto out;
+    }
+    int rc = hotpatch_start();
+    if (rc < 0)
+        hp_log("preload agent not started: %s; the program runs without it", strerror(-rc));
+out:
+    errno = saved_errno;
+}
