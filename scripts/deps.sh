@@ -17,6 +17,17 @@ packages=(
   util-linux               # setpriv, for the other-user tests
 )
 
+# Two unprivileged users for the tests that attack the agent as another local user
+# (tests/integration/test_security.py). Created only as root; elsewhere those tests say what
+# to run.
+ensure_test_users() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  for u in hotpatch-t1 hotpatch-t2; do
+    id -u "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
+  done
+}
+ensure_test_users
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
