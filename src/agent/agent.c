@@ -46,7 +46,7 @@ static void set_running(struct hp_server *s)
 
 static int env_int(const char *name, int fallback, int min, int max)
 {
-    const char *text = getenv(name);
+    const char *text = hp_env(name);
     if (!text || !*text)
         return fallback;
     char *end;
@@ -61,7 +61,7 @@ static int env_int(const char *name, int fallback, int min, int max)
 /* The configured path with every "%p" replaced by the pid, or the default. */
 static int configured_path(char *buf, size_t cap)
 {
-    const char *env = getenv("HOTPATCH_SOCKET");
+    const char *env = hp_env("HOTPATCH_SOCKET");
     if (!env || !*env)
         env = "/tmp/%p.socket";
     size_t used = 0;
@@ -83,7 +83,7 @@ HOTPATCH_API int hotpatch_socket_path(char *buf, size_t cap)
     if (!buf || cap == 0)
         return -EINVAL;
     pthread_mutex_lock(&agent_lock);
-    int n = running ? snprintf(buf, cap, "%s", hp_server_path(running)) : configured_path(buf, cap);
+    int n = running ? hp_server_path(running, buf, cap) : configured_path(buf, cap);
     pthread_mutex_unlock(&agent_lock);
     return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : n;
 }
@@ -140,10 +140,10 @@ static bool child_should_get_agent(void)
      * lock, so a thread created from an atfork child handler can block on it forever. */
     return false;
 #endif
-    const char *on = getenv("HOTPATCH_FORK_AGENT");
+    const char *on = hp_env("HOTPATCH_FORK_AGENT");
     if (on && strcmp(on, "0") == 0)
         return false;
-    const char *custom = getenv("HOTPATCH_SOCKET");
+    const char *custom = hp_env("HOTPATCH_SOCKET");
     return !custom || !*custom || strstr(custom, "%p");
 }
 

@@ -42,17 +42,30 @@
 struct hp_peer;
 
 /* ---- policy.c -------------------------------------------------------------------------- */
-/* Reads HOTPATCH_ALLOW_UIDS, HOTPATCH_READ_ONLY and HOTPATCH_AUDIT; call before the agent
+/* Reads HOTPATCH_ALLOW_UIDS, HOTPATCH_ALLOW_GROUP, HOTPATCH_READ_ONLY and HOTPATCH_AUDIT; call
+ * before the agent
  * thread starts (the agent thread is then the only reader). */
 void hp_policy_load(void);
-/* True when a peer with this uid is answered (root always is). */
-bool hp_policy_allows(uid_t uid);
+/* True when the peer is answered: root, an allowed uid, or a member of the allowed group (its
+ * gid or one of its supplementary `groups`, from SO_PEERGROUPS). */
+bool hp_policy_allows(const struct hp_peer *peer, const gid_t *groups, size_t n_groups);
+struct hp_socket_access;
+/* Who the socket file must let connect, per the policy (valid until the next load). */
+void hp_policy_socket_access(struct hp_socket_access *out);
 /* "root, uid 1000, ..." for refusals. */
 void hp_policy_describe_allowed(char *out, size_t cap);
 /* True when mutating commands are refused. */
 bool hp_policy_read_only(void);
-/* Records one mutating request, its peer and its outcome at the configured destination. */
-void hp_audit(const struct hp_peer *peer, const char *request, bool ok, const char *outcome);
+/*
+ * The audit trail: one JSON object per line at the configured destination, written with one
+ * write(2) each. A mutating request gets a "begin" record before its handler runs (so a crash
+ * still leaves its cause) and an "end" record with its result and error after; a connection or
+ * request refused by policy or limits gets one "refused" record. `request` is len bytes, kept
+ * whole up to 4096 bytes (else cut, with "truncated":true and its real size). Agent thread.
+ */
+enum hp_audit_phase { HP_AUDIT_BEGIN, HP_AUDIT_END, HP_AUDIT_REFUSED };
+void hp_audit(enum hp_audit_phase phase, const struct hp_peer *peer, const char *request,
+              size_t len, bool ok, const char *error);
 
 /* ---- value.c --------------------------------------------------------------------------- */
 /* Protocol name of a type ("int", "string", ...). */
@@ -142,6 +155,9 @@ void hp_reply_item_int(struct hp_reply *r, const char *key, long long v);
 void hp_reply_item_bool(struct hp_reply *r, const char *key, bool v);
 void hp_reply_item_ptr(struct hp_reply *r, const char *key, const void *p);
 
+/* s[0..len) as a quoted JSON string (invalid UTF-8 as U+FFFD), malloc'd; NULL on ENOMEM. */
+char *hp_json_quote(const char *s, size_t len);
+
 /* Renders into a malloc'd, NUL-terminated buffer; *len gets its length. NULL on ENOMEM. */
 char *hp_reply_render(struct hp_reply *r, bool json, size_t *len);
 
@@ -161,12 +177,15 @@ struct hp_request {
     const struct hp_peer *peer;  /* who sent it (NULL in unit tests) */
     bool in_session;             /* the connection is a persistent session */
     enum hp_after *after;        /* session/quit change what happens to the connection */
+    int fd;                      /* a descriptor sent with the request (SCM_RIGHTS), or -1; the
+                                  * server closes it after the handler (dup it to keep it) */
 };
 
 typedef void (*hp_handler)(const struct hp_request *req, struct hp_reply *reply);
 
 enum {
-    HP_CMD_MUTATES = 1u << 0,    /* changes the process: logged with the peer's identity */
+    HP_CMD_MUTATES = 1u << 0,    /* changes the process: audited with the peer's identity */
+    HP_CMD_TAKES_FD = 1u << 1,   /* accepts a descriptor sent with the request */
 };
 
 /*
@@ -204,6 +223,19 @@ int hp_tokenize(char *line, char **words, int max_words, char *why, size_t why_c
  */
 void hp_handle_line(const char *line, size_t len, const struct hp_peer *peer, bool in_session,
                     struct hp_reply *reply, bool *json, enum hp_after *after);
+
+/* A request line as the server received it, with the descriptor that came with it. */
+struct hp_line {
+    const char *line;
+    size_t len;
+    const struct hp_peer *peer;
+    int fd;                      /* -1 when none; owned by the caller */
+    bool in_session;
+};
+/* hp_handle_line for a line that may carry a descriptor (only commands marked
+ * HP_CMD_TAKES_FD accept one; others are refused). */
+void hp_handle_request(const struct hp_line *in, struct hp_reply *reply, bool *json,
+                       enum hp_after *after);
 
 /* Iterates over every command row of every family; used by help and version. */
 typedef void (*hp_command_visitor)(const struct hp_command *cmd, void *ctx);
@@ -248,21 +280,92 @@ void hp_registry_each_function(hp_function_visitor visit, void *ctx);
 /* Address of the function registered as name, or NULL. */
 void *hp_registry_find_function(const char *name);
 
+/* A descriptor the agent keeps open, with the identity of what it was opened on: the program
+ * may close or reuse any descriptor, so one is closed only while it still names that file. */
+struct hp_held_file {
+    int fd;                      /* -1 when none */
+    dev_t dev;
+    ino_t ino;
+};
+
 /* A library loaded through `lib load`. */
 struct hp_library_view {
     const char *name;
     const char *path;
     void *handle;
     uintptr_t base;              /* load address (link_map l_addr) */
+    struct hp_held_file file;    /* the file it was loaded from (/proc/self/fd/N), or fd -1 */
 };
 typedef void (*hp_library_visitor)(const struct hp_library_view *l, void *ctx);
 void hp_registry_each_library(hp_library_visitor visit, void *ctx);
 /* Adds a loaded library; -EEXIST when the name is taken, -ENOMEM. */
-int hp_registry_add_library(const char *name, const char *path, void *handle, uintptr_t base);
+int hp_registry_add_library(const char *name, const char *path, void *handle, uintptr_t base,
+                            const struct hp_held_file *file);
+/* How many descriptors the loaded libraries hold (for the agent's descriptor budget). */
+size_t hp_registry_held_files(void);
 /* Finds a library by name; copies its view (strings valid until it is removed). 0 or -ENOENT. */
 int hp_registry_find_library(const char *name, struct hp_library_view *out);
-/* Removes a library entry by name and returns its handle through *handle. 0 or -ENOENT. */
-int hp_registry_remove_library(const char *name, void **handle);
+/* Removes a library entry by name and returns its handle (and held file, when file is not
+ * NULL). 0 or -ENOENT. */
+int hp_registry_remove_library(const char *name, void **handle, struct hp_held_file *file);
+
+/* ---- trust.c -------------------------------------------------------------------------- */
+/* What a walk does with a symbolic link on the way. */
+enum hp_trust_links {
+    HP_LINKS_NONE,               /* refuse every link (log and audit files) */
+    HP_LINKS_TRUSTED,            /* follow links owned by root or the process's uid (libraries) */
+};
+/*
+ * Opens the absolute `path` one component at a time (see trust.c): every directory on the way
+ * owned by root or the process's euid and not writable by others without the sticky bit; links
+ * per `links`, never one in /proc. `flags` and `mode` are open(2)'s for the file itself
+ * (O_NOFOLLOW and O_CLOEXEC are added). Returns the descriptor, or -errno with a one-line
+ * reason naming the component. Any thread; no state.
+ */
+int hp_trust_open(const char *path, int flags, mode_t mode, enum hp_trust_links links,
+                  char *why, size_t why_cap);
+/*
+ * Checks an open descriptor: a regular file, owned by root or the process's euid (exactly the
+ * euid when owner_must_be_self), not writable by group or others. 0, or -errno with a reason
+ * that names the file as `shown`.
+ */
+int hp_trust_check_file(int fd, const char *shown, bool owner_must_be_self, char *why,
+                        size_t why_cap);
+/* Opens a log or audit file for appending: no link anywhere, created 0600, owned by the
+ * process's euid and writable by no one else. The descriptor, or -errno with a reason. */
+int hp_trust_open_append(const char *path, char *why, size_t why_cap);
+
+/* ---- socket_file.c -------------------------------------------------------------------- */
+/* Who besides the process's user (and root) may open the socket file. SO_PEERCRED still
+ * decides who is answered; this only lets them connect. */
+struct hp_socket_access {
+    const uid_t *uids;           /* granted read/write by a POSIX ACL entry each */
+    size_t n_uids;
+    bool has_group;              /* the file belongs to gid, mode 0660 */
+    gid_t gid;
+};
+/* Where a server listens, and the identities that make removal safe. */
+struct hp_socket_file {
+    char path[108];              /* sizeof sun_path */
+    dev_t dev;                   /* the socket file this process created */
+    ino_t ino;
+    char dir[96];                /* the private fallback directory it is in, or "" */
+    dev_t dir_dev;
+    ino_t dir_ino;
+};
+/*
+ * Binds fd (an unbound AF_UNIX socket) to `wanted`, replacing only a stale socket of this user;
+ * when the name is taken by anything else, binds in a new private directory
+ * /tmp/hotpatch-PID.XXXXXX/socket instead, and logs where. The file is 0600 from the start, then
+ * opened to `access`. 0 with *out filled, or -errno (logged).
+ */
+int hp_socket_file_bind(int fd, const char *wanted, const struct hp_socket_access *access,
+                        struct hp_socket_file *out);
+/* True while f->path still names the socket file that was created. */
+bool hp_socket_file_intact(const struct hp_socket_file *f);
+/* Unlinks the socket file and removes the private directory, each only if it is still the one
+ * that was created. */
+void hp_socket_file_remove(const struct hp_socket_file *f);
 
 /* ---- server.c / agent.c ---------------------------------------------------------------- */
 struct hp_server;
@@ -281,8 +384,9 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out);
 void hp_server_stop(struct hp_server *s);
 /* True when called on the server's own thread. */
 bool hp_server_is_current_thread(const struct hp_server *s);
-/* The path the server listens on. */
-const char *hp_server_path(const struct hp_server *s);
+/* Copies the path the server listens on (the configured one, or its private fallback) into
+ * buf; its length, or -ENAMETOOLONG. Any thread. */
+int hp_server_path(struct hp_server *s, char *buf, size_t cap);
 /* In a forked child: closes the parent server's descriptors without touching its socket file. */
 void hp_server_abandon(struct hp_server *s);
 /* Before an exec: removes the socket file (if still ours) and keeps it away. Any thread. */

@@ -170,35 +170,61 @@ static bool argument_count_ok(const struct hp_command *c, int argc, struct hp_re
     return true;
 }
 
-/* Every request that may change the process is audited, refused or not. */
-static void audit_mutation(const struct hp_command *c, const struct hp_peer *peer,
-                           const char *request, const struct hp_reply *reply)
+/* A descriptor sent with the request (SCM_RIGHTS) is for the commands that take one. */
+static bool descriptor_acceptable(const struct hp_command *c, int fd, struct hp_reply *reply)
 {
-    if (c->flags & HP_CMD_MUTATES)
-        hp_audit(peer, request, hp_reply_ok(reply), hp_reply_error_text(reply));
+    if (fd < 0 || (c->flags & HP_CMD_TAKES_FD))
+        return true;
+    hp_reply_error(reply, "'%s%s%s' takes no file descriptor (only 'lib load' does); send the "
+                   "request without one", c->family, c->verb ? " " : "", c->verb ? c->verb : "");
+    return false;
 }
 
-static void handle_words(char **words, int count, const struct hp_peer *peer, bool in_session,
-                         const char *request, struct hp_reply *reply, enum hp_after *after)
+/* Every request that may change the process is audited before it runs and after, refused or
+ * not, so even a command that takes the process down leaves its record. */
+static void run_command(const struct hp_command *c, const struct hp_request *req,
+                        const char *request, struct hp_reply *reply)
+{
+    bool mutates = (c->flags & HP_CMD_MUTATES) != 0;
+    if (mutates)
+        hp_audit(HP_AUDIT_BEGIN, req->peer, request, strlen(request), true, NULL);
+    if (mutates && hp_policy_read_only())
+        hp_reply_error(reply, "the agent is read-only (HOTPATCH_READ_ONLY is set); '%s %s' would "
+                       "change the process", c->family, c->verb ? c->verb : "");
+    else if (descriptor_acceptable(c, req->fd, reply))
+        c->handler(req, reply);
+    if (mutates)
+        hp_audit(HP_AUDIT_END, req->peer, request, strlen(request), hp_reply_ok(reply),
+                 hp_reply_error_text(reply));
+}
+
+static void handle_words(char **words, int count, const struct hp_line *in, const char *request,
+                         struct hp_reply *reply, enum hp_after *after)
 {
     int consumed = 0;
     const struct hp_command *c = find_command(words, count, reply, &consumed);
     if (!c)
         return;
-    struct hp_request req = {count - consumed, words + consumed, peer, in_session, after};
+    struct hp_request req = {count - consumed, words + consumed, in->peer, in->in_session, after,
+                             in->fd};
     if (!argument_count_ok(c, req.argc, reply))
         return;
-    if ((c->flags & HP_CMD_MUTATES) && hp_policy_read_only())
-        hp_reply_error(reply, "the agent is read-only (HOTPATCH_READ_ONLY is set); '%s %s' would "
-                       "change the process", c->family, c->verb ? c->verb : "");
-    else
-        c->handler(&req, reply);
-    audit_mutation(c, peer, request, reply);
+    run_command(c, &req, request, reply);
 }
 
 void hp_handle_line(const char *line, size_t len, const struct hp_peer *peer, bool in_session,
                     struct hp_reply *reply, bool *json, enum hp_after *after)
 {
+    struct hp_line in = {line, len, peer, -1, in_session};
+    hp_handle_request(&in, reply, json, after);
+}
+
+void hp_handle_request(const struct hp_line *in, struct hp_reply *reply, bool *json,
+                       enum hp_after *after)
+{
+    const char *line = in->line;
+    size_t len = in->len;
+    bool in_session = in->in_session;
     *json = in_session;
     *after = in_session ? HP_AFTER_KEEP : HP_AFTER_CLOSE;
     if (len > 0 && line[len - 1] == '\r')
@@ -242,5 +268,5 @@ void hp_handle_line(const char *line, size_t len, const struct hp_peer *peer, bo
         hp_reply_error(reply, "too many words in the request (at most %d)", HP_MAX_WORDS);
         return;
     }
-    handle_words(words, count, peer, in_session, copy, reply, after);
+    handle_words(words, count, in, copy, reply, after);
 }

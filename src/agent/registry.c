@@ -41,6 +41,7 @@ struct library {
     char *path;
     void *handle;
     uintptr_t base;
+    struct hp_held_file file;
 };
 
 /* A growable array of pointers to entries, sorted by the name each entry starts with. */
@@ -439,6 +440,7 @@ static void view_library(const struct library *l, struct hp_library_view *view)
     view->path = l->path;
     view->handle = l->handle;
     view->base = l->base;
+    view->file = l->file;
 }
 
 void hp_registry_each_library(hp_library_visitor visit, void *ctx)
@@ -452,7 +454,8 @@ void hp_registry_each_library(hp_library_visitor visit, void *ctx)
     pthread_mutex_unlock(&registry_lock);
 }
 
-int hp_registry_add_library(const char *name, const char *path, void *handle, uintptr_t base)
+int hp_registry_add_library(const char *name, const char *path, void *handle, uintptr_t base,
+                            const struct hp_held_file *file)
 {
     if (!hp_name_valid(name))
         return -EINVAL;
@@ -467,6 +470,7 @@ int hp_registry_add_library(const char *name, const char *path, void *handle, ui
     l->path = path_copy;
     l->handle = handle;
     l->base = base;
+    l->file = file ? *file : (struct hp_held_file){.fd = -1};
     lock_registry();
     int rc = table_insert(&libraries, l);
     pthread_mutex_unlock(&registry_lock);
@@ -475,6 +479,16 @@ int hp_registry_add_library(const char *name, const char *path, void *handle, ui
         free(l);
     }
     return rc;
+}
+
+size_t hp_registry_held_files(void)
+{
+    lock_registry();
+    size_t n = 0;
+    for (size_t i = 0; i < libraries.count; i++)
+        n += ((const struct library *)libraries.entries[i])->file.fd >= 0;
+    pthread_mutex_unlock(&registry_lock);
+    return n;
 }
 
 int hp_registry_find_library(const char *name, struct hp_library_view *out)
@@ -487,7 +501,7 @@ int hp_registry_find_library(const char *name, struct hp_library_view *out)
     return l ? 0 : -ENOENT;
 }
 
-int hp_registry_remove_library(const char *name, void **handle)
+int hp_registry_remove_library(const char *name, void **handle, struct hp_held_file *file)
 {
     lock_registry();
     struct library *l = table_remove(&libraries, name);
@@ -495,6 +509,8 @@ int hp_registry_remove_library(const char *name, void **handle)
     if (!l)
         return -ENOENT;
     *handle = l->handle;
+    if (file)
+        *file = l->file;
     free(l->path);
     free(l);
     return 0;

@@ -321,13 +321,55 @@ static size_t display_width(const char *s)
     return w;
 }
 
-/* A table cell: the text with control characters shown as spaces so a row stays one line. */
+/* True when s starts with a C1 control character (U+0080..U+009F, UTF-8 C2 80..C2 9F): some
+ * terminals act on them as on ESC sequences (U+009B is CSI). */
+static bool starts_with_c1(const char *s)
+{
+    return (unsigned char)s[0] == 0xC2 && (unsigned char)s[1] >= 0x80 &&
+           (unsigned char)s[1] <= 0x9F;
+}
+
+/* A table cell: control characters (C0, DEL, C1) shown as spaces so a row stays one line and
+ * a program's string cannot drive the reader's terminal. */
 static void put_cell(struct buffer *b, const char *s)
 {
     for (; *s; s++) {
+        if (starts_with_c1(s)) {
+            put(b, " ", 1);
+            s++;
+            continue;
+        }
         char c = ((unsigned char)*s < 0x20 || *s == 0x7f) ? ' ' : *s;
         put(b, &c, 1);
     }
+}
+
+/*
+ * One line of text (an error or a message, which may quote a program's string): control
+ * characters are written as escapes (\n, \t, \r, \e, \xNN, C1 as \u0080..\u009f), so the
+ * line can never become two lines or move a terminal's cursor. The newline is added.
+ */
+static void put_escaped_line(struct buffer *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (starts_with_c1(s)) {
+            snprintf(esc, sizeof esc, "\\u%04x", (unsigned char)s[1]);
+            puts_(b, esc);
+            s++;
+        } else if (c == '\n' || c == '\t' || c == '\r' || c == 0x1b) {
+            esc[0] = '\\';
+            esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : 'e';
+            put(b, esc, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof esc, "\\x%02x", c);
+            puts_(b, esc);
+        } else {
+            put(b, s, 1);
+        }
+    }
+    puts_(b, "\n");
 }
 
 #define MAX_COLUMNS 16
@@ -391,7 +433,7 @@ static void render_plain(const struct hp_reply *r, struct buffer *b)
 {
     if (r->failed) {
         puts_(b, "error: ");
-        put_line(b, r->error);
+        put_escaped_line(b, r->error);
     } else if (r->plain) {
         put_line(b, r->plain);
     } else if (r->has_value) {
@@ -401,17 +443,16 @@ static void render_plain(const struct hp_reply *r, struct buffer *b)
     } else if (r->is_list && r->empty_text) {
         put_line(b, r->empty_text);
     } else if (r->message) {
-        put_line(b, r->message);
+        put_escaped_line(b, r->message);
     } else {
         puts_(b, "ok\n");
     }
 }
 
 /* A JSON string; bytes that are not valid UTF-8 become U+FFFD so the line stays valid JSON. */
-static void put_json_string(struct buffer *b, const char *s)
+static void put_json_bytes(struct buffer *b, const char *s, size_t len)
 {
     puts_(b, "\"");
-    size_t len = strlen(s);
     for (size_t i = 0; i < len;) {
         unsigned char c = (unsigned char)s[i];
         char esc[8];
@@ -438,6 +479,22 @@ static void put_json_string(struct buffer *b, const char *s)
         }
     }
     puts_(b, "\"");
+}
+
+static void put_json_string(struct buffer *b, const char *s)
+{
+    put_json_bytes(b, s, strlen(s));
+}
+
+char *hp_json_quote(const char *s, size_t len)
+{
+    struct buffer b = {0};
+    put_json_bytes(&b, s, len);
+    if (b.failed) {
+        free(b.data);
+        return NULL;
+    }
+    return b.data;
 }
 
 static void put_json_value(struct buffer *b, const char *text, enum hp_json_kind kind)

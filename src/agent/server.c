@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -71,6 +72,10 @@ struct owned_fd {
 struct client {
     struct owned_fd sock;
     struct hp_peer peer;
+    struct owned_fd pending_fd;  /* a descriptor that came with the line being read, or fd -1 */
+    bool extra_fds;              /* more than one descriptor came with this line */
+    bool refusing;               /* refused before its request: `refusal` is its only answer */
+    char refusal[HP_ERROR_MAX];
     enum client_state state;
     bool in_session;
     bool close_after_write;
@@ -93,9 +98,8 @@ struct hp_server {
     bool hidden;                 /* an exec is in flight: the socket file must stay away */
     sigset_t program_mask;       /* the starting thread's mask, for an exec from this thread */
     struct hp_server_config cfg;
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    dev_t dev;                   /* identity of the socket file this server created */
-    ino_t ino;
+    char wanted[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* the configured path */
+    struct hp_socket_file file;  /* where it listens (guarded by file_lock once the thread runs) */
     struct client **clients;     /* owned by the server thread once it runs */
     size_t client_count;
     long long accept_pause_until_ms; /* after EMFILE: stop accepting for a moment */
@@ -143,61 +147,9 @@ static void release(struct owned_fd *o)
 
 /* ---- the socket file ----------------------------------------------------------------------- */
 
-/* True when path is a socket of ours that nobody answers on: safe to replace. */
-static bool is_stale_socket(const char *path, int *why)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        *why = errno;
-        return false;
-    }
-    if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid()) {
-        *why = EEXIST;
-        return false;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        *why = errno;
-        return false;
-    }
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    memcpy(addr.sun_path, path, strlen(path) + 1);
-    int rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
-    int err = errno;
-    close(fd);
-    if (rc == 0) {
-        *why = EADDRINUSE;
-        return false;
-    }
-    if (err != ECONNREFUSED) {
-        *why = err;
-        return false;
-    }
-    return true;
-}
-
-/* Binds fd to path, replacing a stale socket of ours (never anything else). */
-static int bind_path(int fd, const char *path)
-{
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    memcpy(addr.sun_path, path, strlen(path) + 1);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0)
-        return 0;
-    int why = errno;
-    if (why != EADDRINUSE)
-        return -why;
-    if (!is_stale_socket(path, &why)) {
-        hp_log("not starting: %s exists and is not a stale socket of this user (%s)", path,
-               why == EADDRINUSE ? "another agent answers there" : strerror(why));
-        return -why;
-    }
-    hp_log("replacing stale socket %s", path);
-    if (unlink(path) != 0 && errno != ENOENT)
-        return -errno;
-    return bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 ? 0 : -errno;
-}
-
-/* Creates, binds (mode 0600) and listens on the socket; records the file's identity. */
+/* Creates a socket and binds it where socket_file.c decides (the configured path, or a private
+ * fallback when that name is taken), then listens. Callers hold file_lock, or run before the
+ * thread exists. */
 static int bind_socket(struct hp_server *s)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -207,31 +159,26 @@ static int bind_socket(struct hp_server *s)
      * then it must be neither bound nor closed by us. */
     struct owned_fd sock = {-1, 0, 0};
     own(&sock, fd);
-    int rc = sock.fd < 0 ? -EBADF : still_ours(&sock) ? bind_path(sock.fd, s->path) : -EBADF;
-    struct stat st;
-    if (rc == 0 && (lstat(s->path, &st) != 0 || !S_ISSOCK(st.st_mode)))
-        rc = -EEXIST;
+    if (sock.fd < 0)
+        return -EBADF;
+    struct hp_socket_access access;
+    hp_policy_socket_access(&access);
+    struct hp_socket_file file;
+    int rc = still_ours(&sock) ? hp_socket_file_bind(sock.fd, s->wanted, &access, &file) : -EBADF;
     if (rc == 0) {
-        s->dev = st.st_dev;
-        s->ino = st.st_ino;
         errno = 0;
-        if (chmod(s->path, 0600) != 0 || !still_ours(&sock) || listen(sock.fd, 128) != 0)
+        if (!still_ours(&sock) || listen(sock.fd, 128) != 0) {
             rc = errno ? -errno : -EBADF;
+            hp_socket_file_remove(&file);
+        }
     }
     if (rc != 0) {
         release(&sock);
         return rc;
     }
+    s->file = file;
     s->listener = sock;
     return 0;
-}
-
-/* Unlinks the socket path only if it is still the inode this server created. */
-static void remove_socket_file(const struct hp_server *s)
-{
-    struct stat st;
-    if (lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-        unlink(s->path);
 }
 
 /* ---- connections --------------------------------------------------------------------------- */
@@ -247,19 +194,23 @@ static void close_client(struct hp_server *s, size_t index)
 {
     struct client *c = s->clients[index];
     release(&c->sock);
+    release(&c->pending_fd);
     free(c->out);
     free(c);
     s->clients[index] = s->clients[--s->client_count];
 }
 
-static void refuse_connection(int fd, const struct hp_peer *peer, const char *reason)
+/* A refusal that cannot wait for the request (no slot to wait in): plain form, at once. */
+static void refuse_now(int fd, const struct hp_peer *peer, const char *reason)
 {
-    char line[256];
+    char line[HP_ERROR_MAX + 16];
     snprintf(line, sizeof line, "error: %s\n", reason);
     send_and_forget(fd, line);
-    if (peer)
+    if (peer) {
         hp_log("refused connection from uid %ld pid %ld: %s", (long)peer->uid, (long)peer->pid,
                reason);
+        hp_audit(HP_AUDIT_REFUSED, peer, "", 0, false, reason);
+    }
     close(fd);
 }
 
@@ -273,6 +224,7 @@ static struct client *add_client(struct hp_server *s, int fd, const struct hp_pe
         free(c);
         return NULL;
     }
+    c->pending_fd.fd = -1;
     c->peer = *peer;
     c->state = READING;
     c->deadline_ms = now_ms() + s->cfg.idle_timeout_ms;
@@ -282,35 +234,130 @@ static struct client *add_client(struct hp_server *s, int fd, const struct hp_pe
 
 static void queue_error(struct hp_server *s, struct client *c, const char *message);
 
+/* ---- the descriptor budget ---------------------------------------------------------------- */
+
+/*
+ * The agent lives in someone else's process, whose own open() must never fail because of it.
+ * So the agent holds at most an eighth of the soft RLIMIT_NOFILE (read at each connection, as
+ * the program may change it), and never more than BUDGET_CAP: its listen socket and eventfd,
+ * every connection, every descriptor received with a request, and the files of loaded
+ * libraries. A few slots are kept to refuse politely; a uid other than root may hold at most
+ * half of the budget, so one user cannot lock root out.
+ */
+#define BUDGET_CAP 512
+#define REFUSAL_SLOTS 4            /* connections waiting to be told "no" in their own form */
+#define REFUSAL_WAIT_MS 250        /* how long such a connection may take to send its line */
+
+static size_t descriptor_budget(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur / 8 >= BUDGET_CAP)
+        return BUDGET_CAP;
+    return (size_t)(rl.rlim_cur / 8);
+}
+
+static size_t refusal_slots(size_t budget)
+{
+    return budget >= 4 * REFUSAL_SLOTS ? REFUSAL_SLOTS : budget / 4;
+}
+
+/* Descriptors held now, and those held for one uid's connections. */
+static size_t descriptors_held(const struct hp_server *s, const uid_t *uid)
+{
+    size_t held = uid ? 0 : 2 + hp_registry_held_files();
+    for (size_t i = 0; i < s->client_count; i++) {
+        const struct client *c = s->clients[i];
+        if (uid && c->peer.uid != *uid)
+            continue;
+        held += 1 + (c->pending_fd.fd >= 0);
+    }
+    return held;
+}
+
+static size_t count_clients(const struct hp_server *s, bool refusing)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->client_count; i++)
+        n += s->clients[i]->refusing == refusing;
+    return n;
+}
+
+/* Why a new connection of peer cannot be served now ("" when it can). */
+static void check_limits(const struct hp_server *s, const struct hp_peer *peer, char *why,
+                         size_t cap)
+{
+    size_t budget = descriptor_budget(), slots = refusal_slots(budget);
+    size_t held = descriptors_held(s, NULL) + 1;
+    why[0] = '\0';
+    if (count_clients(s, false) >= (size_t)s->cfg.max_clients)
+        snprintf(why, cap, "too many connections; try again later");
+    else if (held + slots > budget)
+        snprintf(why, cap, "too many connections: the agent's share of this process's file "
+                 "descriptors (%zu) is in use; try again later", budget);
+    else if (peer->uid != 0 && descriptors_held(s, &peer->uid) + 1 > budget / 2)
+        snprintf(why, cap, "too many connections from uid %ld: one user may hold at most %zu of "
+                 "the agent's %zu descriptors; close some first", (long)peer->uid, budget / 2,
+                 budget);
+}
+
+/* The peer's supplementary groups (SO_PEERGROUPS); 0 when unknown. */
+static size_t peer_groups(int fd, gid_t *groups, size_t cap)
+{
+    socklen_t len = (socklen_t)(cap * sizeof *groups);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0)
+        return 0;
+    return len / sizeof *groups;
+}
+
+/* Keeps a refused connection for a moment, so the refusal can come in the form its request asks
+ * for (JSON or plain); without a slot for that, refuses at once in plain form. */
+static void refuse_later(struct hp_server *s, int fd, const struct hp_peer *peer,
+                         const char *reason)
+{
+    size_t budget = descriptor_budget();
+    struct client *c = NULL;
+    if (count_clients(s, true) < refusal_slots(budget) &&
+        descriptors_held(s, NULL) + 1 <= budget)
+        c = add_client(s, fd, peer);
+    if (!c) {
+        refuse_now(fd, peer, reason);
+        return;
+    }
+    hp_log("refused connection from uid %ld pid %ld: %s", (long)peer->uid, (long)peer->pid,
+           reason);
+    c->refusing = true;
+    snprintf(c->refusal, sizeof c->refusal, "%s", reason);
+    c->deadline_ms = now_ms() + REFUSAL_WAIT_MS;
+}
+
 static void admit(struct hp_server *s, int fd)
 {
     struct ucred cred;
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        refuse_connection(fd, NULL, "cannot read the peer's credentials");
+        refuse_now(fd, NULL, "cannot read the peer's credentials");
         return;
     }
     struct hp_peer peer = {cred.uid, cred.gid, cred.pid};
-    if (s->client_count >= (size_t)s->cfg.max_clients) {
-        refuse_connection(fd, &peer, "too many connections; try again later");
-        return;
-    }
-    struct client *c = add_client(s, fd, &peer);
-    if (!c) {
-        refuse_connection(fd, &peer, "cannot take the connection");
-        return;
-    }
-    if (!hp_policy_allows(peer.uid)) {
-        /* Refused through the normal reply path, so the refusal survives a client that has
-         * already sent its request (closing with unread input would reset the connection). */
-        char allowed[200], reason[300];
+    gid_t groups[256];
+    size_t n_groups = peer_groups(fd, groups, HP_ARRAY_SIZE(groups));
+    char reason[HP_ERROR_MAX];
+    if (!hp_policy_allows(&peer, groups, n_groups)) {
+        char allowed[200];
         hp_policy_describe_allowed(allowed, sizeof allowed);
         snprintf(reason, sizeof reason, "permission denied: uid %ld may not control this process "
                  "(allowed: %s)", (long)peer.uid, allowed);
-        hp_log("refused connection from uid %ld pid %ld: %s", (long)peer.uid, (long)peer.pid,
-               reason);
-        queue_error(s, c, reason);
+        refuse_later(s, fd, &peer, reason);
+        return;
     }
+    check_limits(s, &peer, reason, sizeof reason);
+    if (reason[0]) {
+        refuse_later(s, fd, &peer, reason);
+        return;
+    }
+    if (!add_client(s, fd, &peer))
+        refuse_now(fd, &peer, "cannot take the connection");
 }
 
 static void accept_pending(struct hp_server *s)
@@ -364,17 +411,54 @@ static void queue_error(struct hp_server *s, struct client *c, const char *messa
     queue_reply(s, c, text, text ? len : 0, true);
 }
 
-/* Runs the request in c->in[0..len) and queues its reply. */
+/* True when a request line asks for JSON replies: a `json` prefix, or `session`. */
+static bool line_wants_json(const char *line, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    size_t word = i;
+    while (i < len && line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+        i++;
+    return (i - word == 4 && memcmp(line + word, "json", 4) == 0) ||
+           (i - word == 7 && memcmp(line + word, "session", 7) == 0);
+}
+
+/* Answers a refused connection, in the form of its first line when one has arrived (`known`),
+ * and records the refusal with that line. */
+static void answer_refusal(struct hp_server *s, struct client *c, size_t len, bool known)
+{
+    hp_audit(HP_AUDIT_REFUSED, &c->peer, c->in, known ? len : c->in_len, false, c->refusal);
+    size_t out_len = 0;
+    char *text = render_error(known && line_wants_json(c->in, len), c->refusal, &out_len);
+    queue_reply(s, c, text, text ? out_len : 0, true);
+}
+
+/* Runs the request in c->in[0..len), with the descriptor that came with it, and queues its
+ * reply; the descriptor is closed afterwards (a handler that keeps one has its own dup). */
 static void serve_line(struct hp_server *s, struct client *c, size_t len)
 {
+    if (c->refusing) {
+        answer_refusal(s, c, len, true);
+        return;
+    }
+    bool extra = c->extra_fds;
+    int fd = still_ours(&c->pending_fd) ? c->pending_fd.fd : -1;
     struct hp_reply *reply = hp_reply_new();
-    if (!reply) {
-        queue_error(s, c, "out of memory");
+    if (!reply || extra) {
+        hp_reply_free(reply);
+        release(&c->pending_fd);
+        c->extra_fds = false;
+        queue_error(s, c, extra ? "more than one file descriptor came with the request (at most "
+                                  "one may); nothing was done"
+                                : "out of memory");
         return;
     }
     bool json = false;
     enum hp_after after = HP_AFTER_CLOSE;
-    hp_handle_line(c->in, len, &c->peer, c->in_session, reply, &json, &after);
+    struct hp_line line = {c->in, len, &c->peer, fd, c->in_session};
+    hp_handle_request(&line, reply, &json, &after);
+    release(&c->pending_fd);
     /* The reply that opens or closes a session is already in the session's JSON form. */
     bool session_reply = c->in_session || after == HP_AFTER_KEEP;
     c->in_session = after == HP_AFTER_KEEP;
@@ -402,13 +486,57 @@ static bool serve_buffered_line(struct hp_server *s, struct client *c)
     return true;
 }
 
+#define MAX_FDS_PER_READ 4         /* more are discarded by the kernel (MSG_CTRUNC) */
+
+/* Keeps the first descriptor that came with the line being read; closes any other. */
+static void take_descriptors(struct client *c, struct msghdr *msg)
+{
+    if (msg->msg_flags & MSG_CTRUNC)
+        c->extra_fds = true;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof fd, sizeof fd);
+            if (c->pending_fd.fd < 0 && !c->refusing) {
+                own(&c->pending_fd, fd);
+                continue;
+            }
+            close(fd);
+            c->extra_fds = !c->refusing;
+        }
+    }
+}
+
+/* recv(2) that also takes the descriptors a client sends with its request (SCM_RIGHTS). */
+static ssize_t receive(struct client *c, size_t room)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_READ)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {c->in + c->in_len, room};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    ssize_t n = recvmsg(c->sock.fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n >= 0)
+        take_descriptors(c, &msg);
+    return n;
+}
+
 /* Reads what is available; returns false when the connection should be closed now. */
 static bool read_from(struct hp_server *s, struct client *c)
 {
     size_t room = sizeof c->in - c->in_len;
-    ssize_t n = recv(c->sock.fd, c->in + c->in_len, room, MSG_DONTWAIT);
+    ssize_t n = receive(c, room);
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    if (n == 0 && c->refusing) {
+        answer_refusal(s, c, c->in_len, c->in_len > 0);
+        return true;
+    }
     if (n == 0) {
         /* The client finished sending. A complete line was already served; a partial one is
          * refused rather than executed, because it may be a command cut short. */
@@ -420,7 +548,9 @@ static bool read_from(struct hp_server *s, struct client *c)
     c->in_len += (size_t)n;
     if (serve_buffered_line(s, c))
         return true;
-    if (c->in_len == sizeof c->in) {
+    if (c->in_len == sizeof c->in && c->refusing) {
+        answer_refusal(s, c, c->in_len, true);
+    } else if (c->in_len == sizeof c->in) {
         char message[96];
         snprintf(message, sizeof message, "request line longer than %d bytes; nothing was done",
                  HP_LINE_MAX);
@@ -470,6 +600,10 @@ static bool write_to(struct hp_server *s, struct client *c)
 static void expire(struct hp_server *s, size_t index)
 {
     struct client *c = s->clients[index];
+    if (c->refusing && c->state == READING) {
+        answer_refusal(s, c, c->in_len, false);  /* no line in time: the plain form */
+        return;
+    }
     if (c->state == READING) {
         size_t len;
         char *text = render_error(c->in_session,
@@ -512,20 +646,11 @@ static bool listen_again(struct hp_server *s, const char *why)
         pthread_mutex_unlock(&s->file_lock);
         return false;
     }
-    struct stat st;
-    if (lstat(s->path, &st) == 0) {
-        if (st.st_dev != s->dev || st.st_ino != s->ino) {
-            hp_log("%s and %s is no longer ours; not serving", why, s->path);
-            s->listener_lost = false; /* nothing more to try */
-            pthread_mutex_unlock(&s->file_lock);
-            return false;
-        }
-        unlink(s->path);
-    }
+    hp_socket_file_remove(&s->file); /* only if still ours; a taken name means the fallback */
     int rc = bind_socket(s);
     pthread_mutex_unlock(&s->file_lock);
     if (rc != 0 && !s->listener_lost)
-        hp_log("%s; cannot listen on %s again yet (%s); retrying every second", why, s->path,
+        hp_log("%s; cannot listen on %s again yet (%s); retrying every second", why, s->wanted,
                strerror(-rc));
     s->listener_lost = rc != 0;
     return rc == 0;
@@ -538,7 +663,7 @@ static void recover_listener(struct hp_server *s)
     s->listener.fd = -1; /* not ours any more: never close it */
     const char *why = "the program closed the agent's listen socket";
     if (listen_again(s, why))
-        hp_log("%s; listening again on %s", why, s->path);
+        hp_log("%s; listening again on %s", why, s->file.path);
 }
 
 /* An exec failed after the socket file was removed for it. */
@@ -630,7 +755,7 @@ static bool delayed_bind(struct hp_server *s)
     int rc = s->hidden ? 0 : bind_socket(s); /* hidden: the failed exec's request will bind */
     pthread_mutex_unlock(&s->file_lock);
     if (rc != 0)
-        hp_log("cannot serve %s: %s", s->path[0] ? s->path : s->cfg.socket_path, strerror(-rc));
+        hp_log("cannot serve %s: %s", s->wanted, strerror(-rc));
     return rc == 0;
 }
 
@@ -639,7 +764,7 @@ static void *server_main(void *arg)
     struct hp_server *s = arg;
     if (s->cfg.start_delay_ms > 0 && !delayed_bind(s))
         return NULL;
-    size_t cap = (size_t)s->cfg.max_clients + 2;
+    size_t cap = (size_t)s->cfg.max_clients + REFUSAL_SLOTS + 2;
     struct pollfd *fds = calloc(cap, sizeof *fds);
     if (!fds) {
         hp_log("server thread cannot allocate its poll set; not serving");
@@ -715,20 +840,19 @@ int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out)
     s->listener.fd = -1;
     pthread_mutex_init(&s->file_lock, NULL);
     own(&s->wake, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    s->clients = calloc((size_t)cfg->max_clients, sizeof *s->clients);
+    s->clients = calloc((size_t)cfg->max_clients + REFUSAL_SLOTS, sizeof *s->clients);
     size_t len = strlen(cfg->socket_path);
     int rc = s->wake.fd < 0 ? -EMFILE : !s->clients ? -ENOMEM
-             : len >= sizeof s->path ? -ENAMETOOLONG : 0;
+             : len >= sizeof s->wanted ? -ENAMETOOLONG : 0;
     if (rc == 0)
-        memcpy(s->path, cfg->socket_path, len + 1);
+        memcpy(s->wanted, cfg->socket_path, len + 1);
+    s->cfg.socket_path = s->wanted;
     if (rc == 0 && cfg->start_delay_ms <= 0)
         rc = bind_socket(s);
     if (rc == 0)
         rc = start_thread(s);
     if (rc != 0) {
-        bool created = s->ino != 0;
-        if (created)
-            remove_socket_file(s);
+        hp_socket_file_remove(&s->file);
         hp_log("cannot serve %s: %s", cfg->socket_path, strerror(-rc));
         destroy(s);
         return rc;
@@ -755,7 +879,7 @@ void hp_server_stop(struct hp_server *s)
     __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
     wake_thread(s);
     pthread_join(s->thread, NULL);
-    remove_socket_file(s);
+    hp_socket_file_remove(&s->file);
     destroy(s);
 }
 
@@ -763,7 +887,7 @@ void hp_server_hide_for_exec(struct hp_server *s)
 {
     pthread_mutex_lock(&s->file_lock);
     s->hidden = true;
-    remove_socket_file(s);
+    hp_socket_file_remove(&s->file);
     pthread_mutex_unlock(&s->file_lock);
 }
 
@@ -786,9 +910,13 @@ bool hp_server_is_current_thread(const struct hp_server *s)
     return pthread_equal(pthread_self(), s->thread);
 }
 
-const char *hp_server_path(const struct hp_server *s)
+int hp_server_path(struct hp_server *s, char *buf, size_t cap)
 {
-    return s->path;
+    pthread_mutex_lock(&s->file_lock);
+    const char *path = s->file.path[0] ? s->file.path : s->wanted;
+    int n = snprintf(buf, cap, "%s", path);
+    pthread_mutex_unlock(&s->file_lock);
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : n;
 }
 
 /* For fork: the child must not serve, join or unlink anything of the parent's server. */

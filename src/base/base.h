@@ -3,7 +3,8 @@
  * fork safety. Not installed.
  *
  * The rooms, from the bottom up (a room includes only its own headers and the ones below it):
- *   base/      this header: log.c (one-line diagnostics), atfork.c (one fork hook for all)
+ *   base/      this header: log.c (one-line diagnostics), env.c (settings, AT_SECURE),
+ *              atfork.c (one fork hook for all)
  *   engine/    the patch engine: versions, relays, the thread stop, maps, symbols (engine.h),
  *              with arch/ for instruction encoding and code writes (arch.h)
  *   agent/     the control plane: registry, values, replies, protocol, policy, server, life
@@ -15,6 +16,7 @@
 #define HOTPATCH_BASE_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define HP_HIDDEN __attribute__((visibility("hidden")))
@@ -31,6 +33,13 @@ void hp_log(const char *fmt, ...) HP_PRINTF(1, 2);
 typedef void (*hp_log_sink)(const char *line, size_t len);
 /* NULL restores stderr. Called before the agent starts. */
 void hp_log_set_sink(hp_log_sink sink);
+
+/* ---- env.c ----------------------------------------------------------------------------- */
+/* getenv() for the agent's own settings: NULL for every HOTPATCH_* variable in a
+ * secure-execution process (AT_SECURE: setuid, setgid, capabilities), logged once. Any thread. */
+const char *hp_env(const char *name);
+/* True in a secure-execution process. */
+bool hp_secure_execution(void);
 
 /* ---- atfork.c -------------------------------------------------------------------------- */
 /*

@@ -6,11 +6,14 @@
  * program's). The operator names it; the name is how `func upgrade` finds it later.
  *
  * Loading runs the library's constructors inside the process, so the file must be one that only
- * root or the process's own user could have written: the file and every directory above it
- * (symlinks resolved) must be owned by root or the process's uid and not writable by anyone
- * else — a directory writable by others is accepted only with the sticky bit, which stops them
- * replacing files they do not own. A bare soname (no '/') is searched by the dynamic loader in
- * the system's library directories and is not checked here.
+ * root or the process's own user could have written, and the file loaded must be the file that
+ * was checked. PATH is opened once by the trusted walk (agent/trust.c: every directory and link
+ * on the way owned by root or the process's uid, no link in /proc), the open file is checked
+ * (regular, owned by root or the process's uid, writable by no one else), and that descriptor is
+ * what dlopen loads, as /proc/self/fd/N: nothing is resolved by name twice, and dlopen's own
+ * rewriting of names ($ORIGIN, library-path search) never applies. A bare name is refused.
+ * Clients send the file itself with the request (SCM_RIGHTS): it is then the file the operator
+ * opened in the operator's own namespace, and only the descriptor checks apply.
  *
  * Unloading is the dangerous direction: dlclose unmaps code, and a thread still running that
  * code would crash the host. So before dlclose every subsystem that can hold a library's code
@@ -18,6 +21,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <link.h>
 #include <limits.h>
 #include <stdio.h>
@@ -51,14 +55,22 @@ static void cmd_lib_list(const struct hp_request *req, struct hp_reply *reply)
     hp_registry_each_library(add_library_item, reply);
 }
 
-/* Refuses a relative path with a directory part: the agent's cwd is not the operator's. */
+/* Refuses what the trusted walk cannot take: a bare name (the loader would search the process's
+ * library path, which may hold '.' or a writable directory) and a relative path (the agent's
+ * working directory is not the operator's). */
 static bool path_acceptable(const char *path, struct hp_reply *reply)
 {
     if (path[0] == '\0') {
         hp_reply_error(reply, "empty library path; give an absolute path to a .so file");
         return false;
     }
-    if (path[0] != '/' && strchr(path, '/')) {
+    if (!strchr(path, '/')) {
+        hp_reply_error(reply, "'%.200s' is a bare name, which the loader would search for along "
+                       "the process's library path; give an absolute path (such as "
+                       "/usr/lib/x86_64-linux-gnu/%.100s)", path, path);
+        return false;
+    }
+    if (path[0] != '/') {
         char cwd[512];
         if (!getcwd(cwd, sizeof cwd))
             snprintf(cwd, sizeof cwd, "unknown");
@@ -69,58 +81,48 @@ static bool path_acceptable(const char *path, struct hp_reply *reply)
     return true;
 }
 
-static bool trusted_owner(uid_t uid)
+/*
+ * The descriptor of the file to load, checked: the one the client sent (the operator opened it
+ * in the operator's own namespace), or PATH opened by the trusted walk. A new descriptor the
+ * caller owns, or -1 with the reply's error set.
+ */
+static int open_library(const struct hp_request *req, const char *path, struct hp_reply *reply)
 {
-    return uid == 0 || uid == geteuid();
+    char why[HP_ERROR_MAX];
+    int fd;
+    if (req->fd >= 0) {
+        fd = fcntl(req->fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) {
+            hp_reply_error(reply, "cannot keep the descriptor sent for %.256s: %s", path,
+                           strerror(errno));
+            return -1;
+        }
+    } else {
+        if (!path_acceptable(path, reply))
+            return -1;
+        fd = hp_trust_open(path, O_RDONLY | O_NONBLOCK, 0, HP_LINKS_TRUSTED, why, sizeof why);
+        if (fd < 0) {
+            hp_reply_error(reply, "refusing to load %.256s: %s", path, why);
+            return -1;
+        }
+    }
+    char shown[PATH_MAX + 32];
+    snprintf(shown, sizeof shown, "%s%s", path, req->fd >= 0 ? " (sent by the client)" : "");
+    if (hp_trust_check_file(fd, shown, false, why, sizeof why) != 0) {
+        close(fd);
+        hp_reply_error(reply, "refusing to load %.256s: %s", path, why);
+        return -1;
+    }
+    return fd;
 }
 
-/* Checks one path component; false with a reason when someone else could change it. */
-static bool component_trusted(const char *path, const char *file, char *why, size_t cap)
+/* Closes a held descriptor only while it still names the file it was opened on. */
+static void release_file(const struct hp_held_file *file)
 {
     struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(why, cap, "cannot check %s: %s", path, strerror(errno));
-        return false;
-    }
-    bool is_dir = S_ISDIR(st.st_mode);
-    const char *what = is_dir ? "directory" : "file";
-    if (!trusted_owner(st.st_uid)) {
-        snprintf(why, cap, "refusing to load %s: %s %s is owned by uid %ld; it must be owned by "
-                 "root or uid %ld", file, what, path, (long)st.st_uid, (long)geteuid());
-        return false;
-    }
-    bool others_write = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
-    if (others_write && !(is_dir && (st.st_mode & S_ISVTX))) {
-        snprintf(why, cap, "refusing to load %s: %s %s is writable by %s (mode %04o); only root "
-                 "or uid %ld may be able to change it", file, what, path,
-                 (st.st_mode & S_IWOTH) ? "every user" : "its group", (unsigned)(st.st_mode & 07777),
-                 (long)geteuid());
-        return false;
-    }
-    return true;
-}
-
-/* The file and each directory above it (after resolving symlinks) must be trusted. */
-static bool library_file_trusted(const char *path, char *why, size_t cap)
-{
-    char real[PATH_MAX];
-    if (!realpath(path, real) && errno == ENOENT)
-        return true; /* nothing to trust: dlopen reports the missing file in its own words */
-    if (!realpath(path, real)) {
-        snprintf(why, cap, "cannot load '%.256s': %s", path, strerror(errno));
-        return false;
-    }
-    char prefix[PATH_MAX];
-    size_t len = strlen(real);
-    for (size_t i = len; i > 0; i--) {
-        if (i != len && real[i] != '/')
-            continue;
-        memcpy(prefix, real, i);
-        prefix[i] = '\0';
-        if (!component_trusted(prefix, path, why, cap))
-            return false;
-    }
-    return component_trusted("/", path, why, cap);
+    if (file->fd >= 0 && fstat(file->fd, &st) == 0 && st.st_dev == file->dev &&
+        st.st_ino == file->ino)
+        close(file->fd);
 }
 
 static void cmd_lib_load(const struct hp_request *req, struct hp_reply *reply)
@@ -137,26 +139,31 @@ static void cmd_lib_load(const struct hp_request *req, struct hp_reply *reply)
                        "choose another name", name, existing.path);
         return;
     }
-    if (!path_acceptable(path, reply))
+    int fd = open_library(req, path, reply);
+    if (fd < 0)
         return;
-    char why[HP_ERROR_MAX];
-    if (strchr(path, '/') && !library_file_trusted(path, why, sizeof why)) {
-        hp_reply_error(reply, "%s", why);
-        return;
-    }
-
+    /* The very file checked is loaded: through its descriptor, never by its name again. The
+     * descriptor stays open while the library is loaded, so the loader's name for it keeps
+     * naming it (the symbol tables are read from there). */
+    struct stat st;
+    fstat(fd, &st);
+    struct hp_held_file file = {fd, st.st_dev, st.st_ino};
+    char by_fd[64];
+    snprintf(by_fd, sizeof by_fd, "/proc/self/fd/%d", fd);
     dlerror();
-    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *handle = dlopen(by_fd, RTLD_NOW | RTLD_LOCAL);
     if (!handle) {
         const char *err = dlerror();
+        release_file(&file);
         hp_reply_error(reply, "cannot load '%.256s': %s", path, err ? err : "dlopen failed");
         return;
     }
     struct link_map *map = NULL;
     uintptr_t base = dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map ? map->l_addr : 0;
-    int rc = hp_registry_add_library(name, path, handle, base);
+    int rc = hp_registry_add_library(name, path, handle, base, &file);
     if (rc != 0) {
         dlclose(handle);
+        release_file(&file);
         hp_reply_error(reply, "cannot record library '%s': %s", name, strerror(-rc));
         return;
     }
@@ -188,14 +195,17 @@ static void cmd_lib_unload(const struct hp_request *req, struct hp_reply *reply)
         return;
     }
     void *handle;
-    hp_registry_remove_library(name, &handle);
+    struct hp_held_file file;
+    hp_registry_remove_library(name, &handle, &file);
+    release_file(&file);
     hp_reply_message(reply, "unloaded %s", name);
 }
 
 const struct hp_command hp_lib_commands[] = {
     {"lib", "list", 0, 0, cmd_lib_list, "lib list", "list libraries loaded with 'lib load'", 0},
     {"lib", "load", 2, 2, cmd_lib_load, "lib load NAME PATH",
-     "load the shared library at PATH (absolute) under NAME", HP_CMD_MUTATES},
+     "load the shared library at PATH (absolute; or the file sent with the request) under NAME",
+     HP_CMD_MUTATES | HP_CMD_TAKES_FD},
     {"lib", "unload", 1, 1, cmd_lib_unload, "lib unload NAME",
      "unload a library (refused while its code may be in use)", HP_CMD_MUTATES},
     {0},

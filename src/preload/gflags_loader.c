@@ -103,7 +103,7 @@ static bool own_directory(char *dir, size_t cap)
 /* Fills path with the first candidate that exists; else false, with the places tried in why. */
 static bool find_adapter(char *path, size_t cap, char *why, size_t why_cap)
 {
-    const char *env = getenv("HOTPATCH_GFLAGS_ADAPTER");
+    const char *env = hp_env("HOTPATCH_GFLAGS_ADAPTER");
     if (env && *env) {
         snprintf(path, cap, "%s", env);
         if (access(path, R_OK) == 0)

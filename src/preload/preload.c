@@ -51,7 +51,7 @@ static char log_path[PATH_MAX];
 
 static bool env_says_off(const char *name)
 {
-    const char *v = getenv(name);
+    const char *v = hp_env(name);
     if (!v || !*v)
         return false;
     static const char *const keep_on[] = {"0", "false", "no", "off"};
@@ -61,9 +61,12 @@ static bool env_says_off(const char *name)
     return true;
 }
 
+/* Each line opens the file afresh through the trusted walk: no descriptor of ours can be closed
+ * or reused by the program, and no link or foreign file is ever written. */
 static void write_to_log_file(const char *line, size_t len)
 {
-    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    char why[256];
+    int fd = hp_trust_open_append(log_path, why, sizeof why);
     if (fd < 0)
         return;
     ssize_t ignored = write(fd, line, len);
@@ -80,7 +83,7 @@ static void discard_log_line(const char *line, size_t len)
 /* Applies HOTPATCH_LOG. A file that cannot be opened leaves the log on stderr, and says so. */
 static void configure_log(void)
 {
-    const char *dest = getenv("HOTPATCH_LOG");
+    const char *dest = hp_env("HOTPATCH_LOG");
     if (!dest || !*dest || strcmp(dest, "stderr") == 0)
         return;
     if (strcmp(dest, "none") == 0 || strcmp(dest, "off") == 0) {
@@ -88,12 +91,11 @@ static void configure_log(void)
         return;
     }
     int n = snprintf(log_path, sizeof log_path, "%s", dest);
-    int fd = n > 0 && (size_t)n < sizeof log_path
-                 ? open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600)
-                 : -1;
+    char why[300] = "path too long";
+    int fd = n > 0 && (size_t)n < sizeof log_path ? hp_trust_open_append(log_path, why, sizeof why)
+                                                  : -ENAMETOOLONG;
     if (fd < 0) {
-        hp_log("HOTPATCH_LOG=%.200s cannot be opened (%s); logging to stderr", dest,
-               n > 0 && (size_t)n < sizeof log_path ? strerror(errno) : "path too long");
+        hp_log("HOTPATCH_LOG=%.200s refused (%s); logging to stderr", dest, why);
         return;
     }
     close(fd);

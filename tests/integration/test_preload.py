@@ -373,8 +373,8 @@ def test_socket_path_and_log_destination(spawn, tmp_path):
     assert not os.path.exists(f"/tmp/{p.pid}.socket")
     assert cli("-s", sock, "gflags", "set", "minloglevel", "1").returncode == 0
     text = wait_for(lambda: log.exists() and log.read_text(), what="the agent's log file")
-    assert re.search(rf'^hotpatch\[{p.pid}\]: audit .* request="json gflags set minloglevel 1" '
-                     r"result=ok$", text, re.M), text
+    assert re.search(rf'^hotpatch\[{p.pid}\]: audit \{{.*"phase":"end".*'
+                     r'"request":"json gflags set minloglevel 1","result":"ok"\}$', text, re.M), text
     assert oct(log.stat().st_mode & 0o777) == "0o600"
     kinds_after_change(p)
     assert not [l for l in p.err_lines if l.startswith("hotpatch[")]

@@ -183,13 +183,13 @@ static void functions_and_libraries(void **state)
     assert_int_equal(hotpatch_register_function("fn", (void *)collect), -EEXIST);
     assert_ptr_equal(hp_registry_find_function("fn"), (void *)listing_is_sorted_by_name);
     assert_null(hp_registry_find_function("missing"));
-    assert_int_equal(hp_registry_add_library("lib1", "/x/lib1.so", (void *)1, 0x1000), 0);
-    assert_int_equal(hp_registry_add_library("lib1", "/y.so", (void *)2, 0), -EEXIST);
+    assert_int_equal(hp_registry_add_library("lib1", "/x/lib1.so", (void *)1, 0x1000, NULL), 0);
+    assert_int_equal(hp_registry_add_library("lib1", "/y.so", (void *)2, 0, NULL), -EEXIST);
     struct hp_library_view view;
     assert_int_equal(hp_registry_find_library("lib1", &view), 0);
     assert_string_equal(view.path, "/x/lib1.so");
     void *handle = NULL;
-    assert_int_equal(hp_registry_remove_library("lib1", &handle), 0);
+    assert_int_equal(hp_registry_remove_library("lib1", &handle, NULL), 0);
     assert_ptr_equal(handle, (void *)1);
     assert_int_equal(hp_registry_find_library("lib1", &view), -ENOENT);
 }
