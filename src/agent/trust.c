@@ -152,8 +152,8 @@ static int follow_link(struct walk *w, const char *name, char *rest, size_t cap,
     if (!owner_trusted(st.st_uid)) {
         char owner[32];
         snprintf(owner, sizeof owner, "%ld", (long)st.st_uid);
-        return refuse(w, EPERM, "symbolic link %s is owned by uid %s, not by root or the "
-                      "process's user", shown, owner);
+        return refuse(w, EPERM, "symbolic link %s is owned by uid %s; it must be owned by root "
+                      "or the process's user", shown, owner);
     }
     if (++*links > MAX_LINKS)
         return refuse(w, ELOOP, "too many symbolic links on the way to %s%s", shown, "");
