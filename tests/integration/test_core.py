@@ -670,7 +670,7 @@ def test_agent_never_changes_the_programs_signal_dispositions(server):
     before = _signal_masks(server.pid)
     assert int(before["SigCgt"], 16) & (1 << (signal.SIGTERM - 1))  # the program's own handler
     cli("-p", server.pid, "var", "set", "age", "1")
-    cli("-p", server.pid, "lib", "load", "m", "libm.so.6")
+    cli("-p", server.pid, "lib", "load", "m", "/lib/x86_64-linux-gnu/libm.so.6")
     cli("-p", server.pid, "lib", "unload", "m")
     raw(server.socket, b"\xff" * 5000)
     nc(server.socket, "help\n")
