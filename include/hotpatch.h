@@ -53,11 +53,15 @@ enum hotpatch_type {
 /*
  * Starts the agent: creates the control socket and the thread that serves it.
  * The socket is $HOTPATCH_SOCKET when set, else /tmp/<pid>.socket; it is created with mode
- * 0600. A stale socket left by a dead process is replaced; any other existing file at that
- * path is left alone and the start fails with -EEXIST (-EADDRINUSE when a live agent
- * answers there). Idempotent: returns 0 when the agent already runs.
- * Errors: -EEXIST, -EADDRINUSE, -ENAMETOOLONG (path over 107 bytes), or the errno of the
- * failing socket call. Thread-safe.
+ * 0600 (HOTPATCH_ALLOW_UIDS and HOTPATCH_ALLOW_GROUP add users; in a setuid or otherwise
+ * secure-execution program every HOTPATCH_* variable is ignored). A stale socket of this user
+ * left by a dead process is replaced; anything else at that path (another user's file,
+ * directory, link or socket, or a live agent) is left alone and the agent serves instead in a
+ * private directory it creates, /tmp/hotpatch-<pid>.XXXXXX/socket, and logs where
+ * (hotpatch_socket_path() tells). Idempotent: returns 0 when the agent already runs.
+ * Errors: -ENAMETOOLONG (path over 107 bytes), or the errno of the failing socket call (for
+ * example when neither the path nor a private directory under /tmp can be created).
+ * Thread-safe.
  */
 HOTPATCH_API int hotpatch_start(void);
 

@@ -8,14 +8,19 @@
  * for a request, waiting between session requests, waiting for the client to take its reply).
  * Sends use MSG_NOSIGNAL, so a vanished client is an error code, never SIGPIPE in the host.
  *
- * Who may talk: the kernel's SO_PEERCRED says which uid is at the other end; policy.c says
- * whether it is answered (root and the process's uid by default). Others get a one-line
- * refusal and a line in the log.
+ * Who may talk: the kernel's SO_PEERCRED (and SO_PEERGROUPS) says who is at the other end;
+ * policy.c says whether it is answered (root and the process's uid by default). A connection
+ * refused by policy or by a limit waits a moment for its first line, so that its one error line
+ * comes in the form the line asks for (JSON or plain), and is audited.
  *
- * The socket file: created with bind(2) and set to mode 0600. A path that already exists is
- * replaced only when it is a socket owned by this uid that nobody answers on (the stale socket
- * of a dead process); anything else makes the start fail. On stop the path is unlinked only if
- * it is still the very inode this server created.
+ * The socket file: socket_file.c chooses the path (the configured one, or a private fallback
+ * directory when another user has taken that name) and removes it again only while it is
+ * still the inode this server created.
+ *
+ * The descriptor budget: the agent lives in someone else's process, whose own open() must keep
+ * working. It holds at most an eighth of RLIMIT_NOFILE (see descriptor_budget() below), half of
+ * that per non-root uid. A request may carry one descriptor (SCM_RIGHTS) for the command that
+ * takes one; it is closed after the handler.
  *
  * Descriptors: the program may close or dup2() over descriptors it does not own (daemons often
  * close every fd at start-up). So each descriptor the server owns remembers the identity
