@@ -64,11 +64,14 @@ struct match {
 
 static bool open_elf(const char *path, struct elf_file *f)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Non-blocking and regular files only: a name such as /proc/self/fd/N (a library loaded
+     * through its descriptor) may by now name a FIFO or a device of the program's. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return false;
     struct stat st;
-    bool ok = fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(ElfW(Ehdr));
+    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+              (size_t)st.st_size >= sizeof(ElfW(Ehdr));
     void *data = ok ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
     close(fd);
     if (data == MAP_FAILED)

@@ -23,6 +23,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <link.h>
 #include <limits.h>
 #include <pthread.h>
@@ -32,7 +33,7 @@
 #include <unistd.h>
 
 #include "gflags_adapter.h"
-#include "base/base.h"
+#include "agent/agent.h"
 
 #ifndef HOTPATCH_INSTALL_LIBDIR
 #define HOTPATCH_INSTALL_LIBDIR "/usr/local/lib"
@@ -144,17 +145,43 @@ static void *required_symbol(void *handle, const char *name, const char *path, c
     return sym;
 }
 
+/* dlopen of the adapter through the trusted walk (agent/trust.c), as `lib load` does: the file
+ * checked is the file loaded. The descriptor stays open for the life of the process, as the
+ * adapter does (RTLD_NODELETE), so the loader's name for it keeps naming it. */
+static void *open_adapter(const char *path, char *why, size_t why_cap)
+{
+    char reason[HP_ERROR_MAX];
+    int fd = hp_trust_open(path, O_RDONLY | O_NONBLOCK, 0, HP_LINKS_TRUSTED, reason,
+                           sizeof reason);
+    if (fd >= 0 && hp_trust_check_file(fd, path, false, reason, sizeof reason) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) {
+        snprintf(why, why_cap, "refusing to load the gflags adapter: %.300s", reason);
+        return NULL;
+    }
+    char by_fd[64];
+    snprintf(by_fd, sizeof by_fd, "/proc/self/fd/%d", fd);
+    dlerror();
+    void *handle = dlopen(by_fd, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    if (!handle) {
+        const char *err = dlerror();
+        snprintf(why, why_cap, "cannot load the gflags adapter %.200s: %.300s", path,
+                 err ? err : "dlopen failed");
+        close(fd);
+    }
+    return handle;
+}
+
 static bool load_adapter(char *why, size_t why_cap)
 {
     char path[PATH_MAX];
     if (!find_adapter(path, sizeof path, why, why_cap))
         return false;
-    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
-    if (!handle) {
-        const char *err = dlerror();
-        snprintf(why, why_cap, "cannot load the gflags adapter: %.300s", err ? err : path);
+    void *handle = open_adapter(path, why, why_cap);
+    if (!handle)
         return false;
-    }
     hp_gflags_adapter_abi_fn abi;
     struct hp_gflags_adapter a;
     *(void **)&abi = required_symbol(handle, "hp_gflags_adapter_abi", path, why, why_cap);
