@@ -512,6 +512,15 @@ def test_the_audit_trail_cannot_be_forged_or_cut(spawn, public_tmp):
     assert refused["error"].startswith("permission denied")
 
 
+def test_a_command_that_takes_the_host_down_still_leaves_its_record(spawn, public_tmp):
+    log = public_tmp / "audit.jsonl"
+    p = spawn([BIN / "hostile_host"], env={"HOTPATCH_AUDIT": f"file:{log}"}, stdin_pipe=True)
+    nc(p.socket, "var set crash 1\n")       # its change callback aborts the process
+    assert p.wait_exit() == -6
+    records = [json.loads(l) for l in log.read_text().splitlines()]
+    assert [(r["phase"], r["request"]) for r in records] == [("begin", "var set crash 1")]
+
+
 # ---- who may connect -----------------------------------------------------------------------------
 
 def test_refusals_come_in_the_form_the_request_asks_for(spawn):
@@ -562,7 +571,7 @@ def test_a_programs_string_cannot_forge_lines_or_drive_a_terminal(spawn):
     p = spawn([BIN / "hostile_host"], stdin_pipe=True)
     listing = nc(p.socket, "var list\n")
     assert "\x1b" not in listing and "\x07" not in listing and "\u009b" not in listing
-    assert len(listing.splitlines()) == 3                   # header, age, banner
+    assert len(listing.splitlines()) == 4                   # header, age, banner, crash
     reply = nc(p.socket, "var set banner plain\n")
     assert reply.count("\n") == 1 and "\x1b" not in reply and "\u009b" not in reply
     assert reply == ("banner = plain (was \\e]0;owned\\x07\\nerror: forged line \\u009b31mred)\n")

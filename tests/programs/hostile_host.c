@@ -7,7 +7,9 @@
  *     quit              exits 0
  *
  * It registers `banner`, a string that holds ESC, an OSC title sequence, BEL, a newline that
- * would forge a second line, and the C1 control U+009B (CSI), and `age`, an int. The tests use
+ * would forge a second line, and the C1 control U+009B (CSI); `age`, an int; and `crash`, an
+ * int whose change callback aborts the process when it is set to 1 (a command that takes the
+ * host down must still leave its audit record). The tests use
  * `open N` to prove that the host can still open files while other users hold connections to
  * its agent (the agent's descriptor budget).
  */
@@ -22,6 +24,15 @@
 
 static char banner[128] = "\x1b]0;owned\x07\nerror: forged line \xc2\x9b" "31mred";
 static int age = 10;
+static int crash;
+
+static void crash_on_one(const char *name, const void *old_value, const void *new_value,
+                         void *user)
+{
+    (void)name, (void)old_value, (void)user;
+    if (*(const int *)new_value == 1)
+        abort();
+}
 
 static int open_many(int wanted)
 {
@@ -42,6 +53,7 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     hotpatch_register_string("banner", banner, sizeof banner);
     hotpatch_register_variable("age", &age);
+    hotpatch_register_variable_checked("crash", &crash, NULL, crash_on_one, NULL);
     if (hotpatch_start() != 0)
         return 1;
     puts("ready");
