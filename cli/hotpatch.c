@@ -10,10 +10,13 @@
  *   0  the agent did it;  1  the agent refused (the reason is on stderr);
  *   2  usage error, or the agent could not be reached or answered nonsense.
  *
- * Safety checks that belong to the client: with -p, the server at the other end of the socket
- * must be that process (SO_PEERCRED), so a stale or planted socket cannot impersonate it; every
- * wait has a timeout; `lib load` turns a relative path into an absolute one, because the agent
- * resolves paths against the target's working directory, not the operator's.
+ * Safety checks that belong to the client (verify.c): with -p, the agent is found among the
+ * listening sockets the process holds, and after connecting the peer must be that process,
+ * running as root or as its user, and still the same process (a planted socket or a reused pid
+ * cannot impersonate it); with -s the peer must run as root, as the caller, or as the uid
+ * named by --trust-peer. Nothing is sent before these checks pass. Every wait has a timeout.
+ * `lib load` turns a relative path into an absolute one, because the agent resolves paths
+ * against the target's working directory, not the operator's.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -30,6 +33,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "verify.h"
 
 #define EXIT_REFUSED 1
 #define EXIT_TROUBLE 2
@@ -40,19 +44,24 @@ struct options {
     long pid;                       /* 0 when -s is used */
     const char *socket_path;
     bool json;
+    struct peer_trust trust;        /* with -s: a server uid accepted besides root and us */
     int timeout_ms;
 };
+
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: hotpatch [-p PID | -s SOCKET] [--json] [--timeout MS] COMMAND [ARG...]\n"
+            "usage: hotpatch [-p PID | -s SOCKET] [--json] [--timeout MS] [--trust-peer UID]\n"
+            "                COMMAND [ARG...]\n"
             "\n"
             "Talks to the hotpatch agent inside a running process.\n"
             "\n"
-            "  -p, --pid PID       the process (its agent listens on /tmp/PID.socket, or on the\n"
-            "                      HOTPATCH_SOCKET set in the process's environment, %%p = pid)\n"
-            "  -s, --socket PATH   talk to the agent socket at PATH\n"
+            "  -p, --pid PID       the process; its agent is the listening socket it holds at its\n"
+            "                      HOTPATCH_SOCKET (%%p = pid), /tmp/PID.socket or\n"
+            "                      /tmp/hotpatch-PID.*/socket, checked to be served by PID\n"
+            "  -s, --socket PATH   talk to the agent socket at PATH (served by root or by you)\n"
+            "  --trust-peer UID    with -s: also accept a server running as UID (number or name)\n"
             "  -j, --json          print the agent's JSON reply (one line)\n"
             "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
             "  -h, --help          this text;  -V, --version  the client's version\n"
@@ -155,43 +164,7 @@ static int build_request(int argc, char **argv, char *line, size_t cap, bool *js
     return 0;
 }
 
-/* ---- finding and checking the agent -------------------------------------------------------- */
-
-/* The agent's socket pattern with each "%p" replaced by pid (as the agent does). */
-static bool expand_pid(const char *pattern, long pid, char *out, size_t cap)
-{
-    size_t used = 0;
-    for (const char *p = pattern; *p; p++) {
-        bool is_pid = p[0] == '%' && p[1] == 'p';
-        int n = is_pid ? snprintf(out + used, cap - used, "%ld", pid)
-                       : snprintf(out + used, cap - used, "%c", *p);
-        if (n < 0 || (size_t)n >= cap - used)
-            return false;
-        used += (size_t)n;
-        p += is_pid;
-    }
-    return true;
-}
-
-/* The HOTPATCH_SOCKET the target process was started with, if its environment is readable. */
-static bool socket_from_environment(long pid, char *out, size_t cap)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%ld/environ", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    static char env[1 << 16];
-    size_t n = fread(env, 1, sizeof env - 1, f);
-    fclose(f);
-    env[n] = '\0';
-    for (size_t i = 0; i < n; i += strlen(env + i) + 1) {
-        const char *kv = env + i;
-        if (strncmp(kv, "HOTPATCH_SOCKET=", 16) == 0 && kv[16])
-            return expand_pid(kv + 16, pid, out, cap);
-    }
-    return false;
-}
+/* ---- reaching the agent -------------------------------------------------------------------- */
 
 static bool process_exists(long pid)
 {
@@ -212,26 +185,7 @@ static void explain_unreachable(const struct options *o, int err)
         fprintf(stderr, "hotpatch: run as root or as the user that owns the process\n");
         return;
     }
-    char exe[PATH_MAX], preload[PATH_MAX] = "libhotpatch_preload.so";
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        /* <prefix>/bin/hotpatch -> <prefix>/lib/libhotpatch_preload.so */
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            slash = strrchr(exe, '/');
-        }
-        if (slash) {
-            *slash = '\0';
-            snprintf(preload, sizeof preload, "%.*s/lib/libhotpatch_preload.so",
-                     (int)(sizeof preload - 40), exe);
-        }
-    }
-    fprintf(stderr,
-            "hotpatch: no agent is listening there. Start the program linked with libhotpatch "
-            "(calling hotpatch_start()),\n          or run it as: LD_PRELOAD=%s PROGRAM ...\n",
-            preload);
+    print_start_hint();
 }
 
 static int connect_with_timeout(const struct options *o, int *fd_out)
@@ -252,19 +206,38 @@ static int connect_with_timeout(const struct options *o, int *fd_out)
         explain_unreachable(o, err);
         return EXIT_TROUBLE;
     }
-    if (o->pid) {
-        struct ucred cred;
-        socklen_t len = sizeof cred;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != o->pid) {
-            char got[32];
-            snprintf(got, sizeof got, "%ld", (long)cred.pid);
-            close(fd);
-            fprintf(stderr, "hotpatch: refusing to talk to %s: it is served by process %s, not "
-                    "by process %ld (a stale or foreign socket)\n", o->socket_path, got, o->pid);
-            return EXIT_TROUBLE;
-        }
-    }
     *fd_out = fd;
+    return 0;
+}
+
+/* -p: find the agent among the process's listening sockets, connect, and check that the peer
+ * is that process before anything is sent. o->socket_path is set to the path found. */
+static int reach_agent_of_process(struct options *o, char *path, size_t cap, int *fd_out)
+{
+    struct process_identity who;
+    if (!identify_process(o->pid, &who) || !find_agent_socket(&who, path, cap))
+        return EXIT_TROUBLE;
+    o->socket_path = path;
+    int rc = connect_with_timeout(o, fd_out);
+    if (rc != 0)
+        return rc;
+    if (!check_agent_of_process(*fd_out, path, &who)) {
+        close(*fd_out);
+        return EXIT_TROUBLE;
+    }
+    return 0;
+}
+
+/* -s: connect, and check that the server runs as a user we trust. */
+static int reach_socket(const struct options *o, int *fd_out)
+{
+    int rc = connect_with_timeout(o, fd_out);
+    if (rc != 0)
+        return rc;
+    if (!check_socket_server(*fd_out, o->socket_path, &o->trust)) {
+        close(*fd_out);
+        return EXIT_TROUBLE;
+    }
     return 0;
 }
 
@@ -331,15 +304,16 @@ static char *read_reply(int fd, const char **why)
     return NULL;
 }
 
-static int print_reply(const char *reply, bool json)
+static int print_reply(const char *reply, const struct options *o)
 {
     bool ok = false;
     char *text = NULL;
-    if (json_member_bool(reply, "ok", &ok) != 0 || json_member_string(reply, "text", &text) != 0) {
+    if (json_member_bool(reply, "ok", &ok) != 0 ||
+        json_member_string(reply, "text", &text) != 0) {
         fprintf(stderr, "hotpatch: the agent's reply is not valid: %.200s\n", reply);
         return EXIT_TROUBLE;
     }
-    if (json)
+    if (o->json)
         fputs(reply, stdout);
     else
         fputs(text, ok ? stdout : stderr);
@@ -347,10 +321,11 @@ static int print_reply(const char *reply, bool json)
     return ok ? 0 : EXIT_REFUSED;
 }
 
-static int exchange(const struct options *o, const char *line)
+static int exchange(struct options *o, const char *line)
 {
+    char path[PATH_MAX];
     int fd = -1;
-    int rc = connect_with_timeout(o, &fd);
+    int rc = o->pid ? reach_agent_of_process(o, path, sizeof path, &fd) : reach_socket(o, &fd);
     if (rc != 0)
         return rc;
     size_t len = strlen(line);
@@ -373,12 +348,14 @@ static int exchange(const struct options *o, const char *line)
     close(fd);
     if (!reply)
         return fail("no reply from %s: %s", o->socket_path, why);
-    rc = print_reply(reply, o->json);
+    rc = print_reply(reply, o);
     free(reply);
     return rc;
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
+
+enum { OPTION_TRUST_PEER = 256 };
 
 static bool parse_long(const char *text, long min, long max, long *out)
 {
@@ -391,15 +368,16 @@ static bool parse_long(const char *text, long min, long max, long *out)
     return true;
 }
 
-int main(int argc, char **argv)
+/* Parses the options into o. -1 to go on, else the exit status. */
+static int parse_options(int argc, char **argv, struct options *o)
 {
     static const struct option longopts[] = {
         {"pid", required_argument, NULL, 'p'},   {"socket", required_argument, NULL, 's'},
         {"json", no_argument, NULL, 'j'},        {"timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},        {"version", no_argument, NULL, 'V'},
+        {"trust-peer", required_argument, NULL, OPTION_TRUST_PEER},
         {NULL, 0, NULL, 0},
     };
-    struct options o = {.timeout_ms = 10000};
     long value;
     int c;
     /* '+': options end at the first command word, so `var set x -5` keeps its -5. */
@@ -408,34 +386,43 @@ int main(int argc, char **argv)
         case 'p':
             if (!parse_long(optarg, 1, INT_MAX, &value))
                 return fail("invalid pid '%s': expected a process id such as 1234%s", optarg, "");
-            o.pid = value;
+            o->pid = value;
             break;
-        case 's': o.socket_path = optarg; break;
-        case 'j': o.json = true; break;
+        case 's': o->socket_path = optarg; break;
+        case 'j': o->json = true; break;
         case 't':
             if (!parse_long(optarg, 1, 3600000, &value))
                 return fail("invalid timeout '%s': expected milliseconds from 1 to 3600000%s",
                             optarg, "");
-            o.timeout_ms = (int)value;
+            o->timeout_ms = (int)value;
+            break;
+        case OPTION_TRUST_PEER:
+            if (!parse_trusted_uid(optarg, &o->trust.uid))
+                return fail("invalid --trust-peer '%s': expected a uid or a user name%s", optarg,
+                            "");
+            o->trust.named = true;
             break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("hotpatch %s (protocol 1)\n", HOTPATCH_VERSION_STRING); return 0;
         default: usage(stderr); return EXIT_TROUBLE;
         }
     }
-    if (!o.pid == !o.socket_path) {
+    if (!o->pid == !o->socket_path) {
         fprintf(stderr, "hotpatch: give exactly one of -p PID or -s SOCKET\n");
         usage(stderr);
         return EXIT_TROUBLE;
     }
-    char path[PATH_MAX];
-    if (o.pid) {
-        if (!socket_from_environment(o.pid, path, sizeof path))
-            snprintf(path, sizeof path, "/tmp/%ld.socket", o.pid);
-        o.socket_path = path;
-    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.timeout_ms = 10000};
+    int rc = parse_options(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
     char line[LINE_LIMIT + 1];
-    int rc = build_request(argc - optind, argv + optind, line, sizeof line, &o.json);
+    rc = build_request(argc - optind, argv + optind, line, sizeof line, &o.json);
     if (rc != 0)
         return rc;
     return exchange(&o, line);
