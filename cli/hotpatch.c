@@ -15,10 +15,12 @@
  * running as root or as its user, and still the same process (a planted socket or a reused pid
  * cannot impersonate it); with -s the peer must run as root, as the caller, or as the uid
  * named by --trust-peer. Nothing is sent before these checks pass. Every wait has a timeout.
- * `lib load` turns a relative path into an absolute one, because the agent resolves paths
- * against the target's working directory, not the operator's.
+ * `lib load` sends the library itself as a descriptor (the agent loads that very file, so it
+ * cannot be swapped under its name) and turns a relative path into an absolute one, because
+ * the agent would resolve a name against the target's working directory, not the operator's.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
@@ -48,6 +50,12 @@ struct options {
     int timeout_ms;
 };
 
+/* The request line and, for `lib load`, the library file to pass with it. */
+struct request {
+    char line[LINE_LIMIT + 1];
+    bool passes_library;
+    char library_path[PATH_MAX];    /* the absolute path in the line, when passes_library */
+};
 
 static void usage(FILE *out)
 {
@@ -68,7 +76,7 @@ static void usage(FILE *out)
             "\n"
             "Commands (the agent's 'help' lists all of them):\n"
             "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
-            "  lib list | lib load NAME PATH | lib unload NAME\n"
+            "  lib list | lib load NAME PATH | lib unload NAME   (lib load sends the file itself)\n"
             "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
             "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
             "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
@@ -118,15 +126,20 @@ static bool append_word(char *line, size_t cap, const char *word)
     return true;
 }
 
-/* `lib load NAME PATH` with a relative PATH: make it absolute against our working directory. */
-static const char *absolute_library_path(const char *path, char *buf, size_t cap)
+/* `lib load NAME PATH`: the path to send. A relative PATH is made absolute against our working
+ * directory; a bare name with no such file here is left for the dynamic loader to search
+ * (*is_file false: there is no file of ours to pass). */
+static const char *library_path_to_send(const char *path, char *buf, size_t cap, bool *is_file)
 {
+    *is_file = true;
     if (path[0] == '/')
         return path;
     struct stat st;
     bool local = strchr(path, '/') || stat(path, &st) == 0;
-    if (!local)
-        return path; /* a bare soname such as libm.so.6: the dynamic loader searches for it */
+    if (!local) {
+        *is_file = false;
+        return path; /* a bare soname such as libm.so.6 */
+    }
     if (realpath(path, buf))
         return buf;
     char cwd[PATH_MAX];
@@ -137,10 +150,16 @@ static const char *absolute_library_path(const char *path, char *buf, size_t cap
     return path;
 }
 
-static int build_request(int argc, char **argv, char *line, size_t cap, bool *json)
+static bool is_lib_load(int argc, char **argv)
+{
+    return argc >= 4 && strcmp(argv[0], "lib") == 0 && strcmp(argv[1], "load") == 0;
+}
+
+static int build_request(int argc, char **argv, struct request *req, bool *json)
 {
     char absolute[PATH_MAX];
-    snprintf(line, cap, "json");
+    snprintf(req->line, sizeof req->line, "json");
+    req->passes_library = false;
     if (argc > 0 && strcmp(argv[0], "json") == 0) {
         *json = true;
         argc--, argv++;
@@ -156,11 +175,28 @@ static int build_request(int argc, char **argv, char *line, size_t cap, bool *js
                     "line\n", i + 1);
             return EXIT_TROUBLE;
         }
-        if (i == 3 && strcmp(argv[0], "lib") == 0 && strcmp(argv[1], "load") == 0)
-            word = absolute_library_path(word, absolute, sizeof absolute);
-        if (!append_word(line, cap, word))
+        if (i == 3 && is_lib_load(argc, argv)) {
+            word = library_path_to_send(word, absolute, sizeof absolute, &req->passes_library);
+            if (req->passes_library)
+                snprintf(req->library_path, sizeof req->library_path, "%s", word);
+        }
+        if (!append_word(req->line, sizeof req->line, word))
             return fail("the request is longer than the agent's limit of %s bytes%s", "4096", "");
     }
+    return 0;
+}
+
+/* The library to pass by descriptor. O_NONBLOCK only for the open itself, so that a FIFO
+ * named as a library cannot hang the client; the agent gets a plain read-only descriptor. */
+static int open_library(const char *path, int *fd_out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return fail("cannot open %s: %s", path, strerror(errno));
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    *fd_out = fd;
     return 0;
 }
 
@@ -258,6 +294,32 @@ static bool send_all(int fd, const char *data, size_t len)
     return true;
 }
 
+/* Sends data with descriptor `passed` attached to its first byte (SCM_RIGHTS), in one
+ * sendmsg; whatever that call did not take follows as plain bytes. */
+static bool send_with_descriptor(int fd, const char *data, size_t len, int passed)
+{
+    union {
+        struct cmsghdr header; /* for the alignment of the buffer */
+        char bytes[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
+                         .msg_controllen = sizeof control.bytes};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &passed, sizeof passed);
+    ssize_t n;
+    do
+        n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return false;
+    return send_all(fd, data + n, len - (size_t)n);
+}
+
 /* Reads until the first newline or EOF; NULL on timeout, error or an oversized reply. */
 static char *read_reply(int fd, const char **why)
 {
@@ -321,27 +383,34 @@ static int print_reply(const char *reply, const struct options *o)
     return ok ? 0 : EXIT_REFUSED;
 }
 
-static int exchange(struct options *o, const char *line)
+static int send_request(int fd, const struct request *req, int library_fd)
+{
+    size_t len = strlen(req->line);
+    char *framed = malloc(len + 2);
+    if (!framed)
+        return fail("out of memory%s%s", "", "");
+    memcpy(framed, req->line, len);
+    memcpy(framed + len, "\n", 2);
+    bool sent = library_fd >= 0 ? send_with_descriptor(fd, framed, len + 1, library_fd)
+                                : send_all(fd, framed, len + 1);
+    int err = errno;
+    free(framed);
+    if (!sent)
+        return fail("cannot send the request: %s%s", strerror(err), "");
+    return 0;
+}
+
+static int exchange(struct options *o, const struct request *req, int library_fd)
 {
     char path[PATH_MAX];
     int fd = -1;
     int rc = o->pid ? reach_agent_of_process(o, path, sizeof path, &fd) : reach_socket(o, &fd);
     if (rc != 0)
         return rc;
-    size_t len = strlen(line);
-    char *framed = malloc(len + 2);
-    if (!framed) {
+    rc = send_request(fd, req, library_fd);
+    if (rc != 0) {
         close(fd);
-        return fail("out of memory%s%s", "", "");
-    }
-    memcpy(framed, line, len);
-    memcpy(framed + len, "\n", 2);
-    bool sent = send_all(fd, framed, len + 1);
-    free(framed);
-    if (!sent) {
-        int err = errno;
-        close(fd);
-        return fail("cannot send the request: %s%s", strerror(err), "");
+        return rc;
     }
     const char *why = "";
     char *reply = read_reply(fd, &why);
@@ -421,9 +490,15 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    char line[LINE_LIMIT + 1];
-    rc = build_request(argc - optind, argv + optind, line, sizeof line, &o.json);
+    struct request req;
+    rc = build_request(argc - optind, argv + optind, &req, &o.json);
     if (rc != 0)
         return rc;
-    return exchange(&o, line);
+    int library_fd = -1;
+    if (req.passes_library && (rc = open_library(req.library_path, &library_fd)) != 0)
+        return rc;
+    rc = exchange(&o, &req, library_fd);
+    if (library_fd >= 0)
+        close(library_fd);
+    return rc;
 }
