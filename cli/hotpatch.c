@@ -18,6 +18,7 @@
  * `lib load` sends the library itself as a descriptor (the agent loads that very file, so it
  * cannot be swapped under its name) and turns a relative path into an absolute one, because
  * the agent would resolve a name against the target's working directory, not the operator's.
+ * Text printed to a terminal is escaped (terminal.c) unless --raw is given.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "terminal.h"
 #include "verify.h"
 
 #define EXIT_REFUSED 1
@@ -46,6 +48,7 @@ struct options {
     long pid;                       /* 0 when -s is used */
     const char *socket_path;
     bool json;
+    bool raw;                       /* print the agent's text unescaped, even to a terminal */
     struct peer_trust trust;        /* with -s: a server uid accepted besides root and us */
     int timeout_ms;
 };
@@ -60,7 +63,7 @@ struct request {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: hotpatch [-p PID | -s SOCKET] [--json] [--timeout MS] [--trust-peer UID]\n"
+            "usage: hotpatch [-p PID | -s SOCKET] [--json] [--raw] [--timeout MS] [--trust-peer UID]\n"
             "                COMMAND [ARG...]\n"
             "\n"
             "Talks to the hotpatch agent inside a running process.\n"
@@ -71,6 +74,8 @@ static void usage(FILE *out)
             "  -s, --socket PATH   talk to the agent socket at PATH (served by root or by you)\n"
             "  --trust-peer UID    with -s: also accept a server running as UID (number or name)\n"
             "  -j, --json          print the agent's JSON reply (one line)\n"
+            "  --raw               print the agent's text as sent even to a terminal, where control\n"
+            "                      characters are otherwise shown escaped (\\e, \\x07, \\u009b)\n"
             "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
             "  -h, --help          this text;  -V, --version  the client's version\n"
             "\n"
@@ -366,19 +371,44 @@ static char *read_reply(int fd, const char **why)
     return NULL;
 }
 
+/* Whether the reply is one bare value: a string member "value" whose text is value + "\n". */
+static bool text_is_one_value(const char *reply, const char *text, size_t text_len)
+{
+    char *value = NULL;
+    size_t value_len = 0;
+    if (json_member_string_with_length(reply, "value", &value, &value_len) != 0)
+        return false;
+    bool same = text_len == value_len + 1 && memcmp(text, value, value_len) == 0 &&
+                text[value_len] == '\n';
+    free(value);
+    return same;
+}
+
+/* The reply's text for a person: escaped when out is a terminal (unless --raw), otherwise
+ * exactly as the agent sent it, up to a NUL byte, as it has always been written. */
+static void print_text(FILE *out, const char *reply, const char *text, size_t len, bool raw)
+{
+    if (raw || !isatty(fileno(out))) {
+        fputs(text, out);
+        return;
+    }
+    write_escaped(out, text, len, text_is_one_value(reply, text, len));
+}
+
 static int print_reply(const char *reply, const struct options *o)
 {
     bool ok = false;
     char *text = NULL;
+    size_t len = 0;
     if (json_member_bool(reply, "ok", &ok) != 0 ||
-        json_member_string(reply, "text", &text) != 0) {
+        json_member_string_with_length(reply, "text", &text, &len) != 0) {
         fprintf(stderr, "hotpatch: the agent's reply is not valid: %.200s\n", reply);
         return EXIT_TROUBLE;
     }
     if (o->json)
         fputs(reply, stdout);
     else
-        fputs(text, ok ? stdout : stderr);
+        print_text(ok ? stdout : stderr, reply, text, len, o->raw);
     free(text);
     return ok ? 0 : EXIT_REFUSED;
 }
@@ -424,7 +454,7 @@ static int exchange(struct options *o, const struct request *req, int library_fd
 
 /* ---- main ---------------------------------------------------------------------------------- */
 
-enum { OPTION_TRUST_PEER = 256 };
+enum { OPTION_RAW = 256, OPTION_TRUST_PEER };
 
 static bool parse_long(const char *text, long min, long max, long *out)
 {
@@ -444,6 +474,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"pid", required_argument, NULL, 'p'},   {"socket", required_argument, NULL, 's'},
         {"json", no_argument, NULL, 'j'},        {"timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},        {"version", no_argument, NULL, 'V'},
+        {"raw", no_argument, NULL, OPTION_RAW},
         {"trust-peer", required_argument, NULL, OPTION_TRUST_PEER},
         {NULL, 0, NULL, 0},
     };
@@ -465,6 +496,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                             optarg, "");
             o->timeout_ms = (int)value;
             break;
+        case OPTION_RAW: o->raw = true; break;
         case OPTION_TRUST_PEER:
             if (!parse_trusted_uid(optarg, &o->trust.uid))
                 return fail("invalid --trust-peer '%s': expected a uid or a user name%s", optarg,
