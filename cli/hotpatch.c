@@ -10,12 +10,18 @@
  *   0  the agent did it;  1  the agent refused (the reason is on stderr);
  *   2  usage error, or the agent could not be reached or answered nonsense.
  *
- * Safety checks that belong to the client: with -p, the server at the other end of the socket
- * must be that process (SO_PEERCRED), so a stale or planted socket cannot impersonate it; every
- * wait has a timeout; `lib load` turns a relative path into an absolute one, because the agent
- * resolves paths against the target's working directory, not the operator's.
+ * Safety checks that belong to the client (verify.c): with -p, the agent is found among the
+ * listening sockets the process holds, and after connecting the peer must be that process,
+ * running as root or as its user, and still the same process (a planted socket or a reused pid
+ * cannot impersonate it); with -s the peer must run as root, as the caller, or as the uid
+ * named by --trust-peer. Nothing is sent before these checks pass. Every wait has a timeout.
+ * `lib load` sends the library itself as a descriptor (the agent loads that very file, so it
+ * cannot be swapped under its name) and turns a relative path into an absolute one, because
+ * the agent would resolve a name against the target's working directory, not the operator's.
+ * Text printed to a terminal is escaped (terminal.c) unless --raw is given.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
@@ -30,6 +36,8 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "terminal.h"
+#include "verify.h"
 
 #define EXIT_REFUSED 1
 #define EXIT_TROUBLE 2
@@ -40,26 +48,40 @@ struct options {
     long pid;                       /* 0 when -s is used */
     const char *socket_path;
     bool json;
+    bool raw;                       /* print the agent's text unescaped, even to a terminal */
+    struct peer_trust trust;        /* with -s: a server uid accepted besides root and us */
     int timeout_ms;
+};
+
+/* The request line and, for `lib load`, the library file to pass with it. */
+struct request {
+    char line[LINE_LIMIT + 1];
+    bool passes_library;
+    char library_path[PATH_MAX];    /* the absolute path in the line, when passes_library */
 };
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: hotpatch [-p PID | -s SOCKET] [--json] [--timeout MS] COMMAND [ARG...]\n"
+            "usage: hotpatch [-p PID | -s SOCKET] [--json] [--raw] [--timeout MS] [--trust-peer UID]\n"
+            "                COMMAND [ARG...]\n"
             "\n"
             "Talks to the hotpatch agent inside a running process.\n"
             "\n"
-            "  -p, --pid PID       the process (its agent listens on /tmp/PID.socket, or on the\n"
-            "                      HOTPATCH_SOCKET set in the process's environment, %%p = pid)\n"
-            "  -s, --socket PATH   talk to the agent socket at PATH\n"
+            "  -p, --pid PID       the process; its agent is the listening socket it holds at its\n"
+            "                      HOTPATCH_SOCKET (%%p = pid), /tmp/PID.socket or\n"
+            "                      /tmp/hotpatch-PID.*/socket, checked to be served by PID\n"
+            "  -s, --socket PATH   talk to the agent socket at PATH (served by root or by you)\n"
+            "  --trust-peer UID    with -s: also accept a server running as UID (number or name)\n"
             "  -j, --json          print the agent's JSON reply (one line)\n"
+            "  --raw               print the agent's text as sent even to a terminal, where control\n"
+            "                      characters are otherwise shown escaped (\\e, \\x07, \\u009b)\n"
             "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
             "  -h, --help          this text;  -V, --version  the client's version\n"
             "\n"
             "Commands (the agent's 'help' lists all of them):\n"
             "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
-            "  lib list | lib load NAME PATH | lib unload NAME\n"
+            "  lib list | lib load NAME PATH | lib unload NAME   (lib load sends the file itself)\n"
             "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
             "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
             "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
@@ -109,15 +131,20 @@ static bool append_word(char *line, size_t cap, const char *word)
     return true;
 }
 
-/* `lib load NAME PATH` with a relative PATH: make it absolute against our working directory. */
-static const char *absolute_library_path(const char *path, char *buf, size_t cap)
+/* `lib load NAME PATH`: the path to send. A relative PATH is made absolute against our working
+ * directory; a bare name with no such file here is left for the dynamic loader to search
+ * (*is_file false: there is no file of ours to pass). */
+static const char *library_path_to_send(const char *path, char *buf, size_t cap, bool *is_file)
 {
+    *is_file = true;
     if (path[0] == '/')
         return path;
     struct stat st;
     bool local = strchr(path, '/') || stat(path, &st) == 0;
-    if (!local)
-        return path; /* a bare soname such as libm.so.6: the dynamic loader searches for it */
+    if (!local) {
+        *is_file = false;
+        return path; /* a bare soname such as libm.so.6 */
+    }
     if (realpath(path, buf))
         return buf;
     char cwd[PATH_MAX];
@@ -128,10 +155,16 @@ static const char *absolute_library_path(const char *path, char *buf, size_t cap
     return path;
 }
 
-static int build_request(int argc, char **argv, char *line, size_t cap, bool *json)
+static bool is_lib_load(int argc, char **argv)
+{
+    return argc >= 4 && strcmp(argv[0], "lib") == 0 && strcmp(argv[1], "load") == 0;
+}
+
+static int build_request(int argc, char **argv, struct request *req, bool *json)
 {
     char absolute[PATH_MAX];
-    snprintf(line, cap, "json");
+    snprintf(req->line, sizeof req->line, "json");
+    req->passes_library = false;
     if (argc > 0 && strcmp(argv[0], "json") == 0) {
         *json = true;
         argc--, argv++;
@@ -147,51 +180,32 @@ static int build_request(int argc, char **argv, char *line, size_t cap, bool *js
                     "line\n", i + 1);
             return EXIT_TROUBLE;
         }
-        if (i == 3 && strcmp(argv[0], "lib") == 0 && strcmp(argv[1], "load") == 0)
-            word = absolute_library_path(word, absolute, sizeof absolute);
-        if (!append_word(line, cap, word))
+        if (i == 3 && is_lib_load(argc, argv)) {
+            word = library_path_to_send(word, absolute, sizeof absolute, &req->passes_library);
+            if (req->passes_library)
+                snprintf(req->library_path, sizeof req->library_path, "%s", word);
+        }
+        if (!append_word(req->line, sizeof req->line, word))
             return fail("the request is longer than the agent's limit of %s bytes%s", "4096", "");
     }
     return 0;
 }
 
-/* ---- finding and checking the agent -------------------------------------------------------- */
-
-/* The agent's socket pattern with each "%p" replaced by pid (as the agent does). */
-static bool expand_pid(const char *pattern, long pid, char *out, size_t cap)
+/* The library to pass by descriptor. O_NONBLOCK only for the open itself, so that a FIFO
+ * named as a library cannot hang the client; the agent gets a plain read-only descriptor. */
+static int open_library(const char *path, int *fd_out)
 {
-    size_t used = 0;
-    for (const char *p = pattern; *p; p++) {
-        bool is_pid = p[0] == '%' && p[1] == 'p';
-        int n = is_pid ? snprintf(out + used, cap - used, "%ld", pid)
-                       : snprintf(out + used, cap - used, "%c", *p);
-        if (n < 0 || (size_t)n >= cap - used)
-            return false;
-        used += (size_t)n;
-        p += is_pid;
-    }
-    return true;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return fail("cannot open %s: %s", path, strerror(errno));
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    *fd_out = fd;
+    return 0;
 }
 
-/* The HOTPATCH_SOCKET the target process was started with, if its environment is readable. */
-static bool socket_from_environment(long pid, char *out, size_t cap)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%ld/environ", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    static char env[1 << 16];
-    size_t n = fread(env, 1, sizeof env - 1, f);
-    fclose(f);
-    env[n] = '\0';
-    for (size_t i = 0; i < n; i += strlen(env + i) + 1) {
-        const char *kv = env + i;
-        if (strncmp(kv, "HOTPATCH_SOCKET=", 16) == 0 && kv[16])
-            return expand_pid(kv + 16, pid, out, cap);
-    }
-    return false;
-}
+/* ---- reaching the agent -------------------------------------------------------------------- */
 
 static bool process_exists(long pid)
 {
@@ -212,26 +226,7 @@ static void explain_unreachable(const struct options *o, int err)
         fprintf(stderr, "hotpatch: run as root or as the user that owns the process\n");
         return;
     }
-    char exe[PATH_MAX], preload[PATH_MAX] = "libhotpatch_preload.so";
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        /* <prefix>/bin/hotpatch -> <prefix>/lib/libhotpatch_preload.so */
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            slash = strrchr(exe, '/');
-        }
-        if (slash) {
-            *slash = '\0';
-            snprintf(preload, sizeof preload, "%.*s/lib/libhotpatch_preload.so",
-                     (int)(sizeof preload - 40), exe);
-        }
-    }
-    fprintf(stderr,
-            "hotpatch: no agent is listening there. Start the program linked with libhotpatch "
-            "(calling hotpatch_start()),\n          or run it as: LD_PRELOAD=%s PROGRAM ...\n",
-            preload);
+    print_start_hint();
 }
 
 static int connect_with_timeout(const struct options *o, int *fd_out)
@@ -252,19 +247,38 @@ static int connect_with_timeout(const struct options *o, int *fd_out)
         explain_unreachable(o, err);
         return EXIT_TROUBLE;
     }
-    if (o->pid) {
-        struct ucred cred;
-        socklen_t len = sizeof cred;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != o->pid) {
-            char got[32];
-            snprintf(got, sizeof got, "%ld", (long)cred.pid);
-            close(fd);
-            fprintf(stderr, "hotpatch: refusing to talk to %s: it is served by process %s, not "
-                    "by process %ld (a stale or foreign socket)\n", o->socket_path, got, o->pid);
-            return EXIT_TROUBLE;
-        }
-    }
     *fd_out = fd;
+    return 0;
+}
+
+/* -p: find the agent among the process's listening sockets, connect, and check that the peer
+ * is that process before anything is sent. o->socket_path is set to the path found. */
+static int reach_agent_of_process(struct options *o, char *path, size_t cap, int *fd_out)
+{
+    struct process_identity who;
+    if (!identify_process(o->pid, &who) || !find_agent_socket(&who, path, cap))
+        return EXIT_TROUBLE;
+    o->socket_path = path;
+    int rc = connect_with_timeout(o, fd_out);
+    if (rc != 0)
+        return rc;
+    if (!check_agent_of_process(*fd_out, path, &who)) {
+        close(*fd_out);
+        return EXIT_TROUBLE;
+    }
+    return 0;
+}
+
+/* -s: connect, and check that the server runs as a user we trust. */
+static int reach_socket(const struct options *o, int *fd_out)
+{
+    int rc = connect_with_timeout(o, fd_out);
+    if (rc != 0)
+        return rc;
+    if (!check_socket_server(*fd_out, o->socket_path, &o->trust)) {
+        close(*fd_out);
+        return EXIT_TROUBLE;
+    }
     return 0;
 }
 
@@ -283,6 +297,32 @@ static bool send_all(int fd, const char *data, size_t len)
         len -= (size_t)n;
     }
     return true;
+}
+
+/* Sends data with descriptor `passed` attached to its first byte (SCM_RIGHTS), in one
+ * sendmsg; whatever that call did not take follows as plain bytes. */
+static bool send_with_descriptor(int fd, const char *data, size_t len, int passed)
+{
+    union {
+        struct cmsghdr header; /* for the alignment of the buffer */
+        char bytes[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
+                         .msg_controllen = sizeof control.bytes};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &passed, sizeof passed);
+    ssize_t n;
+    do
+        n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return false;
+    return send_all(fd, data + n, len - (size_t)n);
 }
 
 /* Reads until the first newline or EOF; NULL on timeout, error or an oversized reply. */
@@ -331,54 +371,90 @@ static char *read_reply(int fd, const char **why)
     return NULL;
 }
 
-static int print_reply(const char *reply, bool json)
+/* Whether the reply is one bare value: a string member "value" whose text is value + "\n". */
+static bool text_is_one_value(const char *reply, const char *text, size_t text_len)
+{
+    char *value = NULL;
+    size_t value_len = 0;
+    if (json_member_string_with_length(reply, "value", &value, &value_len) != 0)
+        return false;
+    bool same = text_len == value_len + 1 && memcmp(text, value, value_len) == 0 &&
+                text[value_len] == '\n';
+    free(value);
+    return same;
+}
+
+/* The reply's text for a person: escaped when out is a terminal (unless --raw), otherwise
+ * exactly as the agent sent it, up to a NUL byte, as it has always been written. */
+static void print_text(FILE *out, const char *reply, const char *text, size_t len, bool raw)
+{
+    if (raw || !isatty(fileno(out))) {
+        fputs(text, out);
+        return;
+    }
+    write_escaped(out, text, len, text_is_one_value(reply, text, len));
+}
+
+static int print_reply(const char *reply, const struct options *o)
 {
     bool ok = false;
     char *text = NULL;
-    if (json_member_bool(reply, "ok", &ok) != 0 || json_member_string(reply, "text", &text) != 0) {
+    size_t len = 0;
+    if (json_member_bool(reply, "ok", &ok) != 0 ||
+        json_member_string_with_length(reply, "text", &text, &len) != 0) {
         fprintf(stderr, "hotpatch: the agent's reply is not valid: %.200s\n", reply);
         return EXIT_TROUBLE;
     }
-    if (json)
+    if (o->json)
         fputs(reply, stdout);
     else
-        fputs(text, ok ? stdout : stderr);
+        print_text(ok ? stdout : stderr, reply, text, len, o->raw);
     free(text);
     return ok ? 0 : EXIT_REFUSED;
 }
 
-static int exchange(const struct options *o, const char *line)
+static int send_request(int fd, const struct request *req, int library_fd)
 {
+    size_t len = strlen(req->line);
+    char *framed = malloc(len + 2);
+    if (!framed)
+        return fail("out of memory%s%s", "", "");
+    memcpy(framed, req->line, len);
+    memcpy(framed + len, "\n", 2);
+    bool sent = library_fd >= 0 ? send_with_descriptor(fd, framed, len + 1, library_fd)
+                                : send_all(fd, framed, len + 1);
+    int err = errno;
+    free(framed);
+    if (!sent)
+        return fail("cannot send the request: %s%s", strerror(err), "");
+    return 0;
+}
+
+static int exchange(struct options *o, const struct request *req, int library_fd)
+{
+    char path[PATH_MAX];
     int fd = -1;
-    int rc = connect_with_timeout(o, &fd);
+    int rc = o->pid ? reach_agent_of_process(o, path, sizeof path, &fd) : reach_socket(o, &fd);
     if (rc != 0)
         return rc;
-    size_t len = strlen(line);
-    char *framed = malloc(len + 2);
-    if (!framed) {
+    rc = send_request(fd, req, library_fd);
+    if (rc != 0) {
         close(fd);
-        return fail("out of memory%s%s", "", "");
-    }
-    memcpy(framed, line, len);
-    memcpy(framed + len, "\n", 2);
-    bool sent = send_all(fd, framed, len + 1);
-    free(framed);
-    if (!sent) {
-        int err = errno;
-        close(fd);
-        return fail("cannot send the request: %s%s", strerror(err), "");
+        return rc;
     }
     const char *why = "";
     char *reply = read_reply(fd, &why);
     close(fd);
     if (!reply)
         return fail("no reply from %s: %s", o->socket_path, why);
-    rc = print_reply(reply, o->json);
+    rc = print_reply(reply, o);
     free(reply);
     return rc;
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
+
+enum { OPTION_RAW = 256, OPTION_TRUST_PEER };
 
 static bool parse_long(const char *text, long min, long max, long *out)
 {
@@ -391,15 +467,17 @@ static bool parse_long(const char *text, long min, long max, long *out)
     return true;
 }
 
-int main(int argc, char **argv)
+/* Parses the options into o. -1 to go on, else the exit status. */
+static int parse_options(int argc, char **argv, struct options *o)
 {
     static const struct option longopts[] = {
         {"pid", required_argument, NULL, 'p'},   {"socket", required_argument, NULL, 's'},
         {"json", no_argument, NULL, 'j'},        {"timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},        {"version", no_argument, NULL, 'V'},
+        {"raw", no_argument, NULL, OPTION_RAW},
+        {"trust-peer", required_argument, NULL, OPTION_TRUST_PEER},
         {NULL, 0, NULL, 0},
     };
-    struct options o = {.timeout_ms = 10000};
     long value;
     int c;
     /* '+': options end at the first command word, so `var set x -5` keeps its -5. */
@@ -408,35 +486,51 @@ int main(int argc, char **argv)
         case 'p':
             if (!parse_long(optarg, 1, INT_MAX, &value))
                 return fail("invalid pid '%s': expected a process id such as 1234%s", optarg, "");
-            o.pid = value;
+            o->pid = value;
             break;
-        case 's': o.socket_path = optarg; break;
-        case 'j': o.json = true; break;
+        case 's': o->socket_path = optarg; break;
+        case 'j': o->json = true; break;
         case 't':
             if (!parse_long(optarg, 1, 3600000, &value))
                 return fail("invalid timeout '%s': expected milliseconds from 1 to 3600000%s",
                             optarg, "");
-            o.timeout_ms = (int)value;
+            o->timeout_ms = (int)value;
+            break;
+        case OPTION_RAW: o->raw = true; break;
+        case OPTION_TRUST_PEER:
+            if (!parse_trusted_uid(optarg, &o->trust.uid))
+                return fail("invalid --trust-peer '%s': expected a uid or a user name%s", optarg,
+                            "");
+            o->trust.named = true;
             break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("hotpatch %s (protocol 1)\n", HOTPATCH_VERSION_STRING); return 0;
         default: usage(stderr); return EXIT_TROUBLE;
         }
     }
-    if (!o.pid == !o.socket_path) {
+    if (!o->pid == !o->socket_path) {
         fprintf(stderr, "hotpatch: give exactly one of -p PID or -s SOCKET\n");
         usage(stderr);
         return EXIT_TROUBLE;
     }
-    char path[PATH_MAX];
-    if (o.pid) {
-        if (!socket_from_environment(o.pid, path, sizeof path))
-            snprintf(path, sizeof path, "/tmp/%ld.socket", o.pid);
-        o.socket_path = path;
-    }
-    char line[LINE_LIMIT + 1];
-    int rc = build_request(argc - optind, argv + optind, line, sizeof line, &o.json);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.timeout_ms = 10000};
+    int rc = parse_options(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    struct request req;
+    rc = build_request(argc - optind, argv + optind, &req, &o.json);
     if (rc != 0)
         return rc;
-    return exchange(&o, line);
+    int library_fd = -1;
+    if (req.passes_library && (rc = open_library(req.library_path, &library_fd)) != 0)
+        return rc;
+    rc = exchange(&o, &req, library_fd);
+    if (library_fd >= 0)
+        close(library_fd);
+    return rc;
 }

@@ -69,8 +69,9 @@ static size_t put_utf8(char *out, unsigned cp)
     return 4;
 }
 
-/* Reads a string at r->p (which is '"'); when out is not NULL stores the unescaped copy. */
-static bool read_string(struct reader *r, char **out)
+/* Reads a string at r->p (which is '"'); when out is not NULL stores the unescaped copy and,
+ * when len is not NULL, its length (which counts the NUL bytes a \u0000 puts inside). */
+static bool read_string(struct reader *r, char **out, size_t *len)
 {
     if (*r->p != '"')
         return false;
@@ -121,6 +122,8 @@ static bool read_string(struct reader *r, char **out)
     if (copy) {
         copy[n] = '\0';
         *out = copy;
+        if (len)
+            *len = n;
     }
     return true;
 }
@@ -138,7 +141,7 @@ static bool skip_container(struct reader *r, int depth, char close, bool keyed)
     for (;;) {
         skip_space(r);
         if (keyed) {
-            if (!read_string(r, NULL))
+            if (!read_string(r, NULL, NULL))
                 return false;
             skip_space(r);
             if (*r->p++ != ':')
@@ -186,7 +189,7 @@ static bool skip_value(struct reader *r, int depth)
     switch (*r->p) {
     case '{': return skip_container(r, depth, '}', true);
     case '[': return skip_container(r, depth, ']', false);
-    case '"': return read_string(r, NULL);
+    case '"': return read_string(r, NULL, NULL);
     case 't': return skip_literal(r, "true");
     case 'f': return skip_literal(r, "false");
     case 'n': return skip_literal(r, "null");
@@ -207,7 +210,7 @@ static int find_member(struct reader *r, const char *key)
     for (;;) {
         skip_space(r);
         char *name = NULL;
-        if (!read_string(r, &name))
+        if (!read_string(r, &name, NULL))
             return -2;
         skip_space(r);
         if (*r->p++ != ':') {
@@ -249,9 +252,14 @@ int json_member_bool(const char *json, const char *key, bool *out)
 
 int json_member_string(const char *json, const char *key, char **out)
 {
+    return json_member_string_with_length(json, key, out, NULL);
+}
+
+int json_member_string_with_length(const char *json, const char *key, char **out, size_t *len)
+{
     struct reader r = {json};
     int rc = find_member(&r, key);
     if (rc != 0)
         return rc;
-    return read_string(&r, out) ? 0 : -1;
+    return read_string(&r, out, len) ? 0 : -1;
 }

@@ -332,11 +332,13 @@ def test_audit_to_a_file(spawn, tmp_path):
     log = tmp_path / "audit.log"
     p = spawn([BIN / "simple_server", "--interval-ms", "50"], env={"HOTPATCH_AUDIT": f"file:{log}"})
     assert cli("-p", p.pid, "var", "set", "age", "6").returncode == 0
-    assert cli("-p", p.pid, "lib", "load", "x", "/nonexistent.so").returncode == 1
+    junk = tmp_path / "junk.so"
+    junk.write_bytes(b"not a library")
+    assert cli("-p", p.pid, "lib", "load", "x", junk).returncode == 1
     records = [json.loads(l) for l in log.read_text().splitlines()]
     assert [r["phase"] for r in records] == ["begin", "end", "begin", "end"]
-    assert records[3]["request"].startswith("json lib load x ")
-    assert records[3]["result"] == "refused" and "/nonexistent.so" in records[3]["error"]
+    assert records[3]["request"] == f"json lib load x {junk}"
+    assert records[3]["result"] == "refused" and "cannot load" in records[3]["error"]
     assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
     assert not any(" audit " in l for l in p.err_lines)
 
@@ -459,7 +461,7 @@ def test_cli_when_nothing_listens(spawn):
     assert r.returncode == 2 and "no process 4194304 is running" in r.stderr
 
 
-def test_cli_refuses_a_socket_served_by_another_process(spawn):
+def test_cli_ignores_a_socket_at_the_processs_name_that_another_process_serves(spawn):
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         path = f"/tmp/{sleeper.pid}.socket"
@@ -467,7 +469,9 @@ def test_cli_refuses_a_socket_served_by_another_process(spawn):
                          env={"HOTPATCH_SOCKET": path}, socket=path)
         r = cli("-p", sleeper.pid, "var", "get", "age")
         assert r.returncode == 2
-        assert f"served by process {impostor.pid}, not by process {sleeper.pid}" in r.stderr
+        assert r.stderr.startswith(f"hotpatch: process {sleeper.pid} has no agent: none of its "
+                                   f"listening sockets is {path} or ")
+        assert cli("-p", impostor.pid, "var", "get", "age").stdout == "10\n"
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -504,6 +508,11 @@ def test_lib_load_list_unload(server, tmp_path):
 
 
 def test_lib_load_errors_name_the_cause(server, tmp_path):
+    # The CLI opens the file itself (it passes the descriptor); the agent's own error shows
+    # when the request comes by name alone.
+    r = cli("-p", server.pid, "lib", "load", "x", "/nonexistent/libx.so")
+    assert (r.returncode, r.stderr) == (2, "hotpatch: cannot open /nonexistent/libx.so: No such "
+                                           "file or directory\n")
     assert nc(server.socket, "lib load x /nonexistent/libx.so\n") == (
         "error: refusing to load /nonexistent/libx.so: cannot open /nonexistent: No such file or "
         "directory\n")
@@ -511,7 +520,7 @@ def test_lib_load_errors_name_the_cause(server, tmp_path):
     junk.write_bytes(b"not an ELF file at all" * 100)
     r = cli("-p", server.pid, "lib", "load", "junk", junk)
     assert r.returncode == 1 and "invalid ELF header" in r.stderr
-    r = cli("-p", server.pid, "lib", "load", "bad name", "/x.so")
+    r = cli("-p", server.pid, "lib", "load", "bad name", junk)
     assert r.returncode == 1 and "invalid library name 'bad name'" in r.stderr
     assert nc(server.socket, "lib load rel some/dir/lib.so\n").startswith(
         "error: relative path 'some/dir/lib.so' would be resolved against the process's working directory")
@@ -524,29 +533,39 @@ def test_lib_load_refuses_files_others_could_have_written(server, tmp_path):
     lib = tmp_path / "libshared.so"
     lib.write_bytes(open(libm, "rb").read())
     os.chmod(lib, 0o666)
-    r = cli("-p", server.pid, "lib", "load", "w", lib)
+
+    def by_path(name, path):   # the agent opens PATH itself: the directory rules apply too
+        return nc(server.socket, f"lib load {name} {path}\n")
+
+    assert by_path("w", lib) == (f"error: refusing to load {lib}: file {lib} is writable by every "
+                                 f"user (mode 0666); only root or uid {os.geteuid()} may be able to "
+                                 "change it\n")
+    r = cli("-p", server.pid, "lib", "load", "w", lib)   # the CLI sends the file itself
     assert r.returncode == 1
-    assert r.stderr == (f"error: refusing to load {lib}: file {lib} is writable by every user "
-                        f"(mode 0666); only root or uid {os.geteuid()} may be able to change it\n")
+    assert r.stderr == (f"error: refusing to load {lib}: file {lib} (sent by the client) is "
+                        f"writable by every user (mode 0666); only root or uid {os.geteuid()} may "
+                        "be able to change it\n")
     os.chmod(lib, 0o664)
+    assert "is writable by its group (mode 0664)" in by_path("w", lib)
     assert "is writable by its group (mode 0664)" in cli("-p", server.pid, "lib", "load", "w", lib).stderr
     os.chmod(lib, 0o644)
     open_dir = tmp_path / "open"
     open_dir.mkdir()
     os.chmod(open_dir, 0o777)
     (open_dir / "lib.so").write_bytes(lib.read_bytes())
-    r = cli("-p", server.pid, "lib", "load", "w", open_dir / "lib.so")
-    assert f"directory {open_dir} is writable by every user (mode 0777)" in r.stderr
+    assert f"directory {open_dir} is writable by every user (mode 0777)" in by_path("w", open_dir / "lib.so")
     os.chmod(open_dir, 0o1777)  # sticky: others cannot replace our file
-    assert cli("-p", server.pid, "lib", "load", "sticky", open_dir / "lib.so").returncode == 0
+    assert by_path("sticky", open_dir / "lib.so").startswith("loaded sticky")
     link = tmp_path / "link.so"
     link.symlink_to(open_dir / "lib.so")
     os.chmod(open_dir, 0o777)
-    assert "is writable by every user" in cli("-p", server.pid, "lib", "load", "via_link", link).stderr
+    assert "is writable by every user" in by_path("via_link", link)
     if os.geteuid() == 0:
         os.chown(lib, 65534, 65534)
+        assert f"file {lib} is owned by uid 65534; it must be owned by root or uid 0" in by_path("f", lib)
         r = cli("-p", server.pid, "lib", "load", "foreign", lib)
-        assert f"file {lib} is owned by uid 65534; it must be owned by root or uid 0" in r.stderr
+        assert f"file {lib} (sent by the client) is owned by uid 65534; it must be owned by root " \
+               "or uid 0" in r.stderr
     assert [l.split()[0] for l in cli("-p", server.pid, "lib", "list").stdout.splitlines()] == ["NAME", "sticky"]
 
 

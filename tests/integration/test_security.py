@@ -340,7 +340,8 @@ def test_a_planted_socket_name_cannot_keep_the_agent_from_serving(spawn, kind):
         mode = stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)
         assert mode == 0o700 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
-        p.stop()
+        p.popen.terminate()         # simple_server exits normally on SIGTERM
+        p.wait_exit()
         assert not os.path.exists(os.path.dirname(path)), "the private directory is left behind"
         assert identity(name) == before
     finally:
