@@ -13,7 +13,9 @@ sockets; an impostor records what it received, which must be nothing whenever it
   ns_last_pid): a listener whose creator exited and whose pid was given to a root process
   (/proc/sys/kernel/ns_last_pid) is never sent a request (E3, E5, E8);
 * lib load sends the library as an SCM_RIGHTS descriptor on the first byte (the fake agent
-  fstat()s what it receives), even a file the agent could not open by path;
+  fstat()s what it receives), even a file the agent could not open by path; and the real
+  agent, where it takes descriptors (skipped on an agent that loads by name), loads a library
+  its process could not open;
 * plain output to a terminal is escaped (a pty), --raw and pipes are unchanged.
 
 Every expected message is the spec's text (security_texts.py). Where the C client of the
@@ -366,6 +368,49 @@ def test_lib_load_sends_the_library_as_a_descriptor(agents, workdir):
     [session] = agent.connections()
     sent = [c for c in session["chunks"] if c["data"].startswith("lib load")]
     assert sent == [{"data": f"lib load p {library}\n", "fds": [expect_fd]}]
+
+
+def _agent_takes_descriptors(path):
+    """Whether the agent at `path` reads descriptors sent with a request: one that does
+    refuses a descriptor that comes with `version`; one that does not answers as usual."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, open(os.devnull) as null:
+        s.settimeout(5)
+        s.connect(path)
+        socket.send_fds(s, [b"json version\n"], [null.fileno()])
+        reply = s.recv(65536)
+    return b"descriptor" in reply and b'"ok":false' in reply
+
+
+def test_the_agent_loads_a_library_its_process_could_not_open(workdir):
+    """The real agent of a process run as hotpatch-t1 loads a library in a directory only
+    root can enter: only the descriptor the client sends can reach it."""
+    secret = workdir / "root-only-lib"
+    secret.mkdir(mode=0o700)
+    libm = next(p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6",
+                            "/lib/aarch64-linux-gnu/libm.so.6", "/lib64/libm.so.6")
+                if os.path.exists(p))
+    library = secret / "libm-copy.so"
+    shutil.copyfile(libm, library)
+    os.chmod(library, 0o644)
+    p = subprocess.Popen([*as_user(T1), str(BUILD / "bin" / "simple_server"), "--interval-ms",
+                          "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        path = f"/tmp/{p.pid}.socket"
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not _agent_takes_descriptors(path):
+            pytest.skip("this build's agent loads lib load's PATH by name (no descriptors yet)")
+        rc, out, err = run_py("-p", p.pid, "lib", "load", "m", library)
+        assert (rc, err) == (0, b"") and out.startswith(f"loaded m from {library} at 0x".encode())
+        with hotpatch.Client(pid=p.pid) as client:
+            assert client.lib_load("m2", library)["path"] == str(library)
+            assert [row["name"] for row in client.lib_list()] == ["m", "m2"]
+    finally:
+        p.kill()
+        p.wait()
+        if os.path.lexists(f"/tmp/{p.pid}.socket"):
+            os.unlink(f"/tmp/{p.pid}.socket")
 
 
 # ==== terminal safety ============================================================================
