@@ -14,3 +14,18 @@ add_test(NAME python_client
 set_tests_properties(python_client PROPERTIES
   ENVIRONMENT "HOTPATCH_BUILD_DIR=${CMAKE_BINARY_DIR};PYTHONPATH=${CMAKE_SOURCE_DIR}/python"
   TIMEOUT 600)
+
+# The client side of the security pass: finding and verifying the agent, lib load by
+# descriptor, terminal escaping. Real users (hotpatch-t1, hotpatch-t2) and processes of their
+# own; the pid-reuse cases write /proc/sys/kernel/ns_last_pid, so they are a test of their own
+# that no other user of that file runs beside (RESOURCE_LOCK ns_last_pid).
+add_test(NAME python_security
+  COMMAND ${HOTPATCH_PYTEST} -k "not ns_last_pid"
+          ${CMAKE_SOURCE_DIR}/tests/integration/test_python_security.py)
+add_test(NAME python_security_pid_reuse
+  COMMAND ${HOTPATCH_PYTEST} -k ns_last_pid
+          ${CMAKE_SOURCE_DIR}/tests/integration/test_python_security.py)
+set_tests_properties(python_security python_security_pid_reuse PROPERTIES
+  ENVIRONMENT "HOTPATCH_BUILD_DIR=${CMAKE_BINARY_DIR};PYTHONPATH=${CMAKE_SOURCE_DIR}/python"
+  TIMEOUT 600)
+set_tests_properties(python_security_pid_reuse PROPERTIES RESOURCE_LOCK ns_last_pid)

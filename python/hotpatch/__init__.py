@@ -21,10 +21,12 @@ from .errors import (
     ConnectionError,
     DisconnectedError,
     Error,
+    LibraryOpenError,
     ProtocolError,
     RefusedError,
     UnreachableError,
     UsageError,
+    VerificationError,
 )
 
 #: The client's version; the C client of the same release reports the same one.
@@ -39,8 +41,10 @@ __all__ = [
     "Reply",
     "Error",
     "UsageError",
+    "LibraryOpenError",
     "ConnectionError",
     "UnreachableError",
+    "VerificationError",
     "DisconnectedError",
     "ProtocolError",
     "RefusedError",

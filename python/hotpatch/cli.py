@@ -7,6 +7,10 @@ Like the C client it sends one ``json ...`` request per run and prints the reply
 (stdout when the agent did it, stderr when it refused) or, with ``--json``, the JSON line.
 Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.
 
+Like the C client it checks the agent before sending anything (``hotpatch.verify``), sends
+the library of ``lib load`` as a descriptor, and escapes control characters in text printed
+to a terminal unless ``--raw`` is given (``hotpatch.terminal``).
+
 Options are parsed by a small copy of glibc's ``getopt_long`` in its ``+`` mode (options
 stop at the first command word, so ``var set x -5`` keeps its ``-5``), including long-option
 prefixes (``--js``), ``--opt=value`` and the same error messages, because the goal is that
@@ -20,8 +24,9 @@ import os
 import sys
 from typing import BinaryIO, Optional, Sequence
 
-from . import __version__, errors
-from .client import build_request, exchange_once, parse_reply, socket_path_for_pid, text_bytes
+from . import __version__, errors, terminal, verify
+from .client import (Reply, exchange_once, open_library, parse_reply, prepare_request,
+                     text_bytes)
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -32,10 +37,14 @@ USAGE = (
     "\n"
     "Talks to the hotpatch agent inside a running process.\n"
     "\n"
-    "  -p, --pid PID       the process (its agent listens on /tmp/PID.socket, or on the\n"
-    "                      HOTPATCH_SOCKET set in the process's environment, %p = pid)\n"
-    "  -s, --socket PATH   talk to the agent socket at PATH\n"
+    "  -p, --pid PID       the process; its agent is the socket it listens on: the\n"
+    "                      HOTPATCH_SOCKET of its environment (%p = pid), /tmp/PID.socket\n"
+    "                      or /tmp/hotpatch-PID.*/socket, served by it as root or its uid\n"
+    "  -s, --socket PATH   talk to the agent socket at PATH, served by root or by you\n"
+    "      --trust-peer UID  with -s: also talk to a server running as UID (or user name)\n"
     "  -j, --json          print the agent's JSON reply (one line)\n"
+    "      --raw           print the agent's text as sent (by default control characters\n"
+    "                      are shown escaped when printing to a terminal)\n"
     "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
     "  -h, --help          this text;  -V, --version  the client's version\n"
     "\n"
@@ -51,7 +60,8 @@ USAGE = (
     "Example: hotpatch -p 1234 var set age 42\n"
 )
 
-# (long name, short letter, takes an argument) — the C client's option table, in its order.
+# (long name, short letter or None, takes an argument) — the C client's option table, in its
+# order (the order shows in the "ambiguous" message of a long-option prefix such as --t).
 _OPTIONS = (
     (b"pid", b"p", True),
     (b"socket", b"s", True),
@@ -59,6 +69,8 @@ _OPTIONS = (
     (b"timeout", b"t", True),
     (b"help", b"h", False),
     (b"version", b"V", False),
+    (b"trust-peer", None, True),
+    (b"raw", None, False),
 )
 
 
@@ -71,14 +83,23 @@ class _Stop(Exception):
 
 
 class _Output:
-    """stdout and stderr as byte streams, so replies pass through byte for byte."""
+    """stdout and stderr as byte streams, so replies pass through byte for byte, and whether
+    each is a terminal (plain text printed there is escaped unless --raw)."""
 
     def __init__(self, out: BinaryIO, err: BinaryIO) -> None:
         self.out, self.err = out, err
+        self.out_tty, self.err_tty = _isatty(out), _isatty(err)
 
     def fail(self, message: str) -> _Stop:
         self.err.write(b"hotpatch: " + os.fsencode(message) + b"\n")
         return _Stop(EXIT_TROUBLE)
+
+
+def _isatty(stream: BinaryIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _parse_long(text: bytes, low: int, high: int) -> Optional[int]:
@@ -139,17 +160,18 @@ class _Getopt:
             return self._error(b"option '--" + body + b"' is ambiguous; possibilities:"
                                + choices), None
         long_name, letter, takes = found[0]
+        key = (letter or long_name).decode()  # long-only options are known by their name
         if eq:
             if not takes:
                 return self._error(b"option '--" + long_name
                                    + b"' doesn't allow an argument"), None
-            return letter.decode(), value
+            return key, value
         if takes:
             if self.index >= len(self.args):
                 return self._error(b"option '--" + long_name + b"' requires an argument"), None
             self.index += 1
-            return letter.decode(), self.args[self.index - 1]
-        return letter.decode(), None
+            return key, self.args[self.index - 1]
+        return key, None
 
     def _short(self) -> tuple[str, Optional[bytes]]:
         c, self.cluster = self.cluster[:1], self.cluster[1:]
@@ -168,32 +190,49 @@ class _Getopt:
         return letter, self.args[self.index - 1]
 
 
-def _parse_options(prog: bytes, args: Sequence[bytes],
-                   io: _Output) -> tuple[Optional[int], Optional[bytes], bool, int, list[bytes]]:
-    pid: Optional[int] = None
-    socket_path: Optional[bytes] = None
-    as_json = False
-    timeout_ms = 10000
+class _Options:
+    """What the command line asked for."""
+
+    def __init__(self) -> None:
+        self.pid: Optional[int] = None
+        self.socket_path: Optional[bytes] = None
+        self.as_json = False
+        self.raw = False
+        self.trust_peer: Optional[int] = None
+        self.timeout_ms = 10000
+        self.words: list[bytes] = []
+
+
+def _parse_options(prog: bytes, args: Sequence[bytes], io: _Output) -> _Options:
+    o = _Options()
     getopt = _Getopt(prog, args, io)
     while (opt := getopt.next()) is not None:
         letter, value = opt
         if letter == "p":
             assert value is not None
-            pid = _parse_long(value, 1, 2**31 - 1)
-            if pid is None:
+            o.pid = _parse_long(value, 1, 2**31 - 1)
+            if o.pid is None:
                 raise io.fail(f"invalid pid '{os.fsdecode(value)}': expected a process id such "
                               "as 1234")
         elif letter == "s":
-            socket_path = value
+            o.socket_path = value
         elif letter == "j":
-            as_json = True
+            o.as_json = True
         elif letter == "t":
             assert value is not None
             parsed = _parse_long(value, 1, 3600000)
             if parsed is None:
                 raise io.fail(f"invalid timeout '{os.fsdecode(value)}': expected milliseconds "
                               "from 1 to 3600000")
-            timeout_ms = parsed
+            o.timeout_ms = parsed
+        elif letter == "trust-peer":
+            assert value is not None
+            try:
+                o.trust_peer = verify.parse_uid(value)
+            except errors.UsageError as e:
+                raise io.fail(e.message) from None
+        elif letter == "raw":
+            o.raw = True
         elif letter == "h":
             io.out.write(USAGE.encode())
             raise _Stop(EXIT_OK)
@@ -203,7 +242,8 @@ def _parse_options(prog: bytes, args: Sequence[bytes],
         else:
             io.err.write(USAGE.encode())
             raise _Stop(EXIT_TROUBLE)
-    return pid, socket_path, as_json, timeout_ms, list(args[getopt.index:])
+    o.words = list(args[getopt.index:])
+    return o
 
 
 def _report(io: _Output, error: errors.Error) -> int:
@@ -217,19 +257,41 @@ def _report(io: _Output, error: errors.Error) -> int:
     return error.exit_code
 
 
+def _exchange(o: _Options, line: bytes, library: Optional[bytes]) -> bytes:
+    """One request to the verified agent, the library of ``lib load`` attached as an open
+    descriptor (opened before connecting: a file that cannot be opened sends nothing)."""
+    fd = open_library(library) if library is not None else None
+    try:
+        path = os.fsdecode(o.socket_path) if o.socket_path is not None else None
+        return exchange_once(path, line, o.pid, o.timeout_ms / 1000,
+                             trust_peer=o.trust_peer, fd=fd)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _print_text(io: _Output, o: _Options, reply: Reply) -> None:
+    """The reply's plain text on stdout (done) or stderr (refused), escaped for a terminal
+    unless --raw: the text comes from the process and must not drive the operator's tty."""
+    stream, tty = (io.out, io.out_tty) if reply.ok else (io.err, io.err_tty)
+    data = text_bytes(reply.text)
+    if tty and not o.raw:
+        data = terminal.escape(data, terminal.is_bare_value(reply.data))
+    stream.write(data)
+
+
 def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
-    pid, socket_path, as_json, timeout_ms, words = _parse_options(prog, args, io)
-    if (pid is None) == (socket_path is None):
+    o = _parse_options(prog, args, io)
+    if (o.pid is None) == (o.socket_path is None):
         io.err.write(b"hotpatch: give exactly one of -p PID or -s SOCKET\n")
         io.err.write(USAGE.encode())
         return EXIT_TROUBLE
-    path = socket_path_for_pid(pid) if pid is not None else os.fsdecode(socket_path or b"")
-    if not words or (words[0] == b"json" and len(words) == 1):
+    if not o.words or (o.words[0] == b"json" and len(o.words) == 1):
         io.err.write(USAGE.encode())
         return EXIT_TROUBLE
     try:
-        line, json_word = build_request(words)
-        raw = exchange_once(path, line, pid, timeout_ms / 1000)
+        request = prepare_request(o.words)
+        raw = _exchange(o, request.line, request.library)
     except errors.Error as e:
         return _report(io, e)
     try:
@@ -237,10 +299,10 @@ def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
     except errors.ProtocolError as e:
         io.err.write(b"hotpatch: the agent's reply is not valid: " + e.reply[:200] + b"\n")
         return EXIT_TROUBLE
-    if as_json or json_word:
+    if o.as_json or request.json_word:
         io.out.write(raw)
     else:
-        (io.out if reply.ok else io.err).write(text_bytes(reply.text))
+        _print_text(io, o, reply)
     return EXIT_OK if reply.ok else EXIT_REFUSED
 
 

@@ -9,10 +9,11 @@ Two ways to talk, both over the agent's Unix socket (docs/protocol.md):
   line per reply; scripts use it through :meth:`Client.request` and the typed helpers.
 
 Everything that must match the C client byte for byte (quoting, the length limit, making a
-``lib load`` path absolute, finding the socket from a pid, the peer-pid check, the
-explanation when nothing answers) lives here once and is shared by both. Words and lines are
-handled as bytes, like the C client handles ``char *``, so arguments that are not UTF-8 reach
-the agent unchanged (and are refused there, with the agent's message).
+``lib load`` path absolute and sending the library as a descriptor, the explanation when
+nothing answers) lives here once and is shared by both; finding the agent of a pid and
+checking the server before anything is sent live in :mod:`hotpatch.verify`. Words and lines
+are handled as bytes, like the C client handles ``char *``, so arguments that are not UTF-8
+reach the agent unchanged (and are refused there, with the agent's message).
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import errno as errno_mod
 import json
 import os
 import select
-import shutil
 import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
-from . import errors
+from . import errors, verify
 
 __all__ = [
     "Client",
@@ -37,6 +37,9 @@ __all__ = [
     "REPLY_LIMIT",
     "build_request",
     "exchange_once",
+    "open_agent",
+    "open_library",
+    "prepare_request",
     "format_value",
     "parse_reply",
     "quote_word",
@@ -47,7 +50,7 @@ __all__ = [
 LINE_LIMIT = 4096
 #: The C client refuses to buffer a reply larger than this; so does this one.
 REPLY_LIMIT = 8 << 20
-#: PATH_MAX on Linux: the longest HOTPATCH_SOCKET the C client takes from a process's environment.
+#: PATH_MAX on Linux: the longest path the C client's buffers hold.
 _PATH_MAX = 4096
 #: sizeof(struct sockaddr_un.sun_path) on Linux.
 _SUN_PATH = 108
@@ -120,14 +123,33 @@ def _absolute_library_path(path: bytes) -> bytes:
     return joined if len(joined) < _PATH_MAX else path
 
 
-def build_request(words: Sequence[Word], prefix: bytes = b"json") -> tuple[bytes, bool]:
+def _sends_descriptor(path: bytes) -> bool:
+    """Whether ``lib load`` sends PATH as an open descriptor: always, except for a bare file
+    name that does not exist here (``libm.so.6``), which only the target's dynamic loader can
+    find, so it goes as a name and the agent applies its own rules."""
+    return b"/" in path or os.path.exists(path)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request line formed from command words: ``line`` (without its newline),
+    ``json_word`` (the words began with ``json``), and ``library``: for ``lib load``, the
+    path of the library to send as a descriptor along with the line (None otherwise)."""
+
+    line: bytes
+    json_word: bool
+    library: Optional[bytes] = None
+
+
+def prepare_request(words: Sequence[Word], prefix: bytes = b"json") -> Request:
     """Forms one request line from command words exactly as the C client does.
 
-    A leading word ``json`` is dropped and reported (the second result, the C client's
-    ``--json``); ``lib load NAME PATH`` gets an absolute PATH; words are quoted when needed.
-    ``prefix`` starts the line (``json`` for a one-shot request, empty inside a session).
-    Raises :class:`hotpatch.UsageError` for no command, a word with a line break, or a line
-    longer than the agent accepts.
+    A leading word ``json`` is dropped and reported (``json_word``, the C client's
+    ``--json``); ``lib load NAME PATH`` gets an absolute PATH, which is also the library to
+    send as a descriptor (see :func:`open_library`); words are quoted when needed. ``prefix``
+    starts the line (``json`` for a one-shot request, empty inside a session). Raises
+    :class:`hotpatch.UsageError` for no command, a word with a line break, or a line longer
+    than the agent accepts.
     """
     raw = [_to_bytes(w) for w in words]
     json_word = bool(raw) and raw[0] == b"json"
@@ -136,16 +158,38 @@ def build_request(words: Sequence[Word], prefix: bytes = b"json") -> tuple[bytes
     if not raw:
         raise errors.UsageError("no command given")
     line = bytearray(prefix)
+    library = None
     for i, word in enumerate(raw):
         if b"\r" in word or b"\n" in word:
             raise errors.UsageError(
                 f"argument {i + 1} contains a line break; a request is one line")
-        if i == 3 and raw[0] == b"lib" and raw[1] == b"load":
-            word = _absolute_library_path(word)
+        if i == 3 and raw[0] == b"lib" and raw[1] == b"load" and _sends_descriptor(word):
+            word = library = _absolute_library_path(word)
         if not _append_word(line, word, LINE_LIMIT + 1):
             raise errors.UsageError(
                 f"the request is longer than the agent's limit of {LINE_LIMIT} bytes")
-    return bytes(line), json_word
+    return Request(bytes(line), json_word, library)
+
+
+def build_request(words: Sequence[Word], prefix: bytes = b"json") -> tuple[bytes, bool]:
+    """:func:`prepare_request` as (line, json_word), for callers that send no descriptor."""
+    request = prepare_request(words, prefix)
+    return request.line, request.json_word
+
+
+def open_library(path: bytes) -> int:
+    """Opens the library ``lib load`` sends (read-only, close-on-exec, following symbolic
+    links as this process sees them) and returns the descriptor. The agent loads that very
+    file, so what is loaded is what the operator named here, whatever the target's mount
+    namespace, working directory or permissions. Raises :class:`LibraryOpenError`
+    (``cannot open PATH: REASON``)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        err = e.errno or errno_mod.EIO
+        shown = os.fsdecode(path)
+        raise errors.LibraryOpenError(shown, err,
+                                      f"cannot open {shown}: {os.strerror(err)}") from None
 
 
 def format_value(value: Any) -> str:
@@ -161,44 +205,15 @@ def format_value(value: Any) -> str:
 # ---- finding and reaching the agent ---------------------------------------------------------------
 
 def socket_path_for_pid(pid: int) -> str:
-    """The socket of process ``pid``: the ``HOTPATCH_SOCKET`` in its environment when that is
-    readable and set (``%p`` replaced by the pid; shorter than PATH_MAX), else
-    ``/tmp/PID.socket`` — the C client's
-    rule, reading at most the first 64 KiB of ``/proc/PID/environ`` as it does."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read((1 << 16) - 1)
-    except OSError:
-        env = None
-    if env is not None:
-        for entry in env.split(b"\0"):
-            if entry.startswith(b"HOTPATCH_SOCKET=") and len(entry) > 16:
-                value = entry[16:].replace(b"%p", str(pid).encode())  # as the agent expands it
-                if len(value) < _PATH_MAX:
-                    return os.fsdecode(value)
-    return f"/tmp/{pid}.socket"
+    """The name the agent of ``pid`` is first expected at: the ``HOTPATCH_SOCKET`` in its
+    environment when that is readable and set (``%p`` replaced by the pid), else
+    ``/tmp/PID.socket``. A name only: the client talks to the socket the process actually
+    listens on (:func:`hotpatch.verify.find_agent`), which may be its private fallback."""
+    return verify.environment_socket(pid) or f"/tmp/{pid}.socket"
 
 
 def _process_exists(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
-
-
-def _preload_library() -> str:
-    """Where the preload agent is, for the hint when nothing answers. The C client derives it
-    from its own location (<prefix>/bin/hotpatch -> <prefix>/lib/libhotpatch_preload.so); this
-    client does the same from the C client found on PATH, else names the bare file."""
-    exe = shutil.which("hotpatch")
-    if exe:
-        real = os.path.realpath(exe)
-        try:
-            with open(real, "rb") as f:
-                is_elf = f.read(4) == b"\x7fELF"
-        except OSError:
-            is_elf = False
-        if is_elf:
-            prefix = os.path.dirname(os.path.dirname(real))
-            return f"{prefix}/lib/libhotpatch_preload.so"
-    return "libhotpatch_preload.so"
 
 
 def _unreachable(path: str, pid: Optional[int], err: int) -> errors.UnreachableError:
@@ -208,9 +223,7 @@ def _unreachable(path: str, pid: Optional[int], err: int) -> errors.UnreachableE
     elif err in (errno_mod.EACCES, errno_mod.EPERM):
         hint = "run as root or as the user that owns the process"
     else:
-        hint = ("no agent is listening there. Start the program linked with libhotpatch "
-                "(calling hotpatch_start()),\n          or run it as: "
-                f"LD_PRELOAD={_preload_library()} PROGRAM ...")
+        hint = verify.startup_hint()
     return errors.UnreachableError(message, path, [hint], err)
 
 
@@ -225,19 +238,11 @@ def _set_timeouts(sock: socket.socket, timeout: Optional[float]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
-def _peer_pid(sock: socket.socket) -> Optional[int]:
-    try:
-        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    return struct.unpack("3i", cred)[0]
-
-
 def connect(path: str, pid: Optional[int] = None,
             timeout: Optional[float] = 10.0) -> socket.socket:
-    """Connects to the agent socket at ``path``. With ``pid``, the process serving the socket
-    must be that pid (``SO_PEERCRED``), so a stale or planted socket cannot impersonate it.
-    Raises :class:`hotpatch.UnreachableError` with the C client's explanation."""
+    """Connects to the socket at ``path`` and checks nothing (see :func:`open_agent`);
+    ``pid`` only shapes the explanation when the connect fails. Raises
+    :class:`hotpatch.UnreachableError` with the C client's explanation."""
     raw_path = os.fsencode(path)
     if len(raw_path) >= _SUN_PATH:
         raise errors.UnreachableError(f"socket path too long: {path}", path)
@@ -253,14 +258,51 @@ def connect(path: str, pid: Optional[int] = None,
     except OSError as e:
         sock.close()
         raise _unreachable(path, pid, e.errno or errno_mod.EIO) from None
-    if pid:
-        got = _peer_pid(sock)
-        if got != pid:
-            sock.close()
-            raise errors.UnreachableError(
-                f"refusing to talk to {path}: it is served by process {got}, not by process "
-                f"{pid} (a stale or foreign socket)", path)
     return sock
+
+
+def open_agent(pid: Optional[int] = None, socket_path: Optional[str] = None,
+               timeout: Optional[float] = 10.0,
+               trust_peer: Optional[int] = None) -> tuple[socket.socket, str]:
+    """Connects to a verified agent and returns the socket and its path; nothing has been
+    sent on it yet.
+
+    With ``pid``: the agent's socket is found among the listening sockets the process holds,
+    and the server must be that process (pid, uid, and unchanged since before connecting).
+    With ``socket_path``: the server must run as root or as this user, or as ``trust_peer``.
+    Raises :class:`UnreachableError` or its subclass :class:`VerificationError`.
+    """
+    if pid is not None:
+        path, process = verify.find_agent(pid)
+    else:
+        path, process = os.fspath(socket_path or ""), None
+    sock = connect(path, pid, timeout)
+    try:
+        if process is not None:
+            verify.check_process_peer(sock, path, process)
+            verify.recheck_process(path, process)
+        else:
+            verify.check_path_peer(sock, path, trust_peer)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, path
+
+
+def send_line(sock: socket.socket, data: bytes, fd: Optional[int] = None) -> None:
+    """Sends ``data`` whole. With ``fd``, the first ``sendmsg`` carries that descriptor
+    (``SCM_RIGHTS``), attached to the first byte, so the agent receives it with the start of
+    the line it belongs to. Raises OSError."""
+    sent = 0
+    if fd is not None:
+        while True:
+            try:
+                sent = socket.send_fds(sock, [data], [fd], socket.MSG_NOSIGNAL)
+                break
+            except InterruptedError:
+                continue
+    if sent < len(data):
+        sock.sendall(data[sent:], socket.MSG_NOSIGNAL)
 
 
 def _recv_error(e: OSError) -> str:
@@ -294,15 +336,18 @@ def read_reply_once(sock: socket.socket) -> bytes:
             return bytes(buf)
 
 
-def exchange_once(path: str, line: bytes, pid: Optional[int] = None,
-                  timeout: Optional[float] = 10.0) -> bytes:
+def exchange_once(path: Optional[str], line: bytes, pid: Optional[int] = None,
+                  timeout: Optional[float] = 10.0, *, trust_peer: Optional[int] = None,
+                  fd: Optional[int] = None) -> bytes:
     """Sends one request ``line`` (without its newline) on a new connection and returns the
-    raw reply bytes, as the C client does. Errors carry the C client's wording; a failed
-    read is reported as ``no reply from PATH: WHY``."""
-    sock = connect(path, pid, timeout)
+    raw reply bytes, as the C client does: to the verified agent of ``pid`` (``path`` is then
+    ignored) or to the socket at ``path`` (see :func:`open_agent`), with the descriptor ``fd``
+    attached when given (``lib load``). Errors carry the C client's wording; a failed read is
+    reported as ``no reply from PATH: WHY``."""
+    sock, path = open_agent(pid, None if pid is not None else path, timeout, trust_peer)
     with sock:
         try:
-            sock.sendall(line + b"\n", socket.MSG_NOSIGNAL)
+            send_line(sock, line + b"\n", fd)
         except OSError as e:
             raise errors.DisconnectedError(
                 f"cannot send the request: {os.strerror(e.errno or errno_mod.EIO)}", path) from None
@@ -395,10 +440,14 @@ def text_bytes(text: str) -> bytes:
 class Client:
     """A connection to the hotpatch agent of one process, reused for many requests.
 
-    ``Client(pid=1234)`` talks to the agent of process 1234 (its ``HOTPATCH_SOCKET`` or
-    ``/tmp/1234.socket``) and checks the socket really is served by that process;
-    ``Client(socket_path="/run/app.sock")`` talks to the socket at that path. ``timeout`` (in
-    seconds, ``None`` for no limit) bounds the connect and each wait for a reply.
+    ``Client(pid=1234)`` talks to the agent of process 1234: the socket it listens on (its
+    ``HOTPATCH_SOCKET``, ``/tmp/1234.socket`` or its private ``/tmp/hotpatch-1234.*/socket``),
+    served by that very process, as root or as its uid (see :mod:`hotpatch.verify`).
+    ``Client(socket_path="/run/app.sock")`` talks to the socket at that path if its server runs
+    as root or as you, or as ``trust_peer`` (a uid or a user name). Every connect checks this
+    before sending anything, and raises :class:`VerificationError` when the check fails.
+    ``timeout`` (in seconds, ``None`` for no limit) bounds the connect and each wait for a
+    reply.
 
     The connection is a protocol ``session``, opened by the first request (or by
     :meth:`connect`). If the agent ends the session while idle (its idle timeout, or a
@@ -415,16 +464,23 @@ class Client:
     """
 
     def __init__(self, pid: Optional[int] = None, socket_path: Optional[str] = None,
-                 timeout: Optional[float] = 10.0, *, connect: bool = False) -> None:
+                 timeout: Optional[float] = 10.0, *, connect: bool = False,
+                 trust_peer: Optional[Union[int, str]] = None) -> None:
         if (pid is None) == (socket_path is None):
             raise errors.UsageError("give exactly one of pid or socket_path")
+        if trust_peer is not None and pid is not None:
+            raise errors.UsageError("trust_peer goes with socket_path: the agent of a pid must "
+                                    "run as root or as the process's uid")
         if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid < 1):
             raise errors.UsageError(f"invalid pid {pid!r}: expected a process id such as 1234")
         if timeout is not None and timeout <= 0:
             raise errors.UsageError(f"invalid timeout {timeout!r}: expected seconds above 0")
         self.pid: Optional[int] = pid
         self._socket_path: Optional[str] = os.fspath(socket_path) if socket_path else None
+        self.trust_peer: Optional[int] = (verify.parse_uid(trust_peer)
+                                          if trust_peer is not None else None)
         self.timeout: Optional[float] = timeout
+        self._path: Optional[str] = None  # the socket of the current (or last) connection
         self._sock: Optional[socket.socket] = None
         self._buf = b""
         if connect:
@@ -434,9 +490,13 @@ class Client:
 
     @property
     def socket_path(self) -> str:
-        """The socket this client talks to (looked up from the pid at each connect)."""
+        """The socket this client talks to. For a pid it is found again at each connect: the
+        one of the current or last connection, or before the first the name it is expected
+        at (:func:`socket_path_for_pid`)."""
         if self._socket_path is not None:
             return self._socket_path
+        if self._path is not None:
+            return self._path
         assert self.pid is not None
         return socket_path_for_pid(self.pid)
 
@@ -450,9 +510,8 @@ class Client:
         :class:`UnreachableError` when the agent cannot be reached or refuses the session."""
         if self._sock is not None:
             return
-        path = self.socket_path
-        sock = connect(path, self.pid, self.timeout)
-        self._sock, self._buf = sock, b""
+        sock, path = open_agent(self.pid, self._socket_path, self.timeout, self.trust_peer)
+        self._sock, self._buf, self._path = sock, b"", path
         try:
             reply = self._exchange(b"session", "session")
         except errors.Error as e:
@@ -542,10 +601,10 @@ class Client:
         line, self._buf = self._buf.split(b"\n", 1)
         return line + b"\n"
 
-    def _exchange(self, line: bytes, request: str) -> Reply:
+    def _exchange(self, line: bytes, request: str, fd: Optional[int] = None) -> Reply:
         assert self._sock is not None
         try:
-            self._sock.sendall(line + b"\n", socket.MSG_NOSIGNAL)
+            send_line(self._sock, line + b"\n", fd)
         except OSError as e:
             self._drop()
             raise errors.DisconnectedError(
@@ -561,7 +620,12 @@ class Client:
     def send(self, line: Word, *, check: bool = True) -> Reply:
         """Sends one request line as typed (``'var set user_name "Ada Lovelace"'``) and returns
         the :class:`Reply`. With ``check`` (the default) a refusal raises
-        :class:`RefusedError` carrying the agent's message."""
+        :class:`RefusedError` carrying the agent's message. The line goes as it is: a
+        ``lib load`` typed here sends its path only; :meth:`lib_load` sends the library."""
+        return self._send(line, check)
+
+    def _send(self, line: Word, check: bool, library: Optional[bytes] = None) -> Reply:
+        """:meth:`send`, with the library (a path) opened and attached as a descriptor."""
         raw = _to_bytes(line).rstrip(b"\r\n")
         if b"\n" in raw or b"\r" in raw:
             raise errors.UsageError("a request is one line; it contains a line break")
@@ -571,10 +635,15 @@ class Client:
         request = raw.decode("utf-8", "replace")
         if raw.split(None, 1)[:1] == [b"quit"]:
             raise errors.UsageError("use close() to end the session")
-        if self._sock is not None and self._session_ended():
-            self._drop()  # the agent ended the idle session: nothing was sent, start anew
-        self.connect()
-        reply = self._exchange(raw, request)
+        fd = open_library(library) if library is not None else None
+        try:
+            if self._sock is not None and self._session_ended():
+                self._drop()  # the agent ended the idle session: nothing was sent, start anew
+            self.connect()
+            reply = self._exchange(raw, request, fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
         if check and not reply.ok:
             raise errors.RefusedError(reply.error or reply.text.strip(), reply.data, request)
         return reply
@@ -588,12 +657,12 @@ class Client:
     def call(self, *words: Any) -> Any:
         """Like :meth:`request`, from separate words, each quoted as the C client quotes it
         (so values may hold spaces); non-string words are formatted by :func:`format_value`.
-        ``lib load NAME PATH`` gets an absolute PATH, as with the C client."""
+        ``lib load NAME PATH`` gets an absolute PATH and sends the library itself as an open
+        descriptor, as the C client does (:class:`LibraryOpenError` if it cannot be opened)."""
         texts = [w if isinstance(w, (str, bytes)) else format_value(w) for w in words]
-        line, as_json = build_request(texts, prefix=b"")
-        if as_json:
-            line = b"json " + line
-        return self.request(line)
+        prepared = prepare_request(texts, prefix=b"")
+        line = b"json " + prepared.line if prepared.json_word else prepared.line
+        return self._send(line, True, prepared.library).result
 
     # -- typed helpers: each sends the words of one command --
 
@@ -624,8 +693,12 @@ class Client:
         return self.call("lib", "list")
 
     def lib_load(self, name: str, path: Union[str, "os.PathLike[str]"]) -> dict[str, Any]:
-        """``lib load NAME PATH``: loads the library (a relative path is made absolute here);
-        returns the reply with ``name``, ``path``, ``base`` and ``message``."""
+        """``lib load NAME PATH``: loads the library; returns the reply with ``name``,
+        ``path``, ``base`` and ``message``. The file is opened here and sent as a descriptor,
+        which the agent loads, so it is this very file whatever the target can see; PATH (made
+        absolute here) is then only its name. A bare name that is no file here
+        (``libm.so.6``) is sent as a name. Raises :class:`LibraryOpenError` if the file
+        cannot be opened."""
         return self.call("lib", "load", name, os.fspath(path))
 
     def lib_unload(self, name: str) -> dict[str, Any]:

@@ -7,8 +7,10 @@ without a second table.
 
     Error
     ├── UsageError          the request cannot be formed (bad options or arguments)     exit 2
+    │   └── LibraryOpenError    ``lib load``: the library cannot be opened here
     ├── ConnectionError     talking to the agent failed                                  exit 2
-    │   ├── UnreachableError    could not connect, or the socket belongs to another process
+    │   ├── UnreachableError    no such process, no agent, or could not connect
+    │   │   └── VerificationError   the server is not the agent it should be: nothing was sent
     │   └── DisconnectedError   the connection broke, or no reply came in time
     ├── ProtocolError       the agent answered something that is not a valid reply       exit 2
     └── RefusedError        the agent answered ``"ok": false``; carries its message      exit 1
@@ -25,8 +27,10 @@ from typing import Any, Mapping, Optional, Sequence
 __all__ = [
     "Error",
     "UsageError",
+    "LibraryOpenError",
     "ConnectionError",
     "UnreachableError",
+    "VerificationError",
     "DisconnectedError",
     "ProtocolError",
     "RefusedError",
@@ -52,6 +56,17 @@ class UsageError(Error, ValueError):
     break, a request longer than the agent accepts, or an argument a helper cannot send."""
 
 
+class LibraryOpenError(UsageError):
+    """``lib load NAME PATH``: the library could not be opened here. The client sends the
+    library itself (an open descriptor), so a file the client cannot open is refused before
+    anything is sent. ``path`` is the path tried, ``errno`` the open error."""
+
+    def __init__(self, path: str, errno: int, message: str) -> None:
+        super().__init__(message)
+        self.path: str = path
+        self.errno: int = errno
+
+
 class ConnectionError(Error):  # noqa: A001 - hotpatch.ConnectionError on purpose (see above)
     """Talking to the agent failed (see the subclasses). ``socket_path`` is the socket used."""
 
@@ -61,11 +76,12 @@ class ConnectionError(Error):  # noqa: A001 - hotpatch.ConnectionError on purpos
 
 
 class UnreachableError(ConnectionError):
-    """No connection could be made: no agent listens on the socket, no such process, no
-    permission, or (with a pid) the socket is served by another process.
+    """No connection could be made: no such process, the process holds no agent socket, no
+    agent listens on the socket, or no permission; or (the subclass
+    :class:`VerificationError`) the server failed the checks made before sending.
 
     ``hints`` holds the explanation lines the C client prints after the first one (for
-    example ``no process 1234 is running``); ``errno`` is the connect error, when there was one.
+    example how to start an agent); ``errno`` is the connect error, when there was one.
     """
 
     def __init__(
@@ -81,6 +97,13 @@ class UnreachableError(ConnectionError):
 
     def __str__(self) -> str:
         return "\n".join((self.message, *self.hints))
+
+
+class VerificationError(UnreachableError):
+    """The server at the socket is not the agent it must be, so nothing was sent: it is
+    served by another process or another uid than allowed, the process holds no such listening
+    socket, its pid was reused while connecting, or ``/proc`` could not be read to check.
+    A subclass of :class:`UnreachableError`, so code that catches that keeps working."""
 
 
 class DisconnectedError(ConnectionError):
