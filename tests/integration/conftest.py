@@ -30,6 +30,7 @@ BUILD = Path(os.environ.get("HOTPATCH_BUILD_DIR", REPO / "build")).resolve()
 BIN = BUILD / "bin"
 LIB = BUILD / "lib"
 HOTPATCH = BIN / "hotpatch"
+PRELOAD = LIB / "libhotpatch_preload.so"
 
 
 def agent_answers(path, timeout=2.0):
@@ -44,6 +45,26 @@ def agent_answers(path, timeout=2.0):
         return False
     finally:
         s.close()
+
+
+def sanitizer_runtime():
+    """In a sanitizer build the preload .so needs its runtime loaded first."""
+    out = subprocess.run(["ldd", str(PRELOAD)], capture_output=True, text=True).stdout
+    m = re.search(r"(lib[at]san\.so\S*) => (\S+)", out)
+    return m.group(2) if m else None
+
+
+def preload_env(**extra):
+    runtime = sanitizer_runtime()
+    env = {"LD_PRELOAD": f"{runtime}:{PRELOAD}" if runtime else str(PRELOAD)}
+    if runtime and "asan" in runtime:
+        # The agent's process may be any program: its leaks are not this test's subject.
+        env["ASAN_OPTIONS"] = "detect_leaks=0"
+    if runtime and "tsan" in runtime:
+        env["TSAN_OPTIONS"] = f"suppressions={Path(__file__).parent / 'tsan_preload.supp'}"
+    env.update(extra)
+    return env
+
 
 
 class Proc:

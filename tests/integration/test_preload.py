@@ -17,32 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, LIB, REPO, cli, nc
+from conftest import BIN, LIB, PRELOAD, REPO, cli, nc, preload_env, sanitizer_runtime
 
-PRELOAD = LIB / "libhotpatch_preload.so"
 ADAPTER = LIB / "libhotpatch_gflags.so"
 PREBUILT = BIN / "prebuilt_server"
 SLEEP = shutil.which("sleep")
 DB_BENCH = shutil.which("db_bench")
-
-
-def sanitizer_runtime():
-    """In a sanitizer build the preload .so needs its runtime loaded first."""
-    out = subprocess.run(["ldd", str(PRELOAD)], capture_output=True, text=True).stdout
-    m = re.search(r"(lib[at]san\.so\S*) => (\S+)", out)
-    return m.group(2) if m else None
-
-
-def preload_env(**extra):
-    runtime = sanitizer_runtime()
-    env = {"LD_PRELOAD": f"{runtime}:{PRELOAD}" if runtime else str(PRELOAD)}
-    if runtime and "asan" in runtime:
-        # The agent's process may be any program: its leaks are not this test's subject.
-        env["ASAN_OPTIONS"] = "detect_leaks=0"
-    if runtime and "tsan" in runtime:
-        env["TSAN_OPTIONS"] = f"suppressions={Path(__file__).parent / 'tsan_preload.supp'}"
-    env.update(extra)
-    return env
 
 
 def mapped_objects(pid):

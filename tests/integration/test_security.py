@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, LIB, agent_answers, cli, nc
+from conftest import BIN, LIB, PRELOAD, agent_answers, cli, nc, preload_env
 
 PYTHON = "/usr/bin/python3"           # Debian's: reachable by every user (a pyenv one is not)
 ATTACKER, BYSTANDER = "hotpatch-t1", "hotpatch-t2"
@@ -355,12 +355,12 @@ def test_a_planted_socket_name_cannot_keep_the_agent_from_serving(spawn, kind):
 
 
 def test_a_name_planted_in_the_window_after_exec_cannot_silence_the_agent(spawn):
-    preload = LIB / "libhotpatch_preload.so"
+    env = preload_env()
     # The preloaded shell has an agent at /tmp/PID.socket; it execs an image without the agent
     # (the window), which waits for a line and then execs a preloaded `sleep`.
-    inner = f"read go; exec env LD_PRELOAD={preload} sleep 60"
+    inner = f"read go; exec env LD_PRELOAD={env['LD_PRELOAD']} sleep 60"
     p = spawn(["sh", "-c", f"exec env -u LD_PRELOAD sh -c '{inner}'"],
-              env={"LD_PRELOAD": str(preload)}, wait_socket=False, stdin_pipe=True)
+              env=env, wait_socket=False, stdin_pipe=True)
     name = f"/tmp/{p.pid}.socket"
     wait_for(lambda: not os.path.exists(name) and
              os.readlink(f"/proc/{p.pid}/exe").endswith("sh"), what="the window after exec")
@@ -432,9 +432,9 @@ def test_log_and_audit_files_never_follow_links_nor_append_to_other_users_files(
             {"HOTPATCH_AUDIT": f"file:{log_link}"},
         ]
         for env in cases:
-            full = {"LD_PRELOAD": str(LIB / "libhotpatch_preload.so"), **env}
-            p = spawn([BIN / "simple_server", "--interval-ms", "1000"], env=full)
-            assert cli("-p", p.pid, "var", "set", "age", "4").returncode == 0
+            # A program without an agent of its own: the preload agent's log and audit apply.
+            p = spawn(["sleep", "60"], env=preload_env(**env))
+            assert nc(p.socket, "lib load x /nonexistent/x.so\n").startswith("error:")  # audited
             p.stop()
             assert victim.read_text() == "root's\n", env
             assert os.path.getsize(foreign_audit) == 0, env
