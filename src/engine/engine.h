@@ -26,6 +26,18 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/*
+ * Code that runs while other threads of the process are stopped lives in a section of its own,
+ * hotpatch_stopped: a stopped thread may hold any lock (the allocator's, stdio's, the loader's)
+ * or be inside any function a patch replaced, so this code calls nothing outside the section
+ * but raw system calls (tests/stopped_window_check.py proves it on the built library).
+ * noinline keeps its callers from copying it out of the section; no_sanitize and no stack
+ * protector keep the instrumentation's calls out.
+ */
+#define HP_STOPPED_WINDOW                                                                   \
+    __attribute__((section("hotpatch_stopped"), noinline,                                  \
+                   no_sanitize("address", "undefined", "thread")))
+
 /* ---- patch.c: the engine --------------------------------------------------------------- */
 
 /* Where a version of a function comes from (shown by `func list`). */
