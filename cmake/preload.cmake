@@ -30,6 +30,7 @@ target_link_options(hotpatch_preload PRIVATE
   -Wl,--version-script=${CMAKE_SOURCE_DIR}/src/preload/preload.map
   -Wl,--no-undefined)
 set_target_properties(hotpatch_preload PROPERTIES
+  C_COMPILER_LAUNCHER ${HOTPATCH_OWN_CODE_LAUNCHER}
   LINKER_LANGUAGE C
   LINK_DEPENDS ${CMAKE_SOURCE_DIR}/src/preload/preload.map)
 

@@ -13,6 +13,7 @@
  *                   unmapped.
  *   maps.c          /proc/self/maps, read without malloc (maps.h).
  *   symbols.c       name -> address and size, from the ELF symbol tables of mapped objects.
+ *   self.c          where hotpatch's own code is: never a target nor a replacement.
  *   arch/x86_64.c   instruction encoding and code writes with every other thread stopped
  *                   (membarrier SYNC_CORE, writes through /proc/self/mem or mprotect); arch.h.
  *   arch/x86_64_decode.c  decoding a function (capstone) to refuse a patch when a branch lands
@@ -108,6 +109,12 @@ struct hp_patch_stats {
     unsigned long dropped;          /* records dropped because their code was unloaded */
 };
 void hp_patch_get_stats(struct hp_patch_stats *out);
+
+/* ---- self.c: hotpatch's own code ------------------------------------------------------ */
+/* True when addr lies in hotpatch's own code (its code sections in a static link; libhotpatch,
+ * the preload agent or the gflags bridge as objects), with what it is in `what`. Engine lock;
+ * not with threads stopped. */
+bool hp_engine_owns(const void *addr, char *what, size_t what_cap);
 
 /* ---- stop.c: stopping the other threads ------------------------------------------------ */
 

@@ -620,14 +620,13 @@ static int check_executable(const char *what, const void *address, char *why, si
 }
 
 /* Functions the engine's own thread runs while it writes (it is the one thread not stopped):
- * patching them could cut an instruction under the engine itself. */
+ * patching them could cut an instruction under the engine itself. hotpatch's own code is
+ * refused as a whole; these are the C library's functions the write path calls. */
 static int check_not_engine_path(const struct hp_patch_target *t, char *why, size_t why_cap)
 {
     void *const engine_path[] = {
         (void *)pwrite, (void *)syscall, (void *)mprotect, (void *)memcmp, (void *)memcpy,
-        (void *)sysconf, (void *)hp_patch_upgrade, (void *)hp_patch_rollback,
-        (void *)hp_arch_poke_stopped, (void *)hp_arch_write_text, (void *)hp_arch_sync_cores,
-        (void *)hp_threads_stop, (void *)hp_threads_resume, (void *)hp_threads_scan,
+        (void *)sysconf,
     };
     for (size_t i = 0; i < sizeof engine_path / sizeof engine_path[0]; i++) {
         if (engine_path[i] == t->entry) {
@@ -639,12 +638,32 @@ static int check_not_engine_path(const struct hp_patch_target *t, char *why, siz
     return 0;
 }
 
+/* Neither the target nor the replacement may be hotpatch's own code. */
+static int check_not_hotpatch(const struct hp_patch_target *t, const struct hp_patch_origin *o,
+                              char *why, size_t why_cap)
+{
+    char what[300];
+    if (hp_engine_owns(t->entry, what, sizeof what)) {
+        snprintf(why, why_cap, "%s (%p) is part of %s, which never patches itself", t->name,
+                 t->entry, what);
+        return -EPERM;
+    }
+    if (hp_engine_owns(o->address, what, sizeof what)) {
+        snprintf(why, why_cap, "the replacement %s (%p) is part of %s; a replacement must come "
+                 "from a patch library", o->symbol, o->address, what);
+        return -EPERM;
+    }
+    return 0;
+}
+
 static int check_target(const struct hp_patch_target *t, const struct hp_patch_origin *o,
                         size_t *skip, char *why, size_t why_cap)
 {
     int rc = check_executable(t->name, t->entry, why, why_cap);
     if (rc == 0)
         rc = check_executable(o->symbol, o->address, why, why_cap);
+    if (rc == 0)
+        rc = check_not_hotpatch(t, o, why, why_cap);
     if (rc == 0)
         rc = check_not_engine_path(t, why, why_cap);
     if (rc != 0)

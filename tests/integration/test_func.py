@@ -122,3 +122,35 @@ def test_socket_json_and_session(server):
         s.close()
     shows(server, 3)
     assert "func upgrade LIB FUNC [SYMBOL]" in nc(server.socket, "help func\n")
+
+
+# ---- hotpatch never patches itself ----------------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["libhotpatch.so.0:hotpatch_running",
+                                    "libhotpatch.so.0:hp_patch_upgrade", "hotpatch_start"])
+def test_hotpatch_code_is_never_a_target(server, target):
+    ok(server, "lib", "load", "p1", P1)
+    out = refused(server, "func", "upgrade", "p1", target, "add_func")
+    assert "which never patches itself" in out and "hotpatch's own code" in out, out
+    ok(server, "func", "upgrade", "p1", "add_func")     # the engine still writes code afterwards
+    shows(server, 102)
+
+
+def test_hotpatch_code_is_never_a_replacement(server):
+    ok(server, "lib", "load", "hp", LIB / "libhotpatch.so.0")
+    out = refused(server, "func", "upgrade", "hp", "add_func", "hotpatch_running")
+    assert "the replacement hotpatch_running" in out and "hotpatch's own code" in out, out
+    shows(server, 3)
+
+
+def test_a_static_copy_of_hotpatch_is_refused_inside_the_executable(spawn):
+    from conftest import BIN
+    p = spawn([BIN / "simple_server_static_exported", "--interval-ms", "50"])
+    ok(p, "lib", "load", "p1", P1)
+    out = refused(p, "func", "upgrade", "p1", "simple_server_static_exported:hotpatch_running",
+                  "add_func")
+    assert "hotpatch's own code" in out, out
+    out = refused(p, "func", "upgrade", "p1", "simple_server_static_exported:hp_handle_line",
+                  "add_func")
+    assert "hotpatch's own code" in out, out
+    ok(p, "func", "upgrade", "p1", "add_func")           # the program's own code still is fine
