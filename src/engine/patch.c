@@ -71,7 +71,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <link.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -109,6 +112,7 @@ struct patched {
     bool broken;                /* a failed write could not be undone: never write here again */
     void *object_base;          /* dladdr() of the site when first patched (NULL: no object) */
     char object[512];           /* that object's path as the loader names it */
+    unsigned long long subs_at_write; /* the loader's unload count at our last write here */
     struct version *versions;
     int depth, cap;
     uint8_t *relay;             /* this function's relay slot, NULL until a far version */
@@ -187,6 +191,43 @@ static void remember_object(struct patched *p)
     snprintf(p->object, sizeof p->object, "%s", info.dli_fname ? info.dli_fname : "");
 }
 
+/* The loader's count of objects ever unloaded (dl_iterate_phdr's dlpi_subs). */
+static int read_subs(struct dl_phdr_info *info, size_t size, void *ctx)
+{
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+        *(unsigned long long *)ctx = info->dlpi_subs;
+    return 1;
+}
+
+static unsigned long long loader_unloads(void)
+{
+    unsigned long long subs = 0;
+    dl_iterate_phdr(read_subs, &subs);
+    return subs;
+}
+
+/* Reads the site's bytes without trusting that it is still mapped. */
+static bool read_site(const struct patched *p, uint8_t *out)
+{
+    struct iovec local = {out, p->site_len}, remote = {p->site, p->site_len};
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)p->site_len;
+}
+
+/*
+ * A plugin the program unloaded and loaded again at the same address (same path, same inode)
+ * looks loaded to dladdr, but its code is a fresh copy: the site holds the original bytes
+ * again, not our jump. Such a record describes code that no longer exists; keeping it would
+ * show a patch that does not run and refuse every later write as "changed by someone else".
+ */
+static bool object_was_reloaded(const struct patched *p, unsigned long long subs)
+{
+    if (p->depth == 0 || subs == p->subs_at_write ||
+        memcmp(p->written, p->original, p->site_len) == 0)
+        return false;
+    uint8_t now[HP_SITE_MAX];
+    return read_site(p, now) && memcmp(now, p->original, p->site_len) == 0;
+}
+
 /* True while the object that held the site when it was first patched is still loaded. */
 static bool object_still_loaded(const struct patched *p)
 {
@@ -212,8 +253,9 @@ static void free_record(struct patched *p)
 static void drop_unloaded_records(void)
 {
     size_t kept = 0;
+    unsigned long long subs = loader_unloads();
     for (size_t i = 0; i < n_functions; i++) {
-        if (object_still_loaded(functions[i])) {
+        if (object_still_loaded(functions[i]) && !object_was_reloaded(functions[i], subs)) {
             functions[kept++] = functions[i];
             continue;
         }
@@ -548,7 +590,12 @@ static int write_site(struct patched *p, const uint8_t *code, char *why, size_t 
 {
     if (memcmp(p->written, code, p->site_len) == 0)
         return site_unchanged(p, why, why_cap);
-    return write_site_stopped(p, code, why, why_cap);
+    /* Counted before the write: an unload after this moment is one the record may not outlive. */
+    unsigned long long subs = loader_unloads();
+    int rc = write_site_stopped(p, code, why, why_cap);
+    if (rc == 0)
+        p->subs_at_write = subs;
+    return rc;
 }
 
 /* What the site holds for a far version: `jmp *cell(%rip)` when it has room (one indirect jump,
@@ -814,7 +861,7 @@ bool hp_patch_find(void *entry, hp_patch_visitor visit, void *ctx)
     lock_engine();
     drop_unloaded_records();
     const struct patched *p = find_by_entry(entry);
-    if (p) {
+    if (p && visit) {
         struct hp_patch_view v;
         view_of(p, &v);
         visit(&v, ctx);

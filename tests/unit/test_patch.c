@@ -779,6 +779,54 @@ static void test_unloaded_target_is_never_written(void **state)
     }
 }
 
+/* ---- a plugin reloaded at the same address --------------------------------------------------- */
+
+/* The program dlcloses a patched plugin and dlopens it again between two engine calls, and the
+ * loader puts it back at the same address: same path, same inode, fresh code. The engine must
+ * see that its record describes code that is gone, instead of keeping a patch that does not run
+ * and refusing every later write. */
+NOINLINE int times_ten(int a)
+{
+    return a * 10;
+}
+
+static void test_reloaded_plugin_drops_its_record(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    void *h = dlopen(PATCH_TEST_UNLOAD_LIB, RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(h);
+    struct hp_symbol sym;
+    assert_int_equal(hp_symbol_in_library(h, "unload_target", &sym, why, sizeof why), 0);
+    struct hp_patch_target tg = {"reload_target", sym.address, sym.size};
+    struct hp_patch_origin o = {"t", "times_ten", (void *)times_ten};
+    assert_int_equal(hp_patch_upgrade(&tg, &o, why, sizeof why), 0);
+    int (*fn)(int) = (int (*)(int))sym.address;
+    assert_int_equal(fn(5), 50);
+
+    assert_int_equal(dlclose(h), 0);
+    h = dlopen(PATCH_TEST_UNLOAD_LIB, RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(h);
+    struct hp_symbol again;
+    assert_int_equal(hp_symbol_in_library(h, "unload_target", &again, why, sizeof why), 0);
+    if (again.address != sym.address) {
+        print_message("note: the plugin came back elsewhere; the base check covers that\n");
+        dlclose(h);
+        return;
+    }
+    assert_int_equal(fn(5), 15);                         /* the fresh copy runs the original */
+    assert_false(hp_patch_find(sym.address, NULL, NULL)); /* and the engine knows it */
+    assert_int_equal(hp_patch_upgrade(&tg, &o, why, sizeof why), 0);
+    assert_int_equal(fn(5), 50);
+    char lib[128], s2[256];
+    int depth;
+    assert_int_equal(hp_patch_rollback("reload_target", NULL, lib, sizeof lib, s2, sizeof s2,
+                                       &depth, why, sizeof why), 0);
+    assert_int_equal(fn(5), 15);
+    assert_int_equal(dlclose(h), 0);
+}
+
 /* ---- the unload check ------------------------------------------------------------------------- */
 
 struct spinner {
@@ -884,6 +932,7 @@ int main(void)
         cmocka_unit_test(test_fork_while_patching),
         cmocka_unit_test(test_forked_child_patches_its_own_code),
         cmocka_unit_test(test_unloaded_target_is_never_written),
+        cmocka_unit_test(test_reloaded_plugin_drops_its_record),
         cmocka_unit_test(test_library_busy),
         cmocka_unit_test(test_symbols),
     };
