@@ -14,6 +14,7 @@
  *   maps.c          /proc/self/maps, read without malloc (maps.h).
  *   symbols.c       name -> address and size, from the ELF symbol tables of mapped objects.
  *   self.c          where hotpatch's own code is: never a target nor a replacement.
+ *   refscan.c       before an unload: no word of writable memory points into the library.
  *   arch/x86_64.c   instruction encoding and code writes with every other thread stopped
  *                   (membarrier SYNC_CORE, writes through /proc/self/mem or mprotect); arch.h.
  *   arch/x86_64_decode.c  decoding a function (capstone) to refuse a patch when a branch lands
@@ -109,6 +110,28 @@ struct hp_patch_stats {
     unsigned long dropped;          /* records dropped because their code was unloaded */
 };
 void hp_patch_get_stats(struct hp_patch_stats *out);
+
+/* ---- refscan.c: pointers into a library's code ---------------------------------------- */
+struct hp_stopped;
+#define HP_SCAN_MAX_MIB 1024        /* the scan's bounds, also the longest pause it causes */
+#define HP_SCAN_MAX_MS 500
+/* The first word found that points into the library's code. */
+struct hp_reference {
+    uintptr_t at;                   /* where the word is */
+    uintptr_t value;                /* the code address it holds (demangled when mangled) */
+    bool mangled;                   /* stored as the C library mangles pointers (atexit, jmp_buf) */
+    unsigned long long scanned;     /* bytes read */
+    bool unreadable_maps;           /* /proc/self/maps could not be read */
+};
+/*
+ * With every other thread stopped (`stopped`), scans every readable and writable mapping
+ * except the library's own (`ranges`: its PT_LOAD segments), device mappings and the dead part
+ * of stacks, for an aligned word holding an address in the library's executable ranges, raw or
+ * as the C library mangles pointers. 1 with *found filled; 0 none; -1 when the scan hit its
+ * bounds (HP_SCAN_MAX_MIB, HP_SCAN_MAX_MS) or the map could not be read. Engine lock.
+ */
+int hp_scan_references(const struct hp_stopped *stopped, const struct hp_range *ranges,
+                       size_t n_ranges, struct hp_reference *found);
 
 /* ---- self.c: hotpatch's own code ------------------------------------------------------ */
 /* True when addr lies in hotpatch's own code (its code sections in a static link; libhotpatch,

@@ -68,6 +68,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -816,6 +817,8 @@ int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t l
         rc = install_top(p, why, why_cap);
         if (rc != 0)
             p->versions[p->depth++] = top;
+        else   /* no stale address of the replacement stays behind (see refscan.c) */
+            memset(&p->versions[p->depth], 0, sizeof p->versions[p->depth]);
     }
     if (rc == 0) {
         const struct version *now = p->depth ? &p->versions[p->depth - 1] : NULL;
@@ -953,9 +956,81 @@ static void clear_stale_cells(const struct hp_range *ranges, size_t n)
     }
 }
 
+/* The kernel keeps signal handlers where no scan of memory sees them. */
+static int handlers_in(const char *library, const struct hp_range *ranges, size_t n, char *why,
+                       size_t why_cap)
+{
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sigaction(sig, NULL, &sa) != 0)
+            continue;
+        void *handler = (sa.sa_flags & SA_SIGINFO) ? (void *)sa.sa_sigaction
+                                                   : (void *)sa.sa_handler;
+        if (handler == (void *)SIG_IGN || handler == (void *)SIG_DFL)
+            continue;
+        if (in_ranges((uintptr_t)handler, ranges, n)) {
+            snprintf(why, why_cap, "the handler of signal %d (%s) is in %s; unloading it would "
+                     "leave the signal pointing at unmapped code", sig, strsignal(sig), library);
+            return -EBUSY;
+        }
+    }
+    return 0;
+}
+
+/* Records of functions inside the library that are not patched (rolled back) would be dropped
+ * once it is unmapped; they go now, zeroed, so their addresses are not mistaken for live
+ * references by the scan. */
+static void forget_records_inside(const struct hp_range *ranges, size_t n)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n_functions; i++) {
+        struct patched *p = functions[i];
+        if (p->depth == 0 && !p->relay && in_ranges((uintptr_t)p->site, ranges, n)) {
+            free(p->versions);
+            memset(p, 0, sizeof *p);
+            free(p);
+            continue;
+        }
+        functions[kept++] = p;
+    }
+    n_functions = kept;
+}
+
+static void explain_reference(const char *library, const struct hp_reference *ref, char *why,
+                              size_t why_cap)
+{
+    if (ref->unreadable_maps) {
+        snprintf(why, why_cap, "cannot read /proc/self/maps to scan for pointers into %s",
+                 library);
+        return;
+    }
+    if (ref->at == 0) {
+        snprintf(why, why_cap, "cannot prove nothing points into %s: the scan of writable "
+                 "memory reached its bound (%d MiB or %d ms) after %llu MiB; 'lib unload "
+                 "--retire %s' forgets it and keeps it mapped", library, HP_SCAN_MAX_MIB,
+                 HP_SCAN_MAX_MS, ref->scanned >> 20, library);
+        return;
+    }
+    char where[96] = "";
+    const char *maps = hp_maps_text();
+    struct hp_mapping m;
+    if (maps && hp_maps_find(maps, ref->at, &m))
+        snprintf(where, sizeof where, " (in the mapping %#lx-%#lx)", (unsigned long)m.start,
+                 (unsigned long)m.end);
+    snprintf(why, why_cap, "the word at %#lx%s holds %s%#lx, an address in the code of %s (a "
+             "callback, a destructor or a suspended coroutine may still run it); 'lib unload "
+             "--retire %s' forgets it and keeps it mapped", (unsigned long)ref->at, where,
+             ref->mangled ? "the mangled pointer " : "", (unsigned long)ref->value, library,
+             library);
+}
+
 static int threads_in(const char *library, const struct hp_range *ranges, size_t n, char *why,
                       size_t why_cap)
 {
+    int rc = handlers_in(library, ranges, n, why, why_cap);
+    if (rc != 0)
+        return rc;
+    forget_records_inside(ranges, n);
     struct hp_stopped stopped;
     if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
         snprintf(why, why_cap, "cannot prove no thread runs in %s: %s", library, stopped.why);
@@ -965,9 +1040,17 @@ static int threads_in(const char *library, const struct hp_range *ranges, size_t
     struct range_check check = {ranges, n, 0, 0, false, false};
     char scan_why[160] = "";
     int found = hp_threads_scan(&stopped, word_in_library, &check, scan_why, sizeof scan_why);
-    if (found == 0)
+    struct hp_reference ref = {0};
+    int referenced = 0;
+    if (found == 0) {
         clear_stale_cells(ranges, n);
+        referenced = hp_scan_references(&stopped, ranges, n, &ref);
+    }
     hp_threads_resume(&stopped);
+    if (found == 0 && referenced != 0) {
+        explain_reference(library, &ref, why, why_cap);
+        return -EBUSY;
+    }
     if (found < 0)
         snprintf(why, why_cap, "cannot prove no thread runs in %s: %s", library, scan_why);
     else if (found > 0 && check.in_relay)

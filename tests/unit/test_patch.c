@@ -15,6 +15,8 @@
 #include <unistd.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <ucontext.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -861,14 +863,85 @@ static void test_library_busy(void **state)
     assert_int_equal(rollback((void *)target_add, &depth, why), 0);
     assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
 
+    /* The spinner gets a stack of its own, unmapped when it is done: the C library's cache of
+     * exited threads' stacks (stale frames included) is the conservative scan's business, and
+     * refuses (see test_unload_sees_references). */
     struct spinner s = {(void (*)(volatile int *))dlsym(far_lib(), "far_spin"), 0};
+    size_t stack_size = 256 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(stack != MAP_FAILED);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstack(&attr, stack, stack_size);
     pthread_t t;
-    pthread_create(&t, NULL, spinner_main, &s);
+    pthread_create(&t, &attr, spinner_main, &s);
+    pthread_attr_destroy(&attr);
     for (int i = 0; i < 50 && hp_patch_library_busy("far", ranges, n, why, sizeof why) == 0; i++)
         usleep(10000);
     assert_non_null(strstr(why, "inside"));
     s.stop = 1;
     pthread_join(t, NULL);
+    munmap(stack, stack_size);
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+}
+
+/* ---- references the thread stop cannot see (the conservative scan) ------------------------------ */
+
+static uintptr_t mangle(uintptr_t p)
+{
+    uintptr_t guard;
+    __asm__("mov %%fs:0x30, %0" : "=r"(guard));
+    p ^= guard;
+    return (p << 0x11) | (p >> (64 - 0x11));
+}
+
+static void expect_referenced(const struct hp_range *ranges, size_t n, const char *what)
+{
+    char why[HP_ERROR_MAX] = "";
+    int rc = hp_patch_library_busy("far", ranges, n, why, sizeof why);
+    if (rc != -EBUSY || !strstr(why, "an address in the code of far"))
+        fail_msg("%s: the unload was not refused for the reference (%d: %s)", what, rc, why);
+}
+
+static void test_unload_sees_references(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    struct link_map *map;
+    dlinfo(far_lib(), RTLD_DI_LINKMAP, &map);
+    struct hp_range ranges[16];
+    size_t n = hp_symbol_object_ranges(map->l_addr, ranges, 16);
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+
+    /* A callback kept in the heap, plainly and as the C library mangles pointers. */
+    void *fn = dlsym(far_lib(), "far_replacement");
+    volatile uintptr_t *heap = calloc(64, sizeof *heap);
+    heap[17] = (uintptr_t)fn;
+    expect_referenced(ranges, n, "a function pointer in the heap");
+    heap[17] = mangle((uintptr_t)fn);
+    expect_referenced(ranges, n, "a mangled function pointer in the heap");
+    heap[17] = 0;
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+    free((void *)heap);
+
+    /* A ucontext coroutine suspended inside the library, on a stack no thread runs on. */
+    size_t size = 64 * 1024;
+    uint8_t *stack = calloc(1, size);
+    static ucontext_t main_ctx, co_ctx;
+    getcontext(&co_ctx);
+    co_ctx.uc_stack.ss_sp = stack;
+    co_ctx.uc_stack.ss_size = size;
+    co_ctx.uc_link = &main_ctx;
+    void (*yield)(ucontext_t *, ucontext_t *) =
+        (void (*)(ucontext_t *, ucontext_t *))dlsym(far_lib(), "far_yield");
+    makecontext(&co_ctx, (void (*)(void))yield, 2, &co_ctx, &main_ctx);
+    swapcontext(&main_ctx, &co_ctx);      /* the coroutine is now suspended in far_yield */
+    expect_referenced(ranges, n, "a suspended coroutine");
+    swapcontext(&main_ctx, &co_ctx);      /* it finishes and returns here through uc_link */
+    memset(stack, 0, size);
+    memset(&co_ctx, 0, sizeof co_ctx);
+    free(stack);
     assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
 }
 
@@ -934,6 +1007,7 @@ int main(void)
         cmocka_unit_test(test_unloaded_target_is_never_written),
         cmocka_unit_test(test_reloaded_plugin_drops_its_record),
         cmocka_unit_test(test_library_busy),
+        cmocka_unit_test(test_unload_sees_references),
         cmocka_unit_test(test_symbols),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
