@@ -3,6 +3,7 @@
  * Not installed.
  *
  *   core.c     help, version, session, quit
+ *   status.c   status, history, diff: what the agent holds and what was changed
  *   var.c      registered variables
  *   lib.c      loading and unloading shared libraries
  *   func.c     upgrading and rolling back functions (over the patch engine, engine/engine.h)
@@ -22,6 +23,7 @@
 
 /* Each command family's table, terminated by a row with family == NULL. */
 extern const struct hp_command hp_core_commands[];
+extern const struct hp_command hp_status_commands[];
 extern const struct hp_command hp_var_commands[];
 extern const struct hp_command hp_lib_commands[];
 extern const struct hp_command hp_func_commands[];

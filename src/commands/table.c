@@ -10,6 +10,7 @@
 
 const struct hp_command *const hp_command_families[] = {
     hp_core_commands,
+    hp_status_commands,
     hp_var_commands,
     hp_lib_commands,
     hp_func_commands,
