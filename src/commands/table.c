@@ -10,11 +10,11 @@
 
 const struct hp_command *const hp_command_families[] = {
     hp_core_commands,
-    hp_status_commands,
     hp_var_commands,
     hp_lib_commands,
     hp_func_commands,
     hp_gflags_commands,
     hp_glog_commands,
+    hp_status_commands,
     NULL,
 };
