@@ -33,24 +33,25 @@ EXIT_REFUSED = 1
 EXIT_TROUBLE = 2
 
 USAGE = (
-    "usage: hotpatch [-p PID | -s SOCKET] [--json] [--timeout MS] COMMAND [ARG...]\n"
+    "usage: hotpatch [-p PID | -s SOCKET] [--json] [--raw] [--timeout MS] [--trust-peer UID]\n"
+    "                COMMAND [ARG...]\n"
     "\n"
     "Talks to the hotpatch agent inside a running process.\n"
     "\n"
-    "  -p, --pid PID       the process; its agent is the socket it listens on: the\n"
-    "                      HOTPATCH_SOCKET of its environment (%p = pid), /tmp/PID.socket\n"
-    "                      or /tmp/hotpatch-PID.*/socket, served by it as root or its uid\n"
-    "  -s, --socket PATH   talk to the agent socket at PATH, served by root or by you\n"
-    "      --trust-peer UID  with -s: also talk to a server running as UID (or user name)\n"
+    "  -p, --pid PID       the process; its agent is the listening socket it holds at its\n"
+    "                      HOTPATCH_SOCKET (%p = pid), /tmp/PID.socket or\n"
+    "                      /tmp/hotpatch-PID.*/socket, checked to be served by PID\n"
+    "  -s, --socket PATH   talk to the agent socket at PATH (served by root or by you)\n"
+    "  --trust-peer UID    with -s: also accept a server running as UID (number or name)\n"
     "  -j, --json          print the agent's JSON reply (one line)\n"
-    "      --raw           print the agent's text as sent (by default control characters\n"
-    "                      are shown escaped when printing to a terminal)\n"
+    "  --raw               print the agent's text as sent even to a terminal, where control\n"
+    "                      characters are otherwise shown escaped (\\e, \\x07, \\u009b)\n"
     "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
     "  -h, --help          this text;  -V, --version  the client's version\n"
     "\n"
     "Commands (the agent's 'help' lists all of them):\n"
     "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
-    "  lib list | lib load NAME PATH | lib unload NAME\n"
+    "  lib list | lib load NAME PATH | lib unload NAME   (lib load sends the file itself)\n"
     "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
     "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
     "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
@@ -69,8 +70,8 @@ _OPTIONS = (
     (b"timeout", b"t", True),
     (b"help", b"h", False),
     (b"version", b"V", False),
-    (b"trust-peer", None, True),
     (b"raw", None, False),
+    (b"trust-peer", None, True),
 )
 
 
@@ -229,8 +230,9 @@ def _parse_options(prog: bytes, args: Sequence[bytes], io: _Output) -> _Options:
             assert value is not None
             try:
                 o.trust_peer = verify.parse_uid(value)
-            except errors.UsageError as e:
-                raise io.fail(e.message) from None
+            except errors.UsageError:
+                raise io.fail(f"invalid --trust-peer '{os.fsdecode(value)}': expected a uid "
+                              "or a user name") from None
         elif letter == "raw":
             o.raw = True
         elif letter == "h":

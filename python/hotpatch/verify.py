@@ -325,7 +325,9 @@ def check_path_peer(sock: socket.socket, path: str, trust_peer: Optional[int] = 
 
 
 def parse_uid(value: Union[int, str, bytes]) -> int:
-    """A uid given as a number or a user name (``--trust-peer``). Raises
+    """A uid given as a number or a user name (``--trust-peer``), by the C client's rule:
+    text that starts with a digit must be a whole decimal uid below 2**32 - 1 (``12abc`` is
+    refused, not looked up as a name); any other text is a user name. Raises
     :class:`hotpatch.UsageError` for anything else."""
     if isinstance(value, bool):
         raise errors.UsageError(f"invalid uid {value!r}: expected a uid or a user name")
@@ -334,13 +336,15 @@ def parse_uid(value: Union[int, str, bytes]) -> int:
             return value
         raise errors.UsageError(f"invalid uid {value}: expected a uid or a user name")
     text = os.fsdecode(value)
-    if text.isascii() and text.isdigit():
-        return parse_uid(int(text))
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except (KeyError, ValueError):
-        raise errors.UsageError(
-            f"invalid uid '{text}': expected a uid or a user name") from None
+    if text[:1] in tuple("0123456789"):
+        if text.isascii() and text.isdigit():
+            return parse_uid(int(text))
+    elif text:
+        try:
+            return pwd.getpwnam(text).pw_uid
+        except (KeyError, ValueError, UnicodeEncodeError):
+            pass
+    raise errors.UsageError(f"invalid uid '{text}': expected a uid or a user name")
 
 
 # ---- the hint when nothing answers --------------------------------------------------------------------
