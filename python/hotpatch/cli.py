@@ -9,7 +9,9 @@ Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.
 
 Like the C client it checks the agent before sending anything (``hotpatch.verify``), sends
 the library of ``lib load`` as a descriptor, and escapes control characters in text printed
-to a terminal unless ``--raw`` is given (``hotpatch.terminal``).
+to a terminal unless ``--raw`` is given (``hotpatch.terminal``). It reads the reply as the C
+client does (``hotpatch.creply``, a port of ``cli/json.c``), not with ``json``, so that a
+foreign server's odd reply is accepted, refused and shown exactly as the C client shows it.
 
 Options are parsed by a small copy of glibc's ``getopt_long`` in its ``+`` mode (options
 stop at the first command word, so ``var set x -5`` keeps its ``-5``), including long-option
@@ -24,9 +26,8 @@ import os
 import sys
 from typing import BinaryIO, Optional, Sequence
 
-from . import __version__, errors, terminal, verify
-from .client import (Reply, exchange_once, open_library, parse_reply, prepare_request,
-                     text_bytes)
+from . import __version__, creply, errors, terminal, verify
+from .client import exchange_once, open_library, prepare_request
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -272,14 +273,17 @@ def _exchange(o: _Options, line: bytes, library: Optional[bytes]) -> bytes:
             os.close(fd)
 
 
-def _print_text(io: _Output, o: _Options, reply: Reply) -> None:
+def _print_text(io: _Output, o: _Options, ok: bool, text: bytes, reply: bytes) -> None:
     """The reply's plain text on stdout (done) or stderr (refused), escaped for a terminal
-    unless --raw: the text comes from the process and must not drive the operator's tty."""
-    stream, tty = (io.out, io.out_tty) if reply.ok else (io.err, io.err_tty)
-    data = text_bytes(reply.text)
+    unless --raw: the text comes from the process and must not drive the operator's tty.
+    Escaped, it is shown whole (a NUL inside shows as \\x00); otherwise it is written up to
+    a NUL byte, as the C client's fputs() writes it."""
+    stream, tty = (io.out, io.out_tty) if ok else (io.err, io.err_tty)
     if tty and not o.raw:
-        data = terminal.escape(data, terminal.is_bare_value(reply.data))
-    stream.write(data)
+        value = creply.member_string(reply, b"value")
+        stream.write(terminal.escape(text, value is not None and text == value + b"\n"))
+    else:
+        stream.write(creply.as_c_string(text))
 
 
 def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
@@ -296,16 +300,18 @@ def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
         raw = _exchange(o, request.line, request.library)
     except errors.Error as e:
         return _report(io, e)
-    try:
-        reply = parse_reply(raw)
-    except errors.ProtocolError as e:
-        io.err.write(b"hotpatch: the agent's reply is not valid: " + e.reply[:200] + b"\n")
+    # Read as the C client reads it (hotpatch.creply): a C string, ok and text looked up
+    # member by member; anything else in the reply is not checked.
+    reply = creply.as_c_string(raw)
+    ok, text = creply.member_bool(reply, b"ok"), creply.member_string(reply, b"text")
+    if ok is None or text is None:
+        io.err.write(b"hotpatch: the agent's reply is not valid: " + reply[:200] + b"\n")
         return EXIT_TROUBLE
     if o.as_json or request.json_word:
-        io.out.write(raw)
+        io.out.write(reply)
     else:
-        _print_text(io, o, reply)
-    return EXIT_OK if reply.ok else EXIT_REFUSED
+        _print_text(io, o, ok, text, reply)
+    return EXIT_OK if ok else EXIT_REFUSED
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:

@@ -433,15 +433,6 @@ def parse_reply(raw: bytes) -> Reply:
     return Reply(ok=data["ok"], text=data["text"], data=data, raw=raw)
 
 
-def text_bytes(text: str) -> bytes:
-    """The bytes the C client writes for a reply's ``text``: UTF-8, ending at a NUL byte."""
-    try:
-        out = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        out = text.encode("utf-8", "surrogatepass")
-    return out.split(b"\0", 1)[0]
-
-
 # ---- the session client -------------------------------------------------------------------------
 
 class Client:
