@@ -23,6 +23,7 @@ both clients behave identically for every command line. Everything is handled as
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import BinaryIO, Optional, Sequence
 
@@ -84,13 +85,53 @@ class _Stop(Exception):
         self.code = code
 
 
+class _Stream:
+    """One of stdout and stderr as a byte stream, failing as C's stdio fails: a write that
+    cannot be done (closed descriptor, full disk, a reader that went away while SIGPIPE is
+    ignored) is dropped and changes nothing, neither the exit status nor what else is
+    printed. Absent (None: the descriptor was closed when Python started), it drops all."""
+
+    def __init__(self, stream: Optional[BinaryIO]) -> None:
+        self.stream = stream
+        self.tty = _isatty(stream) if stream is not None else False
+
+    def write(self, data: bytes) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(data)
+        except OSError:
+            self._give_up()
+
+    def flush(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.flush()
+        except OSError:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        # What is still buffered must not fail again (or print a traceback) when the
+        # interpreter flushes at exit: the descriptor now leads to /dev/null.
+        stream, self.stream = self.stream, None
+        try:
+            fd = stream.fileno() if stream is not None else -1
+            if fd >= 0:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 class _Output:
     """stdout and stderr as byte streams, so replies pass through byte for byte, and whether
     each is a terminal (plain text printed there is escaped unless --raw)."""
 
-    def __init__(self, out: BinaryIO, err: BinaryIO) -> None:
-        self.out, self.err = out, err
-        self.out_tty, self.err_tty = _isatty(out), _isatty(err)
+    def __init__(self, out: Optional[BinaryIO], err: Optional[BinaryIO]) -> None:
+        self.out, self.err = _Stream(out), _Stream(err)
+        self.out_tty, self.err_tty = self.out.tty, self.err.tty
 
     def fail(self, message: str) -> _Stop:
         self.err.write(b"hotpatch: " + os.fsencode(message) + b"\n")
@@ -321,21 +362,29 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     the console script passes its own path, ``python3 -m hotpatch`` uses ``hotpatch``.
     """
     args = [os.fsencode(a) for a in (sys.argv[1:] if argv is None else argv)]
-    io = _Output(sys.stdout.buffer, sys.stderr.buffer)
+    io = _Output(_binary(sys.stdout), _binary(sys.stderr))
     try:
         code = _run(os.fsencode(prog or "hotpatch"), args, io)
     except _Stop as stop:
         code = stop.code
-    try:
-        io.out.flush()
-        io.err.flush()
-    except BrokenPipeError:
-        # The reader went away (`hotpatch ... | head`): not our failure; say nothing more.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    io.out.flush()
+    io.err.flush()
     return code
+
+
+def _binary(stream: Optional[object]) -> Optional[BinaryIO]:
+    """The byte stream under sys.stdout or sys.stderr (None when that descriptor was closed)."""
+    return getattr(stream, "buffer", None) if stream is not None else None
+
+
+def _as_a_program() -> None:
+    """The entry points run as the C client runs: with SIGPIPE at its default, so that
+    writing to a reader that went away ends the process by that signal (status 141 in a
+    shell), where Python would ignore it and get an error instead."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def console_main() -> int:
     """Entry point of the installed ``hotpatch`` console script."""
+    _as_a_program()
     return main(prog=sys.argv[0])
