@@ -74,6 +74,29 @@ int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch
 int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t lib_cap,
                       char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap);
 
+/* One replacement of a batch. */
+struct hp_patch_change {
+    struct hp_patch_target target;
+    struct hp_patch_origin origin;
+};
+
+/*
+ * Installs every change as the new top version of its function, all in one stop of the
+ * threads: every code write and relay-cell store happen while no thread runs and none is
+ * inside any of the sites, all or nothing (a failure part-way puts the earlier ones back
+ * before any thread moves). 0, or a negative errno with a reason that names the function, and
+ * nothing changed. Engine lock.
+ */
+int hp_patch_upgrade_all(const struct hp_patch_change *changes, size_t n, char *why,
+                         size_t why_cap);
+/*
+ * Removes the top version of each function entered at entries[i], which must be tops[i] (the
+ * replacement's address; -EBUSY when a later upgrade is on top), all in one stop. 0, or a
+ * negative errno with a reason, and nothing changed.
+ */
+int hp_patch_rollback_all(void *const *entries, const void *const *tops, size_t n, char *why,
+                          size_t why_cap);
+
 /* A read-only view of one patched function, valid during the visit only. */
 struct hp_patch_view {
     const char *name;

@@ -829,6 +829,93 @@ static void test_reloaded_plugin_drops_its_record(void **state)
     assert_int_equal(dlclose(h), 0);
 }
 
+/* ---- several functions in one stop (patch files) ----------------------------------------------- */
+
+NOINLINE int trio_a(int x) { volatile int k = 1; return x + k; }
+NOINLINE int trio_b(int x) { volatile int k = 2; return x + k; }
+NOINLINE int trio_c(int x) { volatile int k = 3; return x + k; }
+NOINLINE int trio_a2(int x) { volatile int k = 101; return x + k; }
+NOINLINE int trio_b2(int x) { volatile int k = 102; return x + k; }
+NOINLINE int trio_c2(int x) { volatile int k = 103; return x + k; }
+
+struct trio_run {
+    atomic_int stop;
+    atomic_ulong generation;         /* bumped after each apply or revert finished */
+    atomic_ulong mixed, iterations;
+};
+
+/* Calls a, b, c in order. An iteration that began after an apply or revert finished must see
+ * the same side in all three: the batch was installed in one stop. */
+static void *trio_caller(void *arg)
+{
+    struct trio_run *run = arg;
+    while (!atomic_load(&run->stop)) {
+        unsigned long before = atomic_load(&run->generation);
+        int a = trio_a(0), b = trio_b(0), c = trio_c(0);
+        unsigned long after = atomic_load(&run->generation);
+        bool new_a = a > 100, new_b = b > 100, new_c = c > 100;
+        if (before == after && (new_a != new_b || new_b != new_c))
+            atomic_fetch_add(&run->mixed, 1);
+        atomic_fetch_add(&run->iterations, 1);
+    }
+    return NULL;
+}
+
+static void test_batch_goes_in_and_out_in_one_stop(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    struct hp_patch_change changes[3] = {
+        {target_of("trio_a", (void *)trio_a), {"p", "trio_a2", (void *)trio_a2}},
+        {target_of("trio_b", (void *)trio_b), {"p", "trio_b2", (void *)trio_b2}},
+        {target_of("trio_c", (void *)trio_c), {"p", "trio_c2", (void *)trio_c2}},
+    };
+    void *entries[3] = {(void *)trio_a, (void *)trio_b, (void *)trio_c};
+    const void *tops[3] = {(void *)trio_a2, (void *)trio_b2, (void *)trio_c2};
+    struct trio_run run = {0};
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&threads[i], NULL, trio_caller, &run);
+    struct hp_patch_stats before, after;
+    hp_patch_get_stats(&before);
+    for (int cycle = 0; cycle < 200; cycle++) {
+        if (hp_patch_upgrade_all(changes, 3, why, sizeof why) != 0)
+            fail_msg("apply %d: %s", cycle, why);
+        atomic_fetch_add(&run.generation, 1);
+        if (hp_patch_rollback_all(entries, tops, 3, why, sizeof why) != 0)
+            fail_msg("revert %d: %s", cycle, why);
+        atomic_fetch_add(&run.generation, 1);
+    }
+    atomic_store(&run.stop, 1);
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+    hp_patch_get_stats(&after);
+    assert_int_equal(atomic_load(&run.mixed), 0);
+    assert_true(atomic_load(&run.iterations) > 0);
+    assert_int_equal(after.stops - before.stops, 400);        /* one stop per apply, per revert */
+    assert_int_equal(trio_a(0) + trio_b(0) + trio_c(0), 6);
+
+    /* All or nothing: a batch whose third target cannot be patched changes nothing. */
+    struct hp_patch_change bad[3] = {changes[0], changes[1],
+                                     {{"nothing", (void *)trio_c, 0}, changes[2].origin}};
+    assert_int_not_equal(hp_patch_upgrade_all(bad, 3, why, sizeof why), 0);
+    assert_non_null(strstr(why, "nothing: "));
+    assert_int_equal(trio_a(0) + trio_b(0) + trio_c(0), 6);
+    assert_false(hp_patch_find((void *)trio_a, NULL, NULL) && trio_a(0) > 100);
+
+    /* A revert is refused when a later upgrade sits on top of one of its functions. */
+    assert_int_equal(hp_patch_upgrade_all(changes, 3, why, sizeof why), 0);
+    assert_int_equal(upgrade((void *)trio_b, "q", "trio_c2", (void *)trio_c2, why), 0);
+    assert_int_equal(hp_patch_rollback_all(entries, tops, 3, why, sizeof why), -EBUSY);
+    assert_non_null(strstr(why, "another version, installed later"));
+    assert_int_equal(trio_a(0), 101);                          /* nothing changed */
+    int depth;
+    assert_int_equal(rollback((void *)trio_b, &depth, why), 0);
+    assert_int_equal(hp_patch_rollback_all(entries, tops, 3, why, sizeof why), 0);
+    assert_int_equal(trio_a(0) + trio_b(0) + trio_c(0), 6);
+}
+
 /* ---- the unload check ------------------------------------------------------------------------- */
 
 struct spinner {
@@ -1006,6 +1093,7 @@ int main(void)
         cmocka_unit_test(test_forked_child_patches_its_own_code),
         cmocka_unit_test(test_unloaded_target_is_never_written),
         cmocka_unit_test(test_reloaded_plugin_drops_its_record),
+        cmocka_unit_test(test_batch_goes_in_and_out_in_one_stop),
         cmocka_unit_test(test_library_busy),
         cmocka_unit_test(test_unload_sees_references),
         cmocka_unit_test(test_symbols),
