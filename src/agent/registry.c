@@ -310,9 +310,8 @@ static void remember_first_value_locked(struct variable *v, bool at_registration
     if (!text)
         return;
     format_value_locked(v, text, HP_LINE_MAX);
-    v->first = realloc(text, strlen(text) + 1);
-    if (!v->first)
-        v->first = text;
+    v->first = strdup(text);
+    free(text);
 }
 
 static void view_variable_locked(struct variable *v, struct hp_variable_view *view)
