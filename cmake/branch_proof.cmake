@@ -3,7 +3,7 @@
 # decoder loaded on first use. Included by the top-level CMakeLists.txt after patch.cmake.
 
 # The engine's ELF reader (symbols and the branch proof share it).
-target_sources(hotpatch_objects PRIVATE src/engine/elf.c)
+target_sources(hotpatch_objects PRIVATE src/engine/elf.c src/engine/branch_proof.c)
 
 # ---- the maps reader on a map of several MiB (a process of its own) ---------------------------
 add_executable(test_maps tests/unit/test_maps.c)
