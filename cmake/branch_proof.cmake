@@ -31,3 +31,31 @@ target_compile_definitions(test_symbols PRIVATE _GNU_SOURCE
   VERSIONED_STRIPPED_LIB="${CMAKE_BINARY_DIR}/lib/libhp_versioned_stripped.so")
 add_dependencies(test_symbols hp_versioned_stripped)
 add_test(NAME unit_symbols COMMAND test_symbols)
+
+# ---- the whole-object branch proof and tiny functions, on gcc's own output ---------------------
+# The shapes are gcc's (hot/cold splitting, CET padding), so they are built with gcc whatever
+# compiler builds the project; check_shapes.sh proves with objdump that they have the shape.
+find_program(HOTPATCH_GCC NAMES gcc REQUIRED)
+set(HOTPATCH_SHAPES_DIR ${CMAKE_BINARY_DIR}/lib/reach)
+set(HOTPATCH_SHAPE_SOURCES
+  ${CMAKE_SOURCE_DIR}/tests/unit/reach/hotcold.c ${CMAKE_SOURCE_DIR}/tests/unit/reach/hotcold_helpers.c
+  ${CMAKE_SOURCE_DIR}/tests/unit/reach/asm_shapes.c ${CMAKE_SOURCE_DIR}/tests/unit/reach/tiny.c
+  ${CMAKE_SOURCE_DIR}/tests/unit/reach/build_shapes.sh)
+add_custom_command(OUTPUT ${HOTPATCH_SHAPES_DIR}/libhp_hotcold_O2.so
+  COMMAND ${CMAKE_SOURCE_DIR}/tests/unit/reach/build_shapes.sh ${HOTPATCH_GCC} ${CMAKE_OBJCOPY}
+          ${CMAKE_SOURCE_DIR}/tests/unit/reach ${HOTPATCH_SHAPES_DIR}
+  DEPENDS ${HOTPATCH_SHAPE_SOURCES}
+  COMMENT "gcc-built branch-proof test objects (tests/unit/reach)")
+add_custom_target(hp_shapes ALL DEPENDS ${HOTPATCH_SHAPES_DIR}/libhp_hotcold_O2.so)
+add_test(NAME reach_shapes
+  COMMAND ${CMAKE_SOURCE_DIR}/tests/unit/reach/check_shapes.sh ${HOTPATCH_SHAPES_DIR})
+set_tests_properties(reach_shapes PROPERTIES FIXTURES_SETUP reach_shapes)
+
+add_executable(test_branch_proof tests/unit/test_branch_proof.c)
+target_link_libraries(test_branch_proof PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA)
+target_include_directories(test_branch_proof PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_compile_definitions(test_branch_proof PRIVATE _GNU_SOURCE
+  SHAPES_DIR="${HOTPATCH_SHAPES_DIR}")
+add_dependencies(test_branch_proof hp_shapes)
+add_test(NAME unit_branch_proof COMMAND test_branch_proof)
+set_tests_properties(unit_branch_proof PROPERTIES TIMEOUT 120 FIXTURES_REQUIRED reach_shapes)

@@ -672,7 +672,8 @@ static void place_name(const struct object_index *ix, const struct hp_elf *f, ui
 {
     struct nearest n = {ix->base, addr, 0, 0, ""};
     hp_elf_each_symbol(f, closer_symbol, &n);
-    bool covers = n.name[0] && (n.best_size ? addr - n.best < n.best_size : addr - n.best < 256);
+    /* A symbol covers its size and the alignment padding after it. */
+    bool covers = n.name[0] && (n.best_size ? addr - n.best < n.best_size + 16 : addr - n.best < 256);
     if (covers)
         snprintf(out, cap, "%.180s+%#lx", n.name, (unsigned long)(addr - n.best));
     else
