@@ -59,3 +59,20 @@ target_compile_definitions(test_branch_proof PRIVATE _GNU_SOURCE
 add_dependencies(test_branch_proof hp_shapes)
 add_test(NAME unit_branch_proof COMMAND test_branch_proof)
 set_tests_properties(unit_branch_proof PROPERTIES TIMEOUT 120 FIXTURES_REQUIRED reach_shapes)
+
+# ---- the decoder is loaded on first use ---------------------------------------------------------
+# Links libhotpatch.a and no capstone: the test also proves the archive needs no -lcapstone.
+add_executable(test_lazy_decoder tests/unit/test_lazy_decoder.c)
+target_link_libraries(test_lazy_decoder PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA)
+target_include_directories(test_lazy_decoder PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_compile_definitions(test_lazy_decoder PRIVATE _GNU_SOURCE)
+add_test(NAME unit_lazy_decoder COMMAND test_lazy_decoder)
+
+# The preload agent in coreutils' sleep: no capstone mapped until a patch, then mapped.
+if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
+add_test(NAME integration_idle
+  COMMAND ${HOTPATCH_PYTEST} ${CMAKE_SOURCE_DIR}/tests/integration/test_idle.py)
+set_tests_properties(integration_idle PROPERTIES
+  ENVIRONMENT "HOTPATCH_BUILD_DIR=${CMAKE_BINARY_DIR};HOTPATCH_SANITIZE=${HOTPATCH_SANITIZE}"
+  TIMEOUT 120)
+endif()

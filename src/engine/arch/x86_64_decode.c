@@ -28,10 +28,16 @@
  * start at any byte, also decodes an instruction at every one of the next 64 offsets and
  * reports their branches. Extra targets can only refuse more, never less.
  *
- * Capstone allocates, so this runs before any thread is stopped. Everything x86-specific about
- * branches lives here; the engine sees only the functions of arch.h.
+ * Capstone is loaded on first use (dlopen), not linked: mapped at start it cost every process
+ * with the agent about 1.4 MiB of private memory (its relocated tables) before anything was
+ * patched; now a process that never patches never maps it, and libhotpatch.a needs no
+ * -lcapstone. The soname comes from the headers we were compiled against
+ * (libcapstone.so.<CS_API_MAJOR>) and the loaded library must report that major version, since
+ * cs_insn's layout is the ABI. Capstone allocates, so this runs before any thread is stopped.
+ * Everything x86-specific about branches lives here; the engine sees only arch.h.
  */
 #include <capstone/capstone.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +45,62 @@
 #include "arch.h"
 
 #define SUPERSET_WINDOW 64
+
+#define STRINGIFY2(x) #x
+#define STRINGIFY(x) STRINGIFY2(x)
+#define CAPSTONE_SONAME "libcapstone.so." STRINGIFY(CS_API_MAJOR)
+
+/* ---- capstone, loaded on first use ------------------------------------------------------------ */
+
+/* The few capstone functions used here. Engine lock; loaded once, never unloaded. */
+static struct {
+    bool loaded;
+    cs_err (*open)(cs_arch, cs_mode, csh *);
+    cs_err (*option)(csh, cs_opt_type, size_t);
+    cs_insn *(*malloc)(csh);
+    bool (*disasm_iter)(csh, const uint8_t **, size_t *, uint64_t *, cs_insn *);
+    void (*free)(cs_insn *, size_t);
+    cs_err (*close)(csh *);
+    unsigned (*version)(int *, int *);
+} capstone;
+
+static bool bind_capstone(void *lib)
+{
+    /* dlsym returns void *: POSIX guarantees it converts to a function pointer this way. */
+    *(void **)&capstone.open = dlsym(lib, "cs_open");
+    *(void **)&capstone.option = dlsym(lib, "cs_option");
+    *(void **)&capstone.malloc = dlsym(lib, "cs_malloc");
+    *(void **)&capstone.disasm_iter = dlsym(lib, "cs_disasm_iter");
+    *(void **)&capstone.free = dlsym(lib, "cs_free");
+    *(void **)&capstone.close = dlsym(lib, "cs_close");
+    *(void **)&capstone.version = dlsym(lib, "cs_version");
+    return capstone.open && capstone.option && capstone.malloc && capstone.disasm_iter &&
+           capstone.free && capstone.close && capstone.version;
+}
+
+/* Loads capstone once; false with why when it is missing or of another ABI. */
+static bool load_capstone(char *why, size_t why_cap)
+{
+    if (capstone.loaded)
+        return true;
+    void *lib = dlopen(CAPSTONE_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        const char *err = dlerror();
+        snprintf(why, why_cap, "the x86-64 decoder %s cannot be loaded (%s); install capstone "
+                 "(Debian: libcapstone%d)", CAPSTONE_SONAME, err ? err : "not found",
+                 CS_API_MAJOR);
+        return false;
+    }
+    int major = 0, minor = 0;
+    if (!bind_capstone(lib) || (capstone.version(&major, &minor), major != CS_API_MAJOR)) {
+        snprintf(why, why_cap, "the x86-64 decoder %s is version %d, not the %d hotpatch was "
+                 "built for", CAPSTONE_SONAME, major, CS_API_MAJOR);
+        dlclose(lib);
+        return false;
+    }
+    capstone.loaded = true;
+    return true;
+}
 
 /* ---- the decoder ------------------------------------------------------------------------------ */
 
@@ -49,14 +111,16 @@ struct decoder {
 
 static int open_decoder(struct decoder *d, const char *what, char *why, size_t why_cap)
 {
-    if (cs_open(CS_ARCH_X86, CS_MODE_64, &d->cs) != CS_ERR_OK) {
+    if (!load_capstone(why, why_cap))
+        return -ENOSYS;
+    if (capstone.open(CS_ARCH_X86, CS_MODE_64, &d->cs) != CS_ERR_OK) {
         snprintf(why, why_cap, "cannot start the x86-64 decoder to check %s", what);
         return -ENOSYS;
     }
-    cs_option(d->cs, CS_OPT_DETAIL, CS_OPT_ON);
-    d->insn = cs_malloc(d->cs);
+    capstone.option(d->cs, CS_OPT_DETAIL, CS_OPT_ON);
+    d->insn = capstone.malloc(d->cs);
     if (!d->insn) {
-        cs_close(&d->cs);
+        capstone.close(&d->cs);
         snprintf(why, why_cap, "cannot decode %s: out of memory", what);
         return -ENOMEM;
     }
@@ -65,8 +129,8 @@ static int open_decoder(struct decoder *d, const char *what, char *why, size_t w
 
 static void close_decoder(struct decoder *d)
 {
-    cs_free(d->insn, 1);
-    cs_close(&d->cs);
+    capstone.free(d->insn, 1);
+    capstone.close(&d->cs);
 }
 
 /* ---- lengths of what capstone 4 does not know (none of them a branch) ------------------------- */
@@ -180,7 +244,7 @@ static size_t decode_one(struct decoder *d, const uint8_t *code, size_t left, ui
     const uint8_t *p = code;
     size_t l = left;
     uint64_t address = at;
-    if (cs_disasm_iter(d->cs, &p, &l, &address, d->insn))
+    if (capstone.disasm_iter(d->cs, &p, &l, &address, d->insn))
         return d->insn->size;
     size_t n = non_branch_length(code, left);
     if (n) {
