@@ -85,7 +85,7 @@ static void usage(FILE *out)
             "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
             "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
             "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
-            "  help [FAMILY] | version\n"
+            "  status | history | diff | help [FAMILY] | version\n"
             "\n"
             "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.\n"
             "Example: hotpatch -p 1234 var set age 42\n");

@@ -461,22 +461,31 @@ static bool peer_credentials(int fd, const char *path, struct ucred *cred)
     return false;
 }
 
-/* What the re-check after connecting looks for: a listener at path that pid holds. */
+/* What the re-check after connecting looks for: a listener at path that pid holds, and any
+ * listener at path that it does not hold. */
 struct holder_search {
     const struct inode_set *held;
     const char *path;
-    bool found;
+    bool found, foreign;
 };
 
 static bool find_held_listener(unsigned long inode, const char *path, void *context)
 {
     struct holder_search *s = context;
-    s->found = strcmp(path, s->path) == 0 && holds_inode(s->held, inode);
-    return !s->found;
+    if (strcmp(path, s->path) == 0) {
+        if (holds_inode(s->held, inode))
+            s->found = true;
+        else
+            s->foreign = true;
+    }
+    return !s->foreign;
 }
 
-/* Whether the process still holds a listening socket bound to path. 0, or an errno and in
- * *unreadable the /proc file that could not be read. */
+/* Whether the process still holds a listening socket bound to path, and no other listening
+ * socket carries that name: two listeners can be bound to one name (the file was replaced),
+ * and the file, which connect() follows, belongs to the later; the one the process holds may
+ * not be the one we reached. 0, or an errno and in *unreadable the /proc file that could not
+ * be read. */
 static int check_still_held(long pid, const char *path, bool *held_now, const char **unreadable)
 {
     struct inode_set held;
@@ -488,7 +497,7 @@ static int check_still_held(long pid, const char *path, bool *held_now, const ch
     struct holder_search search = {.held = &held, .path = path};
     err = held.count ? scan_listeners(pid, find_held_listener, &search) : 0;
     forget_inodes(&held);
-    *held_now = search.found;
+    *held_now = search.found && !search.foreign;
     *unreadable = "net/unix";
     return err;
 }

@@ -2,6 +2,7 @@
 # benchmark (issue 3). Included by the top-level CMakeLists.txt.
 target_sources(hotpatch_objects PRIVATE
   src/engine/patch.c src/engine/stop.c src/engine/maps.c src/engine/symbols.c src/engine/self.c
+  src/engine/refscan.c
   src/engine/arch/x86_64.c src/engine/arch/x86_64_decode.c
   src/commands/func.c)
 

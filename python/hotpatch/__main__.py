@@ -2,7 +2,8 @@
 
 import sys
 
-from .cli import main
+from .cli import _as_a_program, main
 
 if __name__ == "__main__":
+    _as_a_program()
     sys.exit(main())

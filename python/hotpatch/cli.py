@@ -9,7 +9,9 @@ Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.
 
 Like the C client it checks the agent before sending anything (``hotpatch.verify``), sends
 the library of ``lib load`` as a descriptor, and escapes control characters in text printed
-to a terminal unless ``--raw`` is given (``hotpatch.terminal``).
+to a terminal unless ``--raw`` is given (``hotpatch.terminal``). It reads the reply as the C
+client does (``hotpatch.creply``, a port of ``cli/json.c``), not with ``json``, so that a
+foreign server's odd reply is accepted, refused and shown exactly as the C client shows it.
 
 Options are parsed by a small copy of glibc's ``getopt_long`` in its ``+`` mode (options
 stop at the first command word, so ``var set x -5`` keeps its ``-5``), including long-option
@@ -21,40 +23,41 @@ both clients behave identically for every command line. Everything is handled as
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import BinaryIO, Optional, Sequence
 
-from . import __version__, errors, terminal, verify
-from .client import (Reply, exchange_once, open_library, parse_reply, prepare_request,
-                     text_bytes)
+from . import __version__, creply, errors, terminal, verify
+from .client import exchange_once, open_library, prepare_request
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_TROUBLE = 2
 
 USAGE = (
-    "usage: hotpatch [-p PID | -s SOCKET] [--json] [--timeout MS] COMMAND [ARG...]\n"
+    "usage: hotpatch [-p PID | -s SOCKET] [--json] [--raw] [--timeout MS] [--trust-peer UID]\n"
+    "                COMMAND [ARG...]\n"
     "\n"
     "Talks to the hotpatch agent inside a running process.\n"
     "\n"
-    "  -p, --pid PID       the process; its agent is the socket it listens on: the\n"
-    "                      HOTPATCH_SOCKET of its environment (%p = pid), /tmp/PID.socket\n"
-    "                      or /tmp/hotpatch-PID.*/socket, served by it as root or its uid\n"
-    "  -s, --socket PATH   talk to the agent socket at PATH, served by root or by you\n"
-    "      --trust-peer UID  with -s: also talk to a server running as UID (or user name)\n"
+    "  -p, --pid PID       the process; its agent is the listening socket it holds at its\n"
+    "                      HOTPATCH_SOCKET (%p = pid), /tmp/PID.socket or\n"
+    "                      /tmp/hotpatch-PID.*/socket, checked to be served by PID\n"
+    "  -s, --socket PATH   talk to the agent socket at PATH (served by root or by you)\n"
+    "  --trust-peer UID    with -s: also accept a server running as UID (number or name)\n"
     "  -j, --json          print the agent's JSON reply (one line)\n"
-    "      --raw           print the agent's text as sent (by default control characters\n"
-    "                      are shown escaped when printing to a terminal)\n"
+    "  --raw               print the agent's text as sent even to a terminal, where control\n"
+    "                      characters are otherwise shown escaped (\\e, \\x07, \\u009b)\n"
     "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
     "  -h, --help          this text;  -V, --version  the client's version\n"
     "\n"
     "Commands (the agent's 'help' lists all of them):\n"
     "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
-    "  lib list | lib load NAME PATH | lib unload NAME\n"
+    "  lib list | lib load NAME PATH | lib unload NAME   (lib load sends the file itself)\n"
     "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
     "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
     "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
-    "  help [FAMILY] | version\n"
+    "  status | history | diff | help [FAMILY] | version\n"
     "\n"
     "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.\n"
     "Example: hotpatch -p 1234 var set age 42\n"
@@ -69,8 +72,8 @@ _OPTIONS = (
     (b"timeout", b"t", True),
     (b"help", b"h", False),
     (b"version", b"V", False),
-    (b"trust-peer", None, True),
     (b"raw", None, False),
+    (b"trust-peer", None, True),
 )
 
 
@@ -82,13 +85,53 @@ class _Stop(Exception):
         self.code = code
 
 
+class _Stream:
+    """One of stdout and stderr as a byte stream, failing as C's stdio fails: a write that
+    cannot be done (closed descriptor, full disk, a reader that went away while SIGPIPE is
+    ignored) is dropped and changes nothing, neither the exit status nor what else is
+    printed. Absent (None: the descriptor was closed when Python started), it drops all."""
+
+    def __init__(self, stream: Optional[BinaryIO]) -> None:
+        self.stream = stream
+        self.tty = _isatty(stream) if stream is not None else False
+
+    def write(self, data: bytes) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(data)
+        except OSError:
+            self._give_up()
+
+    def flush(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.flush()
+        except OSError:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        # What is still buffered must not fail again (or print a traceback) when the
+        # interpreter flushes at exit: the descriptor now leads to /dev/null.
+        stream, self.stream = self.stream, None
+        try:
+            fd = stream.fileno() if stream is not None else -1
+            if fd >= 0:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 class _Output:
     """stdout and stderr as byte streams, so replies pass through byte for byte, and whether
     each is a terminal (plain text printed there is escaped unless --raw)."""
 
-    def __init__(self, out: BinaryIO, err: BinaryIO) -> None:
-        self.out, self.err = out, err
-        self.out_tty, self.err_tty = _isatty(out), _isatty(err)
+    def __init__(self, out: Optional[BinaryIO], err: Optional[BinaryIO]) -> None:
+        self.out, self.err = _Stream(out), _Stream(err)
+        self.out_tty, self.err_tty = self.out.tty, self.err.tty
 
     def fail(self, message: str) -> _Stop:
         self.err.write(b"hotpatch: " + os.fsencode(message) + b"\n")
@@ -229,8 +272,9 @@ def _parse_options(prog: bytes, args: Sequence[bytes], io: _Output) -> _Options:
             assert value is not None
             try:
                 o.trust_peer = verify.parse_uid(value)
-            except errors.UsageError as e:
-                raise io.fail(e.message) from None
+            except errors.UsageError:
+                raise io.fail(f"invalid --trust-peer '{os.fsdecode(value)}': expected a uid "
+                              "or a user name") from None
         elif letter == "raw":
             o.raw = True
         elif letter == "h":
@@ -270,14 +314,17 @@ def _exchange(o: _Options, line: bytes, library: Optional[bytes]) -> bytes:
             os.close(fd)
 
 
-def _print_text(io: _Output, o: _Options, reply: Reply) -> None:
+def _print_text(io: _Output, o: _Options, ok: bool, text: bytes, reply: bytes) -> None:
     """The reply's plain text on stdout (done) or stderr (refused), escaped for a terminal
-    unless --raw: the text comes from the process and must not drive the operator's tty."""
-    stream, tty = (io.out, io.out_tty) if reply.ok else (io.err, io.err_tty)
-    data = text_bytes(reply.text)
+    unless --raw: the text comes from the process and must not drive the operator's tty.
+    Escaped, it is shown whole (a NUL inside shows as \\x00); otherwise it is written up to
+    a NUL byte, as the C client's fputs() writes it."""
+    stream, tty = (io.out, io.out_tty) if ok else (io.err, io.err_tty)
     if tty and not o.raw:
-        data = terminal.escape(data, terminal.is_bare_value(reply.data))
-    stream.write(data)
+        value = creply.member_string(reply, b"value")
+        stream.write(terminal.escape(text, value is not None and text == value + b"\n"))
+    else:
+        stream.write(creply.as_c_string(text))
 
 
 def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
@@ -294,16 +341,18 @@ def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
         raw = _exchange(o, request.line, request.library)
     except errors.Error as e:
         return _report(io, e)
-    try:
-        reply = parse_reply(raw)
-    except errors.ProtocolError as e:
-        io.err.write(b"hotpatch: the agent's reply is not valid: " + e.reply[:200] + b"\n")
+    # Read as the C client reads it (hotpatch.creply): a C string, ok and text looked up
+    # member by member; anything else in the reply is not checked.
+    reply = creply.as_c_string(raw)
+    ok, text = creply.member_bool(reply, b"ok"), creply.member_string(reply, b"text")
+    if ok is None or text is None:
+        io.err.write(b"hotpatch: the agent's reply is not valid: " + reply[:200] + b"\n")
         return EXIT_TROUBLE
     if o.as_json or request.json_word:
-        io.out.write(raw)
+        io.out.write(reply)
     else:
-        _print_text(io, o, reply)
-    return EXIT_OK if reply.ok else EXIT_REFUSED
+        _print_text(io, o, ok, text, reply)
+    return EXIT_OK if ok else EXIT_REFUSED
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
@@ -313,21 +362,29 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     the console script passes its own path, ``python3 -m hotpatch`` uses ``hotpatch``.
     """
     args = [os.fsencode(a) for a in (sys.argv[1:] if argv is None else argv)]
-    io = _Output(sys.stdout.buffer, sys.stderr.buffer)
+    io = _Output(_binary(sys.stdout), _binary(sys.stderr))
     try:
         code = _run(os.fsencode(prog or "hotpatch"), args, io)
     except _Stop as stop:
         code = stop.code
-    try:
-        io.out.flush()
-        io.err.flush()
-    except BrokenPipeError:
-        # The reader went away (`hotpatch ... | head`): not our failure; say nothing more.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    io.out.flush()
+    io.err.flush()
     return code
+
+
+def _binary(stream: Optional[object]) -> Optional[BinaryIO]:
+    """The byte stream under sys.stdout or sys.stderr (None when that descriptor was closed)."""
+    return getattr(stream, "buffer", None) if stream is not None else None
+
+
+def _as_a_program() -> None:
+    """The entry points run as the C client runs: with SIGPIPE at its default, so that
+    writing to a reader that went away ends the process by that signal (status 141 in a
+    shell), where Python would ignore it and get an error instead."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def console_main() -> int:
     """Entry point of the installed ``hotpatch`` console script."""
+    _as_a_program()
     return main(prog=sys.argv[0])

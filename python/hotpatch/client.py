@@ -181,15 +181,22 @@ def open_library(path: bytes) -> int:
     """Opens the library ``lib load`` sends (read-only, close-on-exec, following symbolic
     links as this process sees them) and returns the descriptor. The agent loads that very
     file, so what is loaded is what the operator named here, whatever the target's mount
-    namespace, working directory or permissions. Raises :class:`LibraryOpenError`
+    namespace, working directory or permissions. As in the C client the open itself does
+    not block (``O_NONBLOCK``, cleared afterwards: a FIFO named as a library cannot hang the
+    client) and takes no controlling terminal. Raises :class:`LibraryOpenError`
     (``cannot open PATH: REASON``)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as e:
         err = e.errno or errno_mod.EIO
         shown = os.fsdecode(path)
         raise errors.LibraryOpenError(shown, err,
                                       f"cannot open {shown}: {os.strerror(err)}") from None
+    try:
+        os.set_blocking(fd, True)
+    except OSError:
+        pass  # as the C client: the descriptor is still the file opened
+    return fd
 
 
 def format_value(value: Any) -> str:
@@ -424,15 +431,6 @@ def parse_reply(raw: bytes) -> Reply:
         shown = raw[:200].decode("utf-8", "replace")
         raise errors.ProtocolError(f"the agent's reply is not valid: {shown}", raw)
     return Reply(ok=data["ok"], text=data["text"], data=data, raw=raw)
-
-
-def text_bytes(text: str) -> bytes:
-    """The bytes the C client writes for a reply's ``text``: UTF-8, ending at a NUL byte."""
-    try:
-        out = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        out = text.encode("utf-8", "surrogatepass")
-    return out.split(b"\0", 1)[0]
 
 
 # ---- the session client -------------------------------------------------------------------------

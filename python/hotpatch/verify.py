@@ -51,23 +51,28 @@ __all__ = [
 
 #: PATH_MAX on Linux: the longest HOTPATCH_SOCKET taken from a process's environment.
 _PATH_MAX = 4096
-#: The first 64 KiB of /proc/PID/environ are read, as the C client reads them.
+#: The bytes of each /proc file read, as the C client reads them (cli/verify.c: its buffer
+#: sizes less the terminating NUL): the first 64 KiB of /proc/PID/environ, all of the small
+#: /proc/PID/stat and /proc/PID/status.
 _ENVIRON_LIMIT = (1 << 16) - 1
-#: /proc/PID/stat and /proc/PID/status are a few hundred bytes; these bounds are generous.
-_STAT_LIMIT = 4096
-_STATUS_LIMIT = 1 << 16
-#: A line of /proc/PID/net/unix is at most ~200 bytes (sun_path is 108); longer ones are skipped.
-_NET_UNIX_LINE = 1024
+_STAT_LIMIT = 4096 - 1
+_STATUS_LIMIT = 16384 - 1
+#: Field 22 of /proc/PID/stat (start time), counting from 1; fields from 3 follow the last ")".
+_STARTTIME_FIELD = 22
+#: A line of /proc/PID/net/unix kept: at most this many bytes before its newline (the C
+#: client's 512-byte buffer); longer lines are skipped whole. A real line is ~60 bytes and a
+#: path of at most 108.
+_NET_UNIX_LINE = 510
 #: The Flags and St columns of a listening socket (__SO_ACCEPTCON, SS_UNCONNECTED).
-_LISTENING_FLAGS = b"00010000"
-_LISTENING_STATE = b"01"
-#: Num RefCount Protocol Flags Type St Inode Path (the path is the rest of the line).
-_NET_UNIX_ENTRY = re.compile(
-    rb"[0-9a-fA-F]+: [0-9a-fA-F]{8} [0-9a-fA-F]{8} ([0-9a-fA-F]{8}) [0-9a-fA-F]{4} "
-    rb"([0-9a-fA-F]{2}) +([0-9]+) (.+)\n")
+_FLAG_LISTENING = 0x10000
+_STATE_UNCONNECTED = 1
+#: Lines of /proc/PID/net/unix and socket descriptors of one process looked at, at most.
+_UNIX_LINES_LIMIT = 1 << 22
+_FD_LIMIT = 1 << 20
 _SOCKET_LINK = re.compile(r"socket:\[([0-9]+)\]")
 #: struct ucred: pid_t pid, uid_t uid, gid_t gid.
 _UCRED = struct.Struct("iII")
+_ULONG_MAX = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -109,113 +114,180 @@ def _cannot_read(pid: int, what: str, err: int) -> errors.VerificationError:
         f"({os.strerror(err)}); run as root or as the user that owns the process")
 
 
-def start_time(pid: int) -> Optional[int]:
-    """Field 22 of /proc/PID/stat, or None when the process is gone. Parsed after the last
-    ``)``, since the command name in parentheses may itself hold spaces and parentheses."""
-    try:
-        stat = _read_bounded(f"/proc/{pid}/stat", _STAT_LIMIT)
-    except OSError:
-        return None
-    fields = stat.rpartition(b")")[2].split()
-    try:
-        return int(fields[19])  # fields[0] is field 3 (state)
-    except (IndexError, ValueError):
-        return None
+def _unreadable(pid: int, what: str, err: int) -> errors.UnreachableError:
+    """A /proc file of ``pid`` could not be read: the process is gone (E1), or we may not look
+    at it (E2, naming the file and the error), as the C client's say_unreadable() says."""
+    if err in (errno_mod.ENOENT, errno_mod.ESRCH):
+        return _no_process(pid)
+    return _cannot_read(pid, what, err)
 
 
-def real_uid(pid: int) -> Optional[int]:
-    """The first number of the ``Uid:`` line of /proc/PID/status (the real uid), or None."""
-    try:
-        status = _read_bounded(f"/proc/{pid}/status", _STATUS_LIMIT)
-    except OSError:
+def _errno(e: OSError) -> int:
+    return e.errno or errno_mod.EIO
+
+
+def _strtoul(text: bytes, pos: int, base: int) -> Optional[tuple[int, int]]:
+    """C's strtoul(text + pos, &end, base): (value, end), or None where the C client sees an
+    error (no digits, or ERANGE). Leading white space, a sign and, in base 16, ``0x`` are
+    taken as strtoul takes them; a minus sign negates modulo 2**64."""
+    i = pos
+    while i < len(text) and text[i] in b" \t\n\v\f\r":
+        i += 1
+    negative = False
+    if i < len(text) and text[i] in b"+-":
+        negative = text[i] == 0x2D
+        i += 1
+    digits = b"0123456789abcdefABCDEF"[:10 if base == 10 else 22]
+    if (base == 16 and text[i:i + 2] in (b"0x", b"0X") and i + 2 < len(text)
+            and text[i + 2] in digits):
+        i += 2
+    j = i
+    while j < len(text) and text[j] in digits:
+        j += 1
+    if j == i:
         return None
-    for line in status.split(b"\n"):
-        if line.startswith(b"Uid:"):
-            words = line.split()
-            return int(words[1]) if len(words) > 1 and words[1].isdigit() else None
-    return None
+    value = int(text[i:j], base)
+    if value > _ULONG_MAX:
+        return None
+    return ((-value) & _ULONG_MAX if negative else value), j
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat. Parsed after the last ``)``, since the command name in
+    parentheses may itself hold spaces and parentheses. Raises OSError (``EINVAL`` when the
+    file does not read as a stat line)."""
+    stat = _read_bounded(f"/proc/{pid}/stat", _STAT_LIMIT).split(b"\0", 1)[0]
+    close = stat.rfind(b")")
+    if close < 0:
+        raise OSError(errno_mod.EINVAL, os.strerror(errno_mod.EINVAL))
+    p = close + 1
+    for _ in range(3, _STARTTIME_FIELD):  # the space before each next field, as C's strchr
+        p = stat.find(b" ", p + 1)
+        if p < 0:
+            raise OSError(errno_mod.EINVAL, os.strerror(errno_mod.EINVAL))
+    parsed = _strtoul(stat, p, 10)
+    if parsed is None:
+        raise OSError(errno_mod.EINVAL, os.strerror(errno_mod.EINVAL))
+    return parsed[0]
+
+
+def real_uid(pid: int) -> int:
+    """The first number of the ``Uid:`` line of /proc/PID/status (the real uid). Raises
+    OSError (``EINVAL`` when there is no such line or number)."""
+    status = _read_bounded(f"/proc/{pid}/status", _STATUS_LIMIT).split(b"\0", 1)[0]
+    if status.startswith(b"Uid:"):
+        at = 4
+    else:
+        at = status.find(b"\nUid:")
+        at = at + 5 if at >= 0 else -1
+    parsed = _strtoul(status, at, 10) if at >= 0 else None
+    if parsed is None or parsed[0] > 0xFFFFFFFF:
+        raise OSError(errno_mod.EINVAL, os.strerror(errno_mod.EINVAL))
+    return parsed[0]
 
 
 def read_process(pid: int) -> Process:
     """The start time and real uid of ``pid``, read before connecting. Raises
-    :class:`UnreachableError` (``no process PID is running``) when there is none."""
-    started, uid = start_time(pid), real_uid(pid)
-    if started is None or uid is None:
-        raise _no_process(pid)
+    :class:`UnreachableError` (``no process PID is running``) when there is none, or
+    :class:`VerificationError` when its stat or status cannot be read."""
+    try:
+        started = start_time(pid)
+    except OSError as e:
+        raise _unreadable(pid, "stat", _errno(e)) from None
+    try:
+        uid = real_uid(pid)
+    except OSError as e:
+        raise _unreadable(pid, "status", _errno(e)) from None
     return Process(pid, started, uid)
 
 
 def socket_inodes(pid: int) -> frozenset[int]:
     """The inodes of every socket ``pid`` holds (``socket:[INODE]`` links in /proc/PID/fd).
     Reading another user's descriptors needs root or that user: refused otherwise, since
-    without them a planted socket cannot be told from the agent's."""
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError as e:
-        if e.errno == errno_mod.ENOENT:
-            raise _no_process(pid) from None
-        raise _cannot_read(pid, "fd", e.errno or errno_mod.EIO) from None
-    inodes = set()
-    for name in names:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except FileNotFoundError:
-            continue  # closed while we looked
-        except OSError as e:
-            raise _cannot_read(pid, "fd", e.errno or errno_mod.EIO) from None
-        match = _SOCKET_LINK.fullmatch(target)
-        if match:
-            inodes.add(int(match.group(1)))
+    without them a planted socket cannot be told from the agent's. Raises OSError when the
+    directory cannot be read; a descriptor whose link cannot be read is passed over."""
+    inodes: set[int] = set()
+    seen = 0
+    with os.scandir(f"/proc/{pid}/fd") as entries:
+        for entry in entries:
+            if seen >= _FD_LIMIT:
+                break
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{entry.name}")
+            except OSError:
+                continue  # closed while we looked
+            match = _SOCKET_LINK.fullmatch(target)
+            if match:
+                inodes.add(int(match.group(1)))
+                seen += 1
     return frozenset(inodes)
 
 
 def _net_unix_lines(pid: int) -> Iterator[bytes]:
-    """The lines of /proc/PID/net/unix (the sockets of PID's network namespace), read one
-    bounded line at a time: the table may be large, and only a few entries are kept."""
-    try:
-        f = open(f"/proc/{pid}/net/unix", "rb")
-    except OSError as e:
-        if e.errno == errno_mod.ENOENT:
-            raise _no_process(pid) from None
-        raise _cannot_read(pid, "net/unix", e.errno or errno_mod.EIO) from None
-    with f:
-        while True:
-            line = f.readline(_NET_UNIX_LINE)
-            if not line:
-                return
-            if not line.endswith(b"\n"):  # not a kernel line: skip to the next newline
+    """The lines of /proc/PID/net/unix (the sockets of PID's network namespace), without their
+    newline, read one bounded line at a time: the table may be large, and only a few entries
+    are kept. A line longer than the bound is skipped whole. Raises OSError when the file
+    cannot be opened."""
+    with open(f"/proc/{pid}/net/unix", "rb") as f:
+        for _ in range(_UNIX_LINES_LIMIT):
+            while True:
+                line = f.readline(_NET_UNIX_LINE + 1)
+                if not line:
+                    return
+                if line.endswith(b"\n"):
+                    line = line[:-1]
+                    break
+                if len(line) <= _NET_UNIX_LINE:
+                    break  # the last line, without a newline
                 while line and not line.endswith(b"\n"):
-                    line = f.readline(_NET_UNIX_LINE)
-                continue
+                    line = f.readline(_NET_UNIX_LINE + 1)
             yield line
+
+
+def _parse_listener(line: bytes) -> Optional[tuple[int, bytes]]:
+    """One line of /proc/PID/net/unix (unix(7)), as the C client's parse_listener() reads it:
+    "Num: RefCount Protocol Flags Type St Inode Path". (inode, path) when it is a listening
+    socket bound to a path, else None."""
+    line = line.split(b"\0", 1)[0]
+    p = line.find(b":")
+    if p < 0:
+        return None
+    p += 1
+    numbers = []
+    for base in (16, 16, 16, 16, 16, 10):   # RefCount Protocol Flags Type St Inode
+        if line[p:p + 1] != b" ":
+            return None
+        while line[p:p + 1] == b" ":
+            p += 1
+        parsed = _strtoul(line, p, base)
+        if parsed is None:
+            return None
+        value, p = parsed
+        numbers.append(value)
+    _, _, flags, _, state, inode = numbers
+    if flags != _FLAG_LISTENING or state != _STATE_UNCONNECTED:
+        return None
+    if line[p:p + 1] != b" " or len(line) == p + 1:
+        return None
+    return inode, line[p + 1:]
 
 
 def listening_sockets(pid: int) -> Iterator[tuple[int, bytes]]:
     """(inode, path) of every listening Unix socket with a path in PID's network namespace,
-    in the kernel's order."""
+    in the kernel's order. Raises OSError when the table cannot be read."""
     for line in _net_unix_lines(pid):
-        entry = _NET_UNIX_ENTRY.fullmatch(line)
-        if entry and entry.group(1) == _LISTENING_FLAGS and entry.group(2) == _LISTENING_STATE:
-            yield int(entry.group(3)), entry.group(4)
-
-
-def held_listeners(pid: int, held: frozenset[int]) -> list[tuple[int, bytes]]:
-    """The listening sockets with a path that ``pid`` holds. A socket has one line in the
-    table, so an inode seen on two lines is dropped: a path with a newline in it can forge a
-    line, and a forged line must not lend the agent's inode to another path."""
-    seen: dict[int, list[bytes]] = {}
-    for inode, path in listening_sockets(pid):
-        if inode in held:
-            seen.setdefault(inode, []).append(path)
-    return [(inode, paths[0]) for inode, paths in seen.items() if len(paths) == 1]
+        entry = _parse_listener(line)
+        if entry is not None:
+            yield entry
 
 
 # ---- choosing the agent's socket --------------------------------------------------------------------
 
 def environment_socket(pid: int) -> Optional[str]:
     """The ``HOTPATCH_SOCKET`` in the environment of ``pid`` with ``%p`` replaced by the pid
-    (as the agent expands it), or None when the environment is unreadable or has none (or it
-    is not shorter than PATH_MAX). Reads at most the first 64 KiB, as the C client does."""
+    (as the agent expands it), or None when the environment is unreadable or has none (one
+    whose expansion is not shorter than PATH_MAX is passed over). Reads at most the first
+    64 KiB, as the C client does."""
     try:
         env = _read_bounded(f"/proc/{pid}/environ", _ENVIRON_LIMIT)
     except OSError:
@@ -223,62 +295,80 @@ def environment_socket(pid: int) -> Optional[str]:
     for entry in env.split(b"\0"):
         if entry.startswith(b"HOTPATCH_SOCKET=") and len(entry) > 16:
             value = entry[16:].replace(b"%p", str(pid).encode())
-            return os.fsdecode(value) if len(value) < _PATH_MAX else None
+            if len(value) < _PATH_MAX:
+                return os.fsdecode(value)
     return None
 
 
 def _is_fallback(path: bytes, pid: int) -> bool:
-    """True for ``/tmp/hotpatch-PID.*/socket`` (one directory level): where the agent serves
-    when ``/tmp/PID.socket`` is taken by something the process does not own."""
-    prefix, suffix = f"/tmp/hotpatch-{pid}.".encode(), b"/socket"
-    if len(path) < len(prefix) + len(suffix):
+    """True for ``/tmp/hotpatch-PID.X/socket`` (X not empty, without a slash): where the agent
+    serves when ``/tmp/PID.socket`` is taken by something the process does not own."""
+    prefix = f"/tmp/hotpatch-{pid}.".encode()
+    if not path.startswith(prefix):
         return False
-    if not path.startswith(prefix) or not path.endswith(suffix):
-        return False
-    return b"/" not in path[len(prefix):len(path) - len(suffix)]
+    rest = path[len(prefix):]
+    slash = rest.find(b"/")
+    return slash > 0 and rest[slash:] == b"/socket"
 
 
-def _choose(pid: int, listeners: list[tuple[int, bytes]]) -> Optional[str]:
-    """The first of the HOTPATCH_SOCKET expansion, /tmp/PID.socket and a fallback path that is
-    a listening socket PID holds."""
-    paths = [path for _, path in listeners]
-    for name in (environment_socket(pid), f"/tmp/{pid}.socket"):
-        if name is not None and os.fsencode(name) in paths:
-            return name
-    for path in paths:
-        if _is_fallback(path, pid):
-            return os.fsdecode(path)
-    return None
+_RANK_ENVIRONMENT, _RANK_DEFAULT, _RANK_FALLBACK, _RANK_NONE = range(4)
 
 
 def find_agent(pid: int) -> tuple[str, Process]:
     """The socket path of the agent of ``pid``, found by the listening sockets it holds, and
-    the :class:`Process` read before looking. Raises :class:`UnreachableError` (no process;
-    no agent, with the start-up hint) or :class:`VerificationError` (/proc unreadable)."""
+    the :class:`Process` read before looking: the first, in this order, of its
+    HOTPATCH_SOCKET expansion, /tmp/PID.socket and a /tmp/hotpatch-PID.X/socket (the first of
+    those in the kernel's table) that is a listening socket PID holds. Raises
+    :class:`UnreachableError` (no process; no agent, with the start-up hint) or
+    :class:`VerificationError` (/proc unreadable)."""
     process = read_process(pid)
-    held = socket_inodes(pid)
-    path = _choose(pid, held_listeners(pid, held))
-    if path is None:
+    try:
+        held = socket_inodes(pid)
+    except OSError as e:
+        raise _unreadable(pid, "fd", _errno(e)) from None
+    environment = environment_socket(pid)
+    wanted = {os.fsencode(environment): _RANK_ENVIRONMENT} if environment is not None else {}
+    wanted.setdefault(f"/tmp/{pid}.socket".encode(), _RANK_DEFAULT)
+    best_rank, best = _RANK_NONE, b""
+    if held:  # with no socket held there is nothing to look for
+        try:
+            for inode, path in listening_sockets(pid):
+                if inode not in held:
+                    continue  # a name anyone may have bound: only the process's own count
+                rank = wanted.get(path, _RANK_FALLBACK if _is_fallback(path, pid) else _RANK_NONE)
+                if rank < best_rank:
+                    best_rank, best = rank, path
+                if best_rank == _RANK_ENVIRONMENT:
+                    break
+        except OSError as e:
+            raise _unreadable(pid, "net/unix", _errno(e)) from None
+    if best_rank == _RANK_NONE:
         raise errors.UnreachableError(
             f"process {pid} has no agent: none of its listening sockets is /tmp/{pid}.socket "
             f"or /tmp/hotpatch-{pid}.*/socket", None, [startup_hint()])
-    return path, process
+    return os.fsdecode(best), process
 
 
 # ---- checking the server after connect ----------------------------------------------------------------
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the server (``SO_PEERCRED``: who called ``listen``), or -1s."""
+    """(pid, uid, gid) of the server (``SO_PEERCRED``: who called ``listen``). Raises OSError."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return _UCRED.unpack(raw)
+
+
+def _credentials(sock: socket.socket, path: str) -> tuple[int, int, int]:
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-        return _UCRED.unpack(raw)
-    except (OSError, struct.error):
-        return -1, -1, -1
+        return peer_credentials(sock)
+    except OSError as e:
+        raise errors.VerificationError(
+            f"refusing to talk to {path}: cannot read its server's credentials "
+            f"({os.strerror(_errno(e))})", path) from None
 
 
 def check_process_peer(sock: socket.socket, path: str, process: Process) -> None:
     """The server must be process ``pid`` itself, running as root or as the process's uid."""
-    pid, uid, _ = peer_credentials(sock)
+    pid, uid, _ = _credentials(sock, path)
     if pid != process.pid:
         raise errors.VerificationError(
             f"refusing to talk to {path}: it is served by process {pid}, not by process "
@@ -290,23 +380,62 @@ def check_process_peer(sock: socket.socket, path: str, process: Process) -> None
             "serve it)", path)
 
 
+class _Unreadable(Exception):
+    """A /proc file of the re-check could not be read (reported after the start time)."""
+
+    def __init__(self, what: str, error: OSError) -> None:
+        super().__init__(what, error)
+        self.what, self.error = what, error
+
+
+def _still_holds(pid: int, path: bytes) -> bool:
+    """Whether ``pid`` holds a listening socket bound to ``path`` and holds every listening
+    socket of that name (another one is what the name may lead to). Raises
+    :class:`_Unreadable` when /proc cannot be read."""
+    try:
+        held = socket_inodes(pid)
+    except OSError as e:
+        raise _Unreadable("fd", e) from None
+    if not held:
+        return False
+    found = foreign = False
+    try:
+        for inode, name in listening_sockets(pid):
+            if name == path:
+                if inode in held:
+                    found = True
+                else:
+                    foreign = True
+                    break
+    except OSError as e:
+        raise _Unreadable("net/unix", e) from None
+    return found and not foreign
+
+
 def recheck_process(path: str, process: Process) -> None:
-    """After connecting: the process is still the one read before (same start time: its pid
-    was not reused meanwhile), and every listening socket named ``path`` is one it holds.
-    The second check is what ties the connection to the process: SO_PEERCRED names whoever
-    called ``listen``, and that pid may since have exited and been reused, its socket kept by
-    another process; two listeners can also carry one name (the file belongs to the later)."""
-    now = start_time(process.pid)
-    if now is None:
-        raise _no_process(process.pid)
+    """After connecting: ``path`` is a listening socket the process holds, and none of that
+    name is held by anyone else, and the process is still the one read before (same start
+    time: its pid was not reused meanwhile). The first check is what ties the connection to
+    the process: SO_PEERCRED names whoever called ``listen``, and that pid may since have
+    exited and been reused, its socket kept by another process; two listeners can also carry
+    one name (the file belongs to the later). The start time is read last, so that a pid
+    reused during the other checks is named as such (E7) rather than as what they saw."""
+    unreadable = None
+    try:
+        held_now = _still_holds(process.pid, os.fsencode(path))
+    except _Unreadable as e:
+        unreadable, held_now = e, False
+    try:
+        now = start_time(process.pid)
+    except OSError as e:
+        raise _unreadable(process.pid, "stat", _errno(e)) from None
     if now != process.start_time:
         raise errors.VerificationError(
             f"process {process.pid} changed while connecting (it exited and its pid was "
             "reused); try again", path)
-    held = socket_inodes(process.pid)
-    raw = os.fsencode(path)
-    named = [inode for inode, name in listening_sockets(process.pid) if name == raw]
-    if not named or any(inode not in held for inode in named):
+    if unreadable is not None:
+        raise _unreadable(process.pid, unreadable.what, _errno(unreadable.error))
+    if not held_now:
         raise errors.VerificationError(
             f"refusing to talk to {path}: process {process.pid} does not hold that listening "
             "socket (a socket handed over by another process)", path)
@@ -315,8 +444,8 @@ def recheck_process(path: str, process: Process) -> None:
 def check_path_peer(sock: socket.socket, path: str, trust_peer: Optional[int] = None) -> None:
     """``-s PATH``: the server must run as root or as the caller (``geteuid()``), or as the
     uid the caller trusts by name; a root caller may talk to anyone (it could ptrace them)."""
+    _, uid, _ = _credentials(sock, path)
     me = os.geteuid()
-    _, uid, _ = peer_credentials(sock)
     if me == 0 or uid in (0, me) or (trust_peer is not None and uid == trust_peer):
         return
     raise errors.VerificationError(
@@ -325,7 +454,9 @@ def check_path_peer(sock: socket.socket, path: str, trust_peer: Optional[int] = 
 
 
 def parse_uid(value: Union[int, str, bytes]) -> int:
-    """A uid given as a number or a user name (``--trust-peer``). Raises
+    """A uid given as a number or a user name (``--trust-peer``), by the C client's rule:
+    text that starts with a digit must be a whole decimal uid below 2**32 - 1 (``12abc`` is
+    refused, not looked up as a name); any other text is a user name. Raises
     :class:`hotpatch.UsageError` for anything else."""
     if isinstance(value, bool):
         raise errors.UsageError(f"invalid uid {value!r}: expected a uid or a user name")
@@ -334,13 +465,15 @@ def parse_uid(value: Union[int, str, bytes]) -> int:
             return value
         raise errors.UsageError(f"invalid uid {value}: expected a uid or a user name")
     text = os.fsdecode(value)
-    if text.isascii() and text.isdigit():
-        return parse_uid(int(text))
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except (KeyError, ValueError):
-        raise errors.UsageError(
-            f"invalid uid '{text}': expected a uid or a user name") from None
+    if text[:1] in tuple("0123456789"):
+        if text.isascii() and text.isdigit():
+            return parse_uid(int(text))
+    elif text:
+        try:
+            return pwd.getpwnam(text).pw_uid
+        except (KeyError, ValueError, UnicodeEncodeError):
+            pass
+    raise errors.UsageError(f"invalid uid '{text}': expected a uid or a user name")
 
 
 # ---- the hint when nothing answers --------------------------------------------------------------------

@@ -37,8 +37,38 @@ static pid_t owner_pid;
 static int execs_in_flight;                /* guarded by agent_lock */
 static struct hp_server *hidden_for_exec;  /* guarded by agent_lock: the server hidden for them */
 
+/* How this agent came into the process ("linked" unless the preload agent or the attach
+ * injector says otherwise, before it starts) and when it started; written before the agent
+ * thread exists, read by it afterwards. */
+static const char *origin = "linked";
+static struct timespec started_at;          /* CLOCK_MONOTONIC; guarded by agent_lock */
+
+void hp_agent_set_origin(const char *how)
+{
+    origin = how;
+}
+
+const char *hp_agent_origin(void)
+{
+    return origin;
+}
+
+long long hp_agent_uptime_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&agent_lock);
+    struct timespec t = started_at;
+    pthread_mutex_unlock(&agent_lock);
+    if (t.tv_sec == 0 && t.tv_nsec == 0)
+        return 0;
+    return (long long)(now.tv_sec - t.tv_sec) * 1000 + (now.tv_nsec - t.tv_nsec) / 1000000;
+}
+
 static void set_running(struct hp_server *s)
 {
+    if (s)
+        clock_gettime(CLOCK_MONOTONIC, &started_at);
     running = s;
     hidden_for_exec = NULL;
     __atomic_store_n(&owner_pid, s ? getpid() : 0, __ATOMIC_RELEASE);

@@ -135,6 +135,9 @@ void hp_reply_free(struct hp_reply *r);
 bool hp_reply_ok(const struct hp_reply *r);
 /* The error text (without "error: "), or "" when the reply is not an error. */
 const char *hp_reply_error_text(const struct hp_reply *r);
+/* The text of top-level field `key`, or NULL; the message, or NULL. */
+const char *hp_reply_field_text(const struct hp_reply *r, const char *key);
+const char *hp_reply_message_text(const struct hp_reply *r);
 
 void hp_reply_error(struct hp_reply *r, const char *fmt, ...) HP_PRINTF(2, 3);
 void hp_reply_message(struct hp_reply *r, const char *fmt, ...) HP_PRINTF(2, 3);
@@ -249,6 +252,7 @@ void hp_for_each_command(hp_command_visitor visit, void *ctx);
  */
 struct hp_variable_view {
     const char *name;
+    const char *first;           /* its value when the agent first saw it, or NULL */
     enum hotpatch_type type;
     char value[HP_LINE_MAX];     /* formatted current value */
     size_t capacity;             /* strings: buffer capacity (0 for accessors and numerics) */
@@ -301,6 +305,11 @@ void hp_registry_each_library(hp_library_visitor visit, void *ctx);
 /* Adds a loaded library; -EEXIST when the name is taken, -ENOMEM. */
 int hp_registry_add_library(const char *name, const char *path, void *handle, uintptr_t base,
                             const struct hp_held_file *file);
+/* How many variables, functions and libraries are registered now. */
+struct hp_registry_counts {
+    size_t variables, functions, libraries;
+};
+void hp_registry_counts(struct hp_registry_counts *out);
 /* How many descriptors the loaded libraries hold (for the agent's descriptor budget). */
 size_t hp_registry_held_files(void);
 /* Finds a library by name; copies its view (strings valid until it is removed). 0 or -ENOENT. */
@@ -308,6 +317,31 @@ int hp_registry_find_library(const char *name, struct hp_library_view *out);
 /* Removes a library entry by name and returns its handle (and held file, when file is not
  * NULL). 0 or -ENOENT. */
 int hp_registry_remove_library(const char *name, void **handle, struct hp_held_file *file);
+
+/* ---- history.c ------------------------------------------------------------------------ */
+/* One change made through the agent (strings valid during the visit). */
+struct hp_change {
+    unsigned long long sequence;     /* 1 for the first change since start */
+    long long time_ms;               /* wall clock, milliseconds since the epoch */
+    uid_t uid;                       /* the peer's */
+    pid_t pid;
+    bool ok;                         /* done (true) or refused */
+    const char *request;             /* the request line */
+    const char *target;              /* what it changed ("var user_name", "gflags v"), or "" */
+    const char *old_value;           /* a set's old and new value, or NULL */
+    const char *new_value;
+    const char *outcome;             /* the message or the error */
+};
+typedef void (*hp_change_visitor)(const struct hp_change *c, void *ctx);
+/* Records a mutating request after it ran (its reply says how). Keeps the last 1,000. Agent
+ * thread only, like the readers below. */
+void hp_history_record(const struct hp_peer *peer, const char *request, const char *target,
+                       const struct hp_reply *reply);
+/* Visits the kept changes, oldest first. */
+void hp_history_each(hp_change_visitor visit, void *ctx);
+/* Changes dropped to keep the last 1,000, and changes recorded since start. */
+unsigned long long hp_history_dropped(void);
+unsigned long long hp_history_recorded(void);
 
 /* ---- trust.c -------------------------------------------------------------------------- */
 /* What a walk does with a symbolic link on the way. */
@@ -406,6 +440,13 @@ struct hp_exec_state {
 };
 void hp_agent_before_exec(struct hp_exec_state *st);
 void hp_agent_after_failed_exec(const struct hp_exec_state *st);
+
+/* How the agent came into the process: "linked" (the default), "preload", "attached". Set by
+ * the preload agent or the injector before hotpatch_start(). */
+void hp_agent_set_origin(const char *how);
+const char *hp_agent_origin(void);
+/* Milliseconds since the agent started serving (0 when it is not running). Any thread. */
+long long hp_agent_uptime_ms(void);
 
 /* ---- exec.c ---------------------------------------------------------------------------- */
 /* Looks up the next definitions of the exec functions (libc's) now, outside any vfork child. */

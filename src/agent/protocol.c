@@ -180,8 +180,24 @@ static bool descriptor_acceptable(const struct hp_command *c, int fd, struct hp_
     return false;
 }
 
+/* What a change was made to, for history and diff: "var NAME", "flag NAME" (gflags and glog
+ * set the same flags), "lib NAME", "func NAME"; "" when the reply does not name it. */
+static void describe_target(const struct hp_command *c, const struct hp_reply *reply,
+                            char *out, size_t cap)
+{
+    const char *name = hp_reply_field_text(reply, "name");
+    if (!name)
+        name = hp_reply_field_text(reply, "function");
+    bool flag = strcmp(c->family, "gflags") == 0 || strcmp(c->family, "glog") == 0;
+    if (name)
+        snprintf(out, cap, "%s %s", flag ? "flag" : c->family, name);
+    else
+        out[0] = '\0';
+}
+
 /* Every request that may change the process is audited before it runs and after, refused or
- * not, so even a command that takes the process down leaves its record. */
+ * not, so even a command that takes the process down leaves its record; then it goes into
+ * the history. */
 static void run_command(const struct hp_command *c, const struct hp_request *req,
                         const char *request, struct hp_reply *reply)
 {
@@ -193,9 +209,13 @@ static void run_command(const struct hp_command *c, const struct hp_request *req
                        "change the process", c->family, c->verb ? c->verb : "");
     else if (descriptor_acceptable(c, req->fd, reply))
         c->handler(req, reply);
-    if (mutates)
-        hp_audit(HP_AUDIT_END, req->peer, request, strlen(request), hp_reply_ok(reply),
-                 hp_reply_error_text(reply));
+    if (!mutates)
+        return;
+    hp_audit(HP_AUDIT_END, req->peer, request, strlen(request), hp_reply_ok(reply),
+             hp_reply_error_text(reply));
+    char target[HP_NAME_MAX + 16];
+    describe_target(c, reply, target, sizeof target);
+    hp_history_record(req->peer, request, target, reply);
 }
 
 static void handle_words(char **words, int count, const struct hp_line *in, const char *request,

@@ -29,6 +29,7 @@ struct variable {
     hotpatch_validator validate;
     hotpatch_on_change on_change;
     void *user;
+    char *first;                             /* its value when the agent first saw it (diff) */
 };
 
 struct function {
@@ -149,10 +150,14 @@ static void *table_remove(struct table *t, const char *name)
     return entry;
 }
 
+static void remember_first_value_locked(struct variable *v, bool at_registration);
+
 static int insert_locked(struct table *t, void *entry)
 {
     lock_registry();
     int rc = table_insert(t, entry);
+    if (rc == 0 && t == &variables)
+        remember_first_value_locked(entry, true);
     pthread_mutex_unlock(&registry_lock);
     if (rc != 0)
         free(entry);
@@ -241,10 +246,11 @@ HOTPATCH_API int hotpatch_unregister(const char *name)
     if (!name)
         return -EINVAL;
     lock_registry();
-    void *entry = table_remove(&variables, name);
-    if (!entry)
-        entry = table_remove(&functions, name);
+    struct variable *v = table_remove(&variables, name);
+    void *entry = v ? (void *)v : table_remove(&functions, name);
     pthread_mutex_unlock(&registry_lock);
+    if (v)
+        free(v->first);
     free(entry);
     return entry ? 0 : -ENOENT;
 }
@@ -279,20 +285,45 @@ HOTPATCH_API int hotpatch_get_string(const char *name, char *out, size_t cap)
 
 /* ---- variables (agent side) ---------------------------------------------------------------- */
 
-static void view_variable_locked(const struct variable *v, struct hp_variable_view *view)
+static void format_value_locked(const struct variable *v, char *out, size_t cap)
 {
-    view->name = v->name;
-    view->type = v->type;
-    view->capacity = v->capacity;
-    view->has_validator = v->validate != NULL;
     if (v->type == HOTPATCH_TYPE_STRING) {
-        if (read_string_locked(v, view->value, sizeof view->value) < 0)
-            view->value[0] = '\0';
+        if (read_string_locked(v, out, cap) < 0)
+            out[0] = '\0';
         return;
     }
     union hp_scalar s;
     hp_load_scalar(v->type, v->addr, &s);
-    hp_format_scalar(v->type, &s, view->value, sizeof view->value);
+    hp_format_scalar(v->type, &s, out, cap);
+}
+
+/*
+ * The value a variable had when the agent first saw it, for `diff`: at registration, or for a
+ * string with an accessor (which the program may not be ready to answer yet), at its first
+ * read by the agent. Memory for it is best effort: without it, diff just omits the variable.
+ */
+static void remember_first_value_locked(struct variable *v, bool at_registration)
+{
+    if (v->first || (at_registration && v->accessor.get))
+        return;
+    char *text = malloc(HP_LINE_MAX);
+    if (!text)
+        return;
+    format_value_locked(v, text, HP_LINE_MAX);
+    v->first = realloc(text, strlen(text) + 1);
+    if (!v->first)
+        v->first = text;
+}
+
+static void view_variable_locked(struct variable *v, struct hp_variable_view *view)
+{
+    remember_first_value_locked(v, false);
+    view->name = v->name;
+    view->first = v->first;
+    view->type = v->type;
+    view->capacity = v->capacity;
+    view->has_validator = v->validate != NULL;
+    format_value_locked(v, view->value, sizeof view->value);
 }
 
 void hp_registry_each_variable(hp_variable_visitor visit, void *ctx)
@@ -314,7 +345,7 @@ int hp_registry_get_variable(const char *name, enum hotpatch_type want_type,
                              struct hp_variable_view *view)
 {
     lock_registry();
-    const struct variable *v = table_find(&variables, name);
+    struct variable *v = table_find(&variables, name);
     int rc = 0;
     if (!v) {
         rc = -ENOENT;
@@ -479,6 +510,15 @@ int hp_registry_add_library(const char *name, const char *path, void *handle, ui
         free(l);
     }
     return rc;
+}
+
+void hp_registry_counts(struct hp_registry_counts *out)
+{
+    lock_registry();
+    out->variables = variables.count;
+    out->functions = functions.count;
+    out->libraries = libraries.count;
+    pthread_mutex_unlock(&registry_lock);
 }
 
 size_t hp_registry_held_files(void)

@@ -82,6 +82,19 @@ static void set_error_v(struct hp_reply *r, const char *fmt, va_list ap)
             *p = ' ';
 }
 
+const char *hp_reply_field_text(const struct hp_reply *r, const char *key)
+{
+    for (size_t i = 0; i < r->field_count; i++)
+        if (r->fields[i].item < 0 && strcmp(r->fields[i].key, key) == 0)
+            return r->fields[i].text;
+    return NULL;
+}
+
+const char *hp_reply_message_text(const struct hp_reply *r)
+{
+    return r->message;
+}
+
 void hp_reply_error(struct hp_reply *r, const char *fmt, ...)
 {
     va_list ap;

@@ -3,6 +3,7 @@
  * Not installed.
  *
  *   core.c     help, version, session, quit
+ *   status.c   status, history, diff: what the agent holds and what was changed
  *   var.c      registered variables
  *   lib.c      loading and unloading shared libraries
  *   func.c     upgrading and rolling back functions (over the patch engine, engine/engine.h)
@@ -22,6 +23,7 @@
 
 /* Each command family's table, terminated by a row with family == NULL. */
 extern const struct hp_command hp_core_commands[];
+extern const struct hp_command hp_status_commands[];
 extern const struct hp_command hp_var_commands[];
 extern const struct hp_command hp_lib_commands[];
 extern const struct hp_command hp_func_commands[];
@@ -59,5 +61,37 @@ enum hp_json_kind hp_gflag_json_kind(const char *type, const char *text);
 typedef const char *(*hp_value_describer)(const char *value, char *buf, size_t cap);
 void hp_gflags_set_reply(const char *name, const char *value, hp_value_describer describe,
                          struct hp_reply *reply);
+
+/* ---- patch_file.c ---------------------------------------------------------------------- */
+#define HP_PATCH_MAX_FUNCTIONS 64
+#define HP_PATCH_MAX_BUILD_IDS 8
+struct hotpatch_patch_record;
+/* Two strings of a record (they point into hp_patch_file.records). */
+struct hp_patch_pair {
+    const char *a, *b;
+};
+/* A patch file's metadata (include/hotpatch_patch.h), as read from its descriptor. */
+struct hp_patch_file {
+    char name[64];
+    char description[256];
+    struct hp_patch_pair replaces[HP_PATCH_MAX_FUNCTIONS];   /* target, replacement symbol */
+    size_t n_replaces;
+    struct hp_patch_pair imports[HP_PATCH_MAX_FUNCTIONS];    /* process symbol, local symbol */
+    size_t n_imports;
+    struct hp_patch_pair build_ids[HP_PATCH_MAX_BUILD_IDS];  /* object, hex */
+    size_t n_build_ids;
+    struct hotpatch_patch_record *records;
+};
+/*
+ * Reads and checks the metadata of the patch open at fd, without loading it: its name (valid
+ * and present), at least one replacement, records well formed. 0, or a negative errno with a
+ * one-line reason ("no hotpatch metadata ..."). Free with hp_patch_file_free().
+ */
+int hp_patch_file_read(int fd, struct hp_patch_file *out, char *why, size_t why_cap);
+void hp_patch_file_free(struct hp_patch_file *f);
+/* The GNU build-id (hex) of the loaded object named `object` ("" the main program, else its
+ * file name as in /proc/PID/exe or the loader's list). 0; -ENOENT not loaded; -ENODATA no
+ * build-id. */
+int hp_loaded_build_id(const char *object, char *hex, size_t cap);
 
 #endif /* HOTPATCH_COMMANDS_H */

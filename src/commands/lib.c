@@ -175,12 +175,41 @@ static void cmd_lib_load(const struct hp_request *req, struct hp_reply *reply)
     hp_reply_message(reply, "loaded %s from %s at %s", name, path, base_text);
 }
 
+/* `lib unload --retire NAME`: the name is forgotten, the code stays mapped for good. For a
+ * library the unload check cannot clear (a pointer into it somewhere, a scan past its bound):
+ * nothing can ever jump into unmapped code, and the name can be used again. */
+static void retire_library(const char *name, const struct hp_library_view *lib,
+                           struct hp_reply *reply)
+{
+    void *handle;
+    struct hp_held_file file;
+    hp_registry_remove_library(name, &handle, &file);
+    release_file(&file);
+    char base[32];
+    snprintf(base, sizeof base, "%p", (void *)lib->base);
+    hp_reply_field(reply, "name", name, HP_JSON_STRING);
+    hp_reply_field(reply, "base", base, HP_JSON_STRING);
+    hp_reply_field(reply, "retired", "true", HP_JSON_BOOL);
+    hp_reply_message(reply, "retired %s: forgotten, and left mapped at %s until the process "
+                     "exits", name, base);
+}
+
 static void cmd_lib_unload(const struct hp_request *req, struct hp_reply *reply)
 {
-    const char *name = req->argv[0];
+    bool retire = req->argc == 2;
+    if (retire && strcmp(req->argv[0], "--retire") != 0) {
+        hp_reply_error(reply, "unknown option '%.64s'; usage: lib unload [--retire] NAME",
+                       req->argv[0]);
+        return;
+    }
+    const char *name = req->argv[retire ? 1 : 0];
     struct hp_library_view lib;
     if (hp_registry_find_library(name, &lib) != 0) {
         hp_reply_error(reply, "no library loaded as '%.128s' (see 'lib list')", name);
+        return;
+    }
+    if (retire) {
+        retire_library(name, &lib, reply);
         return;
     }
     char why[HP_ERROR_MAX] = "";
@@ -206,7 +235,8 @@ const struct hp_command hp_lib_commands[] = {
     {"lib", "load", 2, 2, cmd_lib_load, "lib load NAME PATH",
      "load the shared library at PATH (absolute; or the file sent with the request) under NAME",
      HP_CMD_MUTATES | HP_CMD_TAKES_FD},
-    {"lib", "unload", 1, 1, cmd_lib_unload, "lib unload NAME",
-     "unload a library (refused while its code may be in use)", HP_CMD_MUTATES},
+    {"lib", "unload", 1, 2, cmd_lib_unload, "lib unload [--retire] NAME",
+     "unload a library (refused while its code may be in use; --retire forgets it, mapped)",
+     HP_CMD_MUTATES},
     {0},
 };

@@ -15,5 +15,6 @@ const struct hp_command *const hp_command_families[] = {
     hp_func_commands,
     hp_gflags_commands,
     hp_glog_commands,
+    hp_status_commands,
     NULL,
 };

@@ -18,6 +18,7 @@
  *   branch_proof.c  no code of an object may branch into a patch site: a per-object index of
  *                   every address its code may reach, cached (branch_proof.h).
  *   self.c          where hotpatch's own code is: never a target nor a replacement.
+ *   refscan.c       before an unload: no word of writable memory points into the library.
  *   arch/x86_64.c   instruction encoding and code writes with every other thread stopped
  *                   (membarrier SYNC_CORE, writes through /proc/self/mem or mprotect); arch.h.
  *   arch/x86_64_decode.c  decoding a function and sweeping an object (capstone, loaded on
@@ -77,6 +78,29 @@ int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch
 int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t lib_cap,
                       char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap);
 
+/* One replacement of a batch. */
+struct hp_patch_change {
+    struct hp_patch_target target;
+    struct hp_patch_origin origin;
+};
+
+/*
+ * Installs every change as the new top version of its function, all in one stop of the
+ * threads: every code write and relay-cell store happen while no thread runs and none is
+ * inside any of the sites, all or nothing (a failure part-way puts the earlier ones back
+ * before any thread moves). 0, or a negative errno with a reason that names the function, and
+ * nothing changed. Engine lock.
+ */
+int hp_patch_upgrade_all(const struct hp_patch_change *changes, size_t n, char *why,
+                         size_t why_cap);
+/*
+ * Removes the top version of each function entered at entries[i], which must be tops[i] (the
+ * replacement's address; -EBUSY when a later upgrade is on top), all in one stop. 0, or a
+ * negative errno with a reason, and nothing changed.
+ */
+int hp_patch_rollback_all(void *const *entries, const void *const *tops, size_t n, char *why,
+                          size_t why_cap);
+
 /* A read-only view of one patched function, valid during the visit only. */
 struct hp_patch_view {
     const char *name;
@@ -113,6 +137,28 @@ struct hp_patch_stats {
     unsigned long dropped;          /* records dropped because their code was unloaded */
 };
 void hp_patch_get_stats(struct hp_patch_stats *out);
+
+/* ---- refscan.c: pointers into a library's code ---------------------------------------- */
+struct hp_stopped;
+#define HP_SCAN_MAX_MIB 1024        /* the scan's bounds, also the longest pause it causes */
+#define HP_SCAN_MAX_MS 500
+/* The first word found that points into the library's code. */
+struct hp_reference {
+    uintptr_t at;                   /* where the word is */
+    uintptr_t value;                /* the code address it holds (demangled when mangled) */
+    bool mangled;                   /* stored as the C library mangles pointers (atexit, jmp_buf) */
+    unsigned long long scanned;     /* bytes read */
+    bool unreadable_maps;           /* /proc/self/maps could not be read */
+};
+/*
+ * With every other thread stopped (`stopped`), scans every readable and writable mapping
+ * except the library's own (`ranges`: its PT_LOAD segments), device mappings and the dead part
+ * of stacks, for an aligned word holding an address in the library's executable ranges, raw or
+ * as the C library mangles pointers. 1 with *found filled; 0 none; -1 when the scan hit its
+ * bounds (HP_SCAN_MAX_MIB, HP_SCAN_MAX_MS) or the map could not be read. Engine lock.
+ */
+int hp_scan_references(const struct hp_stopped *stopped, const struct hp_range *ranges,
+                       size_t n_ranges, struct hp_reference *found);
 
 /* ---- self.c: hotpatch's own code ------------------------------------------------------ */
 /* True when addr lies in hotpatch's own code (its code sections in a static link; libhotpatch,

@@ -68,6 +68,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,7 @@
 #define STOP_TIMEOUT_MS 1000
 #define STOP_ATTEMPTS 20
 #define TWO_GB (1LL << 31)
+#define HP_ERROR_MAX_ENGINE 512
 
 struct version {
     char library[128];
@@ -813,6 +815,8 @@ int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t l
         rc = install_top(p, why, why_cap);
         if (rc != 0)
             p->versions[p->depth++] = top;
+        else   /* no stale address of the replacement stays behind (see refscan.c) */
+            memset(&p->versions[p->depth], 0, sizeof p->versions[p->depth]);
     }
     if (rc == 0) {
         const struct version *now = p->depth ? &p->versions[p->depth - 1] : NULL;
@@ -821,6 +825,297 @@ int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t l
         *depth = p->depth;
     }
     pthread_mutex_unlock(&engine_lock);
+    return rc;
+}
+
+/* ---- many functions in one stop (patch files) ------------------------------------------------ */
+
+/*
+ * A patch file replaces several functions that call each other; the process must never run a
+ * mix of old and new ones. So every site write and every relay-cell store of the batch happen
+ * inside one stop of the threads, after proving that no thread is inside any of the sites; a
+ * failure part-way puts every earlier site and cell back before the threads move again.
+ */
+struct batch_item {
+    struct patched *p;
+    bool fresh;                      /* the record was made for this batch */
+    bool new_slot;                   /* its relay slot was taken for this batch */
+    bool pushed;                     /* a version was pushed (upgrade) */
+    struct version popped;           /* the version taken off (rollback) */
+    bool did_pop;
+    uint8_t code[HP_SITE_MAX];       /* what the site must hold after the batch */
+    void *cell_value;                /* what the relay cell must hold, or NULL */
+    uint8_t previous[HP_SITE_MAX];   /* for putting things back */
+    void *previous_cell;
+    bool written;
+};
+
+struct batch_check {
+    const struct batch_item *items;
+    size_t n;
+    pid_t tid;
+    uintptr_t word;
+    const char *name;
+};
+
+static int word_inside_any(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
+{
+    (void)is_pc;
+    struct batch_check *c = ctx;
+    for (size_t i = 0; i < c->n; i++) {
+        const struct patched *p = c->items[i].p;
+        uintptr_t lo = (uintptr_t)p->site;
+        uintptr_t hi = lo + changed_extent(p->written, c->items[i].code, p->site_len);
+        if (word > lo && word < hi) {
+            c->tid = tid;
+            c->word = word;
+            c->name = p->name;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Puts back every item written so far (threads still stopped). */
+static int undo_batch(struct batch_item *items, size_t n, char *why, size_t why_cap)
+{
+    int rc = 0;
+    for (size_t i = n; i-- > 0;) {
+        struct batch_item *it = &items[i];
+        if (!it->written)
+            continue;
+        char undo_why[HP_ERROR_MAX_ENGINE];
+        if (memcmp(it->previous, it->p->written, it->p->site_len) != 0 &&
+            hp_arch_poke_stopped(it->p->site, it->previous, it->p->site_len, undo_why,
+                                 sizeof undo_why) != 0) {
+            it->p->broken = true;
+            snprintf(why, why_cap, "%s could not be put back (%s): its code is left "
+                     "inconsistent", it->p->name, undo_why);
+            rc = -ENOTRECOVERABLE;
+        } else {
+            memcpy(it->p->written, it->previous, it->p->site_len);
+        }
+        if (it->p->cell)
+            atomic_store(it->p->cell, it->previous_cell);
+        it->written = false;
+    }
+    return rc;
+}
+
+/* With every thread stopped and outside all the sites: writes every item, or none. */
+static int write_batch_stopped(struct batch_item *items, size_t n, char *why, size_t why_cap)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct batch_item *it = &items[i];
+        struct patched *p = it->p;
+        int rc = site_unchanged(p, why, why_cap);
+        if (rc == 0) {
+            memcpy(it->previous, p->written, p->site_len);
+            it->previous_cell = p->cell ? atomic_load(p->cell) : NULL;
+            if (it->cell_value)
+                atomic_store_explicit(p->cell, it->cell_value, memory_order_release);
+            it->written = true;
+            if (memcmp(p->written, it->code, p->site_len) != 0) {
+                rc = hp_arch_poke_stopped(p->site, it->code, p->site_len, why, why_cap);
+                stats.stopped_pokes++;
+            }
+            if (rc == 0)
+                memcpy(p->written, it->code, p->site_len);
+        }
+        if (rc != 0) {
+            int undo = undo_batch(items, n, why, why_cap);
+            return undo != 0 ? undo : rc;
+        }
+    }
+    return 0;
+}
+
+static int write_batch(struct batch_item *items, size_t n, char *why, size_t why_cap)
+{
+    struct batch_check check = {items, n, 0, 0, ""};
+    unsigned long long subs = loader_unloads();
+    for (int attempt = 0; attempt < STOP_ATTEMPTS; attempt++) {
+        struct hp_stopped stopped;
+        if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
+            snprintf(why, why_cap, "cannot stop the threads to write the patch's code: %s; "
+                     "nothing changed", stopped.why);
+            return -EBUSY;
+        }
+        stats.stops++;
+        char scan_why[160] = "";
+        int found = hp_threads_scan(&stopped, word_inside_any, &check, scan_why,
+                                    sizeof scan_why);
+        int rc = found == 0 ? write_batch_stopped(items, n, why, why_cap) : 0;
+        hp_threads_resume(&stopped);
+        if (found == 0) {
+            for (size_t i = 0; rc == 0 && i < n; i++)
+                items[i].p->subs_at_write = subs;
+            return rc;
+        }
+        if (found < 0) {
+            snprintf(why, why_cap, "cannot check the threads before writing the patch's code: "
+                     "%s; nothing changed", scan_why);
+            return -EBUSY;
+        }
+        sleep_ms(attempt < 5 ? 1 << attempt : 50);
+    }
+    snprintf(why, why_cap, "thread %d is paused inside the first bytes of %s (at %#lx); nothing "
+             "changed, try again", check.tid, check.name, (unsigned long)check.word);
+    return -EBUSY;
+}
+
+/* The code (and relay cell) that makes p run its top version. */
+static int plan_top(struct batch_item *it, char *why, size_t why_cap)
+{
+    struct patched *p = it->p;
+    memcpy(it->code, p->original, p->site_len);
+    it->cell_value = NULL;
+    if (p->depth == 0)
+        return 0;
+    void *to = p->versions[p->depth - 1].address;
+    if (hp_arch_near(p->site, to)) {
+        hp_arch_encode_jump(it->code, p->site, to);
+        return 0;
+    }
+    it->new_slot = p->relay == NULL;
+    int rc = assign_relay(p, why, why_cap);
+    if (rc != 0)
+        return rc;
+    encode_far(p, it->code);
+    it->cell_value = to;
+    return 0;
+}
+
+/* Gives back what planning took: versions, relay slots, fresh records. */
+static void abandon_batch(struct batch_item *items, size_t n)
+{
+    for (size_t i = n; i-- > 0;) {
+        struct batch_item *it = &items[i];
+        if (!it->p)
+            continue;
+        if (it->pushed)
+            it->p->depth--;
+        if (it->did_pop)
+            it->p->versions[it->p->depth++] = it->popped;
+        if (it->new_slot && it->p->relay)
+            unassign_relay(it->p);
+        if (it->fresh && !it->p->broken)
+            free_record(it->p);
+        else if (it->fresh)
+            functions[n_functions++] = it->p;   /* a broken record stays, to refuse writes */
+    }
+}
+
+static int prepare_upgrade(const struct hp_patch_change *c, struct batch_item *it,
+                           struct batch_item *done, size_t n_done, char *why, size_t why_cap)
+{
+    for (size_t j = 0; j < n_done; j++)
+        if (done[j].p->entry == c->target.entry) {
+            snprintf(why, why_cap, "%s is replaced twice in one patch", c->target.name);
+            return -EINVAL;
+        }
+    size_t skip = 0, site_len = HP_JUMP_SIZE;
+    it->p = find_by_entry(c->target.entry);
+    it->fresh = it->p == NULL;
+    int rc = check_target(&c->target, &c->origin, &skip, why, why_cap);
+    if (rc == 0 && it->fresh)
+        rc = choose_site_len(&c->target, skip, &site_len, why, why_cap);
+    if (rc == 0 && it->fresh &&
+        !(it->p = new_record(&c->target, skip, site_len, why, why_cap)))
+        rc = -ENOMEM;
+    if (rc == 0 && push_version(it->p, &c->origin) != 0) {
+        snprintf(why, why_cap, "out of memory");
+        rc = -ENOMEM;
+    }
+    it->pushed = rc == 0;
+    if (rc == 0)
+        rc = plan_top(it, why, why_cap);
+    if (rc != 0 && it->fresh && it->p && !it->pushed) {
+        free_record(it->p);
+        it->p = NULL;
+    }
+    return rc;
+}
+
+static void prefix_reason(const char *name, char *why, size_t why_cap)
+{
+    char reason[HP_ERROR_MAX_ENGINE];
+    snprintf(reason, sizeof reason, "%s", why);
+    snprintf(why, why_cap, "%s: %s", name, reason);
+}
+
+int hp_patch_upgrade_all(const struct hp_patch_change *changes, size_t n, char *why,
+                         size_t why_cap)
+{
+    struct batch_item *items = calloc(n ? n : 1, sizeof *items);
+    if (!items) {
+        snprintf(why, why_cap, "out of memory");
+        return -ENOMEM;
+    }
+    lock_engine();
+    drop_unloaded_records();
+    int rc = hp_arch_text_init(why, why_cap);
+    size_t prepared = 0;
+    for (; rc == 0 && prepared < n; prepared++) {
+        rc = prepare_upgrade(&changes[prepared], &items[prepared], items, prepared, why,
+                             why_cap);
+        if (rc != 0)
+            prefix_reason(changes[prepared].target.name, why, why_cap);
+    }
+    if (rc == 0)
+        rc = write_batch(items, n, why, why_cap);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (items[i].fresh)
+                functions[n_functions++] = items[i].p;
+    } else {
+        abandon_batch(items, prepared);   /* the failed item included: its own cleanup ran */
+    }
+    pthread_mutex_unlock(&engine_lock);
+    free(items);
+    return rc;
+}
+
+int hp_patch_rollback_all(void *const *entries, const void *const *tops, size_t n, char *why,
+                          size_t why_cap)
+{
+    struct batch_item *items = calloc(n ? n : 1, sizeof *items);
+    if (!items) {
+        snprintf(why, why_cap, "out of memory");
+        return -ENOMEM;
+    }
+    lock_engine();
+    drop_unloaded_records();
+    int rc = 0;
+    size_t prepared = 0;
+    for (; rc == 0 && prepared < n; prepared++) {
+        struct batch_item *it = &items[prepared];
+        it->p = find_by_entry(entries[prepared]);
+        if (!it->p || it->p->depth == 0) {
+            snprintf(why, why_cap, "the function at %p has no upgrade installed",
+                     entries[prepared]);
+            rc = -ENOENT;
+        } else if (it->p->versions[it->p->depth - 1].address != tops[prepared]) {
+            snprintf(why, why_cap, "%s now runs another version, installed later", it->p->name);
+            rc = -EBUSY;
+        } else {
+            it->popped = it->p->versions[--it->p->depth];
+            it->did_pop = true;
+            rc = plan_top(it, why, why_cap);
+        }
+        if (rc != 0 && it->p && !it->did_pop)
+            it->p = NULL;
+    }
+    if (rc == 0)
+        rc = write_batch(items, n, why, why_cap);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++)   /* no stale replacement address stays behind */
+            memset(&items[i].p->versions[items[i].p->depth], 0, sizeof(struct version));
+    } else {
+        abandon_batch(items, prepared);
+    }
+    pthread_mutex_unlock(&engine_lock);
+    free(items);
     return rc;
 }
 
@@ -950,9 +1245,81 @@ static void clear_stale_cells(const struct hp_range *ranges, size_t n)
     }
 }
 
+/* The kernel keeps signal handlers where no scan of memory sees them. */
+static int handlers_in(const char *library, const struct hp_range *ranges, size_t n, char *why,
+                       size_t why_cap)
+{
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sigaction(sig, NULL, &sa) != 0)
+            continue;
+        void *handler = (sa.sa_flags & SA_SIGINFO) ? (void *)sa.sa_sigaction
+                                                   : (void *)sa.sa_handler;
+        if (handler == (void *)SIG_IGN || handler == (void *)SIG_DFL)
+            continue;
+        if (in_ranges((uintptr_t)handler, ranges, n)) {
+            snprintf(why, why_cap, "the handler of signal %d (%s) is in %s; unloading it would "
+                     "leave the signal pointing at unmapped code", sig, strsignal(sig), library);
+            return -EBUSY;
+        }
+    }
+    return 0;
+}
+
+/* Records of functions inside the library that are not patched (rolled back) would be dropped
+ * once it is unmapped; they go now, zeroed, so their addresses are not mistaken for live
+ * references by the scan. */
+static void forget_records_inside(const struct hp_range *ranges, size_t n)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n_functions; i++) {
+        struct patched *p = functions[i];
+        if (p->depth == 0 && !p->relay && in_ranges((uintptr_t)p->site, ranges, n)) {
+            free(p->versions);
+            memset(p, 0, sizeof *p);
+            free(p);
+            continue;
+        }
+        functions[kept++] = p;
+    }
+    n_functions = kept;
+}
+
+static void explain_reference(const char *library, const struct hp_reference *ref, char *why,
+                              size_t why_cap)
+{
+    if (ref->unreadable_maps) {
+        snprintf(why, why_cap, "cannot read /proc/self/maps to scan for pointers into %s",
+                 library);
+        return;
+    }
+    if (ref->at == 0) {
+        snprintf(why, why_cap, "cannot prove nothing points into %s: the scan of writable "
+                 "memory reached its bound (%d MiB or %d ms) after %llu MiB; 'lib unload "
+                 "--retire %s' forgets it and keeps it mapped", library, HP_SCAN_MAX_MIB,
+                 HP_SCAN_MAX_MS, ref->scanned >> 20, library);
+        return;
+    }
+    char where[96] = "";
+    const char *maps = hp_maps_text();
+    struct hp_mapping m;
+    if (maps && hp_maps_find(maps, ref->at, &m))
+        snprintf(where, sizeof where, " (in the mapping %#lx-%#lx)", (unsigned long)m.start,
+                 (unsigned long)m.end);
+    snprintf(why, why_cap, "the word at %#lx%s holds %s%#lx, an address in the code of %s (a "
+             "callback, a destructor or a suspended coroutine may still run it); 'lib unload "
+             "--retire %s' forgets it and keeps it mapped", (unsigned long)ref->at, where,
+             ref->mangled ? "the mangled pointer " : "", (unsigned long)ref->value, library,
+             library);
+}
+
 static int threads_in(const char *library, const struct hp_range *ranges, size_t n, char *why,
                       size_t why_cap)
 {
+    int rc = handlers_in(library, ranges, n, why, why_cap);
+    if (rc != 0)
+        return rc;
+    forget_records_inside(ranges, n);
     struct hp_stopped stopped;
     if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
         snprintf(why, why_cap, "cannot prove no thread runs in %s: %s", library, stopped.why);
@@ -962,9 +1329,17 @@ static int threads_in(const char *library, const struct hp_range *ranges, size_t
     struct range_check check = {ranges, n, 0, 0, false, false};
     char scan_why[160] = "";
     int found = hp_threads_scan(&stopped, word_in_library, &check, scan_why, sizeof scan_why);
-    if (found == 0)
+    struct hp_reference ref = {0};
+    int referenced = 0;
+    if (found == 0) {
         clear_stale_cells(ranges, n);
+        referenced = hp_scan_references(&stopped, ranges, n, &ref);
+    }
     hp_threads_resume(&stopped);
+    if (found == 0 && referenced != 0) {
+        explain_reference(library, &ref, why, why_cap);
+        return -EBUSY;
+    }
     if (found < 0)
         snprintf(why, why_cap, "cannot prove no thread runs in %s: %s", library, scan_why);
     else if (found > 0 && check.in_relay)

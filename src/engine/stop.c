@@ -353,6 +353,10 @@ void hp_threads_resume(struct hp_stopped *s)
 {
     if (s->threads)
         release_generation(generation);
+    /* The recorded registers hold code addresses; left behind they would look like live
+     * references to the unload scan (refscan.c). */
+    for (size_t i = 0; s->threads && i < s->count; i++)
+        s->threads[i] = (struct hp_thread_state){0};
     s->threads = NULL;
     s->count = 0;
 }

@@ -85,6 +85,10 @@ struct hp_gflags_adapter {
  */
 const struct hp_gflags_adapter *hp_gflags_adapter(char *why, size_t why_cap);
 
+/* The value flag `name` had when the agent first read the flags (the adapter's first load), or
+ * NULL. Valid for the life of the process. Any thread. */
+const char *hp_gflags_first_value(const char *name);
+
 /* True when the process has glog (its SetVLOGLevel is reachable). */
 bool hp_process_has_glog(void);
 

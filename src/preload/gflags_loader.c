@@ -202,16 +202,65 @@ static bool load_adapter(char *why, size_t why_cap)
     return true;
 }
 
+/* ---- the flags as first seen (for diff) ------------------------------------------------------ */
+
+/* Every flag's value when the adapter was loaded, the first time the agent read the flags;
+ * sorted by name as gflags lists them. Guarded by loader_lock; written once. */
+struct first_flag {
+    char *name, *value;
+};
+static struct first_flag *first_flags;
+static size_t n_first_flags, cap_first_flags;
+
+static void remember_flag(const struct hp_gflag *flag, void *ctx)
+{
+    (void)ctx;
+    if (n_first_flags == cap_first_flags) {
+        size_t cap = cap_first_flags ? cap_first_flags * 2 : 64;
+        struct first_flag *grown = realloc(first_flags, cap * sizeof *grown);
+        if (!grown)
+            return;
+        first_flags = grown;
+        cap_first_flags = cap;
+    }
+    char *name = strdup(flag->name), *value = strdup(flag->value);
+    if (!name || !value) {
+        free(name);
+        free(value);
+        return;
+    }
+    first_flags[n_first_flags++] = (struct first_flag){name, value};
+}
+
+static int compare_first(const void *key, const void *entry)
+{
+    return strcmp(key, ((const struct first_flag *)entry)->name);
+}
+
+const char *hp_gflags_first_value(const char *name)
+{
+    pthread_mutex_lock(&loader_lock);
+    const struct first_flag *f =
+        first_flags ? bsearch(name, first_flags, n_first_flags, sizeof *first_flags, compare_first)
+                    : NULL;
+    const char *value = f ? f->value : NULL;
+    pthread_mutex_unlock(&loader_lock);
+    return value;
+}
+
 const struct hp_gflags_adapter *hp_gflags_adapter(char *why, size_t why_cap)
 {
     pthread_mutex_lock(&loader_lock);
     const struct hp_gflags_adapter *result = NULL;
-    if (is_loaded)
+    if (is_loaded) {
         result = &loaded;
-    else if (!dlsym(RTLD_DEFAULT, gflags_probe_symbol))
+    } else if (!dlsym(RTLD_DEFAULT, gflags_probe_symbol)) {
         explain_missing_gflags(why, why_cap);
-    else if (load_adapter(why, why_cap))
+    } else if (load_adapter(why, why_cap)) {
         result = &loaded;
+        char ignored[HP_ERROR_MAX];
+        loaded.each(false, remember_flag, NULL, ignored, sizeof ignored);
+    }
     pthread_mutex_unlock(&loader_lock);
     return result;
 }

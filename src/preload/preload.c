@@ -134,6 +134,7 @@ __attribute__((constructor)) static void preload_agent_start(void)
         hp_log("preload agent not started: %.300s has its own hotpatch agent", where);
         goto out;
     }
+    hp_agent_set_origin("preload");
     int rc = hotpatch_start();
     if (rc < 0)
         hp_log("preload agent not started: %s; the program runs without it", strerror(-rc));

@@ -1,11 +1,8 @@
 """The client messages of the security pass (spec-security-clients.md, section 3), for tests.
 
-Both CLIs must print exactly these. Until the C client of the build has the pass (its --help
-lists --trust-peer, see `c_client_is_secure`), tests compare the Python CLI with these texts;
-once it has, they compare it with the C CLI byte for byte as well.
+Both CLIs must print exactly these (the tests check the Python CLI and the C CLI against them).
 """
 import os
-import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -13,16 +10,6 @@ BUILD = Path(os.environ.get("HOTPATCH_BUILD_DIR", REPO / "build")).resolve()
 C_CLI = BUILD / "bin" / "hotpatch"
 #: The preload library the "no agent" hint names when build/bin is first on PATH.
 PRELOAD = BUILD / "lib" / "libhotpatch_preload.so"
-
-
-def c_client_help():
-    return subprocess.run([str(C_CLI), "--help"], capture_output=True, timeout=20).stdout
-
-
-def c_client_is_secure():
-    """True when the C client finds and verifies agents as the spec says (detected by its
-    --help listing --trust-peer), so the new behaviour can be compared byte for byte."""
-    return b"--trust-peer" in c_client_help()
 
 
 def _lines(*lines):
@@ -77,3 +64,7 @@ def not_held(path, pid):                                              # E8
 
 def cannot_open(path, reason="No such file or directory"):           # lib load
     return _lines(f"cannot open {path}: {reason}")
+
+
+def bad_trust_peer(value):                                           # --trust-peer
+    return _lines(f"invalid --trust-peer '{value}': expected a uid or a user name")

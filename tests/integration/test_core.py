@@ -127,7 +127,7 @@ def test_nc_one_request_prints_and_returns(server):
 def test_help_lists_every_command_with_its_usage(server):
     text = cli("-p", server.pid, "help").stdout
     for usage in ["help [FAMILY]", "version", "session", "quit", "var list", "var get [TYPE] NAME",
-                  "var set [TYPE] NAME VALUE", "lib list", "lib load NAME PATH", "lib unload NAME"]:
+                  "var set [TYPE] NAME VALUE", "lib list", "lib load NAME PATH", "lib unload [--retire] NAME"]:
         assert f"  {usage} " in text
     assert "lib load" not in cli("-p", server.pid, "help", "var").stdout
 

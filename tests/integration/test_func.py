@@ -154,3 +154,18 @@ def test_a_static_copy_of_hotpatch_is_refused_inside_the_executable(spawn):
                   "add_func")
     assert "hotpatch's own code" in out, out
     ok(p, "func", "upgrade", "p1", "add_func")           # the program's own code still is fine
+
+
+def test_retire_forgets_a_library_and_keeps_it_mapped(server):
+    ok(server, "lib", "load", "p1", P1)
+    ok(server, "func", "upgrade", "p1", "add_func")
+    shows(server, 102)
+    out = ok(server, "lib", "unload", "--retire", "p1")
+    assert out.startswith("retired p1: forgotten, and left mapped at 0x"), out
+    shows(server, 102)                        # the installed version keeps running
+    assert "libadd_func_patch1.so" in open(f"/proc/{server.pid}/maps").read()
+    assert "p1" not in cli("-p", server.pid, "lib", "list").stdout
+    ok(server, "func", "rollback", "add_func")
+    shows(server, 3)
+    ok(server, "lib", "load", "p1", P1)       # the name is free again
+    assert "unknown option '--force'" in refused(server, "lib", "unload", "--force", "p1")

@@ -18,11 +18,9 @@ What is proved here, and how:
 * The package installs offline into a fresh virtual environment and its console script works.
 
 The security pass (finding the agent by its listening socket, verifying it, sending `lib load`'s
-library as a descriptor, escaping for terminals) is tested in test_python_security.py. Until the
-C client of the build has it too (its --help lists --trust-peer), the few cases here whose
-output it changes are checked against the spec's texts instead of the C client, and the new
-options are left out of the help comparison (`assert_same` maps them away); once it has, every
-case is byte for byte again.
+library as a descriptor, escaping for terminals) is tested in test_python_security.py; the
+cases here whose text the spec fixes are checked against the spec's text (security_texts.py)
+and against the C client, byte for byte.
 
 Needs HOTPATCH_BUILD_DIR (set by CTest) and python/ on PYTHONPATH (also set by CTest).
 """
@@ -49,12 +47,7 @@ sys.path.insert(0, str(PYTHON_DIR))
 import hotpatch  # noqa: E402
 import security_texts as spec  # noqa: E402
 from conftest import agent_answers  # noqa: E402
-from hotpatch.cli import USAGE as PY_USAGE  # noqa: E402
 from hotpatch.client import build_request, quote_word  # noqa: E402
-
-#: The C client has the security pass: compare the new behaviour with it too.
-C_SECURE = spec.c_client_is_secure()
-C_USAGE = spec.c_client_help()
 
 LIBM = next(p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6",
                         "/lib/aarch64-linux-gnu/libm.so.6", "/lib64/libm.so.6")
@@ -91,33 +84,18 @@ def run_py(*args, cwd=None, timeout=20, user=None):
     return r.returncode, r.stdout, r.stderr
 
 
-def _as_before_the_security_pass(output):
-    """The Python client's output with its help text and option list as they were before
-    --trust-peer and --raw: what a C client without the pass prints."""
-    if C_SECURE:
-        return output
-    rc, out, err = output
-    new_options = (b" '--trust-peer'", b" '--raw'")   # in glibc's "ambiguous" message
-    for option in new_options:
-        err = err.replace(option, b"")
-    return (rc, out.replace(PY_USAGE.encode(), C_USAGE), err.replace(PY_USAGE.encode(), C_USAGE))
-
-
 def assert_same(*args, cwd=None, user=None):
     """Runs both clients with the same arguments; they must agree byte for byte."""
     c = run_c(*args, cwd=cwd, user=user)
-    py = _as_before_the_security_pass(run_py(*args, cwd=cwd, user=user))
+    py = run_py(*args, cwd=cwd, user=user)
     assert py == c, f"args={args!r:.300}\n C: {c!r:.600}\n Py: {py!r:.600}"
     return c
 
 
 def assert_as_specified(expected, *args, cwd=None, user=None):
-    """A case whose output the security pass changed: the Python client prints the spec's
-    text, and so does the C client once it has the pass."""
-    py = run_py(*args, cwd=cwd, user=user)
-    assert py == expected, f"args={args!r:.300}\n Py: {py!r:.600}"
-    if C_SECURE:
-        assert_same(*args, cwd=cwd, user=user)
+    """A case whose text the security spec fixes: both clients print exactly that."""
+    py = assert_same(*args, cwd=cwd, user=user)
+    assert py == expected, f"args={args!r:.300}\n both: {py!r:.600}"
     return py
 
 
@@ -359,6 +337,11 @@ def test_usage_errors_are_identical(server):
         ["-p", p, "json", "var", "set", "user_name", "cr\r"],
         ["-p", p, "var", "set", "user_name", "x" * 5000, "more"],
         ["-\u00e9"], ["-x", "-h"],
+        # The security pass's options: glibc's messages name them in the C client's order.
+        ["--t", "5"], ["--t=5"], ["--tr", "x"], ["--trust-peer"], ["--raw=1"], ["--r=x"],
+        ["--trust-peer", "12abc", "-s", server.socket, "version"],
+        ["--trust-peer=", "-s", server.socket, "version"],
+        ["--raw", "-p", p], ["--trust-peer", "0", "-p", p, "-s", server.socket, "version"],
     ]
     for args in cases:
         rc, out, err = assert_same(*args)
@@ -471,17 +454,60 @@ def test_bad_replies_and_timeouts_are_identical(fake):
         "dup.socket": lambda line: b'{"ok":false,"ok":true,"text":"first wins\\n","error":"e"}\n',
         "nul.socket": lambda line: b'{"ok":true,"text":"a\\u0000b\\n"}\n',
         "closed.socket": lambda line: None,
+        # The C client reads members one by one and never looks past ok and text: these are
+        # accepted, and printed as it prints them (a raw NUL byte ends the reply).
+        "tail.socket": lambda line: b'{"ok":true,"text":"x\\n","z":}\n',
+        "number.socket": lambda line: b'{"ok":true,"n":1.2.3,"text":"y\\n"}\n',
+        "after.socket": lambda line: b'{"ok":false,"text":"e\\n"} trailing\n',
+        "rawnul.socket": lambda line: b'{"ok":true,"text":"a\\n"}\0{"x":1}\n',
+        "lone.socket": lambda line: b'{"ok":true,"text":"\\udc80\\ud800\\u0041\\n"}\n',
+        "nameNUL.socket": lambda line: b'{"ok\\u0000x":true,"text":"q\\n"}\n',
+        "deep.socket": lambda line: b'{"ok":true,"a":' + b"[" * 70 + b"]" * 70 + b',"text":"q\\n"}\n',
+        "badok.socket": lambda line: b'{"ok":tru,"text":"q\\n"}\n',
     }
     for name, answer in replies.items():
         agent = fake(answer, name)
         for args in (["version"], ["-j", "version"]):
             rc, out, err = assert_same("-s", agent.path, *args)
             assert rc in (0, 1, 2), name
-        if name not in ("noeol.socket", "dup.socket", "nul.socket"):
+        if name in ("garbage.socket", "plain.socket", "nook.socket", "notext.socket",
+                    "array.socket", "nan.socket", "long.socket", "closed.socket",
+                    "deep.socket", "badok.socket"):
             assert rc == 2 and err.startswith(b"hotpatch: "), name
+        else:
+            assert rc in (0, 1), name
     silent = fake(lambda line: (time.sleep(2), b"")[1], "silent.socket")
     rc, _, err = assert_same("-s", silent.path, "-t", "200", "version")
     assert rc == 2 and err.endswith(b": timed out waiting for the reply\n")
+
+
+def _with_output(tmp_path, redirect, cli, *args):
+    """Runs a client through bash with its output redirected (`>&-`, `>/dev/full`, a pipe
+    whose reader is gone): (its exit status as the shell sees it, what reached stdout and
+    stderr)."""
+    exe = str(C_CLI) if cli is run_c else f"{sys.executable} -m hotpatch"
+    status = tmp_path / "status"
+    script = f'{exe} "$@" {redirect}; echo "${{PIPESTATUS[0]}}" >{status}'
+    r = subprocess.run(["bash", "-c", script, "bash", *map(str, args)], capture_output=True,
+                       env=CLIENT_ENV, stdin=subprocess.DEVNULL, timeout=20)
+    return status.read_bytes(), r.stdout, r.stderr
+
+
+def test_output_failures_are_identical(fake, tmp_path):
+    """Output that cannot be written is dropped, as C's stdio drops it (the exit status is
+    kept), and a reader that went away ends the client by SIGPIPE (141), as it ends the C
+    client."""
+    slow = fake(lambda line: (time.sleep(0.3), canned(line))[1], "slow.socket")
+    gone = "| (exec 0<&-; sleep 1)"
+    cases = [(">&-", ["-h"]), (">/dev/full", ["-h"]), ("2>&-", ["-x"]), ("2>/dev/full", ["-x"]),
+             (">&- 2>&-", ["-x"]), (">/dev/full", ["-s", slow.path, "var", "list"]),
+             (gone, ["-s", slow.path, "var", "list"])]
+    for redirect, args in cases:
+        c = _with_output(tmp_path, redirect, run_c, *args)
+        py = _with_output(tmp_path, redirect, run_py, *args)
+        assert py == c, (redirect, args, c, py)
+    assert _with_output(tmp_path, gone, run_py, "-s", slow.path, "var", "list")[0] == b"141\n"
+    assert _with_output(tmp_path, ">/dev/full", run_py, "-h")[0] == b"0\n"
 
 
 def test_cli_sends_exactly_the_c_clients_bytes(fake, tmp_path):
@@ -508,6 +534,12 @@ def test_cli_sends_exactly_the_c_clients_bytes(fake, tmp_path):
         py = run_py("-s", agent.path, *w, cwd=tmp_path)
         assert (py, list(agent.lines)) == (c, c_sent), w
         assert len(c_sent) == 1 and c_sent[0].startswith(b"json ")
+    # A FIFO named as the library: opened without blocking, sent like any file.
+    os.mkfifo(tmp_path / "d" / "fifo.so")
+    for c_or_py in (run_c, run_py):
+        agent.lines.clear()
+        assert c_or_py("-s", agent.path, "lib", "load", "p", "d/fifo.so", cwd=tmp_path)[0] == 0
+        assert agent.lines == [b"json lib load p " + str(tmp_path / "d" / "fifo.so").encode()]
     agent.lines.clear()
     run_py("-s", agent.path, "lib", "load", "p", "d/patch.so", cwd=tmp_path)
     assert agent.lines == [b"json lib load p " + str(tmp_path / "d" / "patch.so").encode()]

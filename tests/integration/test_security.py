@@ -186,8 +186,7 @@ def test_a_swapped_symlink_never_loads_the_other_users_library(spawn, public_tmp
                 nc(server.socket, f"lib unload r{i}\n")
         for i in range(100):   # the CLI opens the path itself and sends the descriptor
             r = cli("-p", server.pid, "lib", "load", f"c{i}", link)
-            if r.returncode == 0:
-                assert cli("-p", server.pid, "lib", "unload", f"c{i}").returncode == 0
+            assert r.returncode == 0 or "owned by uid" in r.stderr, r.stderr
     finally:
         stop.touch()
         swapper.wait(10)

@@ -4,6 +4,7 @@
  *
  *   hostile_host        starts the agent, prints "ready", then reads commands on stdin:
  *     open N            opens up to N descriptors of /dev/null, prints "opened K", closes them
+ *     age N             the program itself sets `age` to N (prints "age N"), as programs do
  *     quit              exits 0
  *
  * It registers `banner`, a string that holds ESC, an OSC title sequence, BEL, a newline that
@@ -62,6 +63,10 @@ int main(void)
         int n;
         if (sscanf(line, "open %d", &n) == 1 && n > 0)
             printf("opened %d\n", open_many(n));
+        else if (sscanf(line, "age %d", &n) == 1) {
+            __atomic_store_n(&age, n, __ATOMIC_SEQ_CST);
+            printf("age %d\n", n);
+        }
         else if (strncmp(line, "quit", 4) == 0)
             break;
     }

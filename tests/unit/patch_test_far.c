@@ -29,3 +29,13 @@ void far_spin(volatile int *stop)
     while (!*stop)
         ;
 }
+
+/* A coroutine that suspends itself inside this library: its stack (not a thread's) then holds
+ * return addresses into this code until it is resumed. */
+#include <ucontext.h>
+void far_yield(ucontext_t *self, ucontext_t *back);
+
+void far_yield(ucontext_t *self, ucontext_t *back)
+{
+    swapcontext(self, back);
+}

@@ -15,6 +15,8 @@
 #include <unistd.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <ucontext.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -830,6 +832,93 @@ static void test_reloaded_plugin_drops_its_record(void **state)
     assert_int_equal(dlclose(h), 0);
 }
 
+/* ---- several functions in one stop (patch files) ----------------------------------------------- */
+
+NOINLINE int trio_a(int x) { volatile int k = 1; return x + k; }
+NOINLINE int trio_b(int x) { volatile int k = 2; return x + k; }
+NOINLINE int trio_c(int x) { volatile int k = 3; return x + k; }
+NOINLINE int trio_a2(int x) { volatile int k = 101; return x + k; }
+NOINLINE int trio_b2(int x) { volatile int k = 102; return x + k; }
+NOINLINE int trio_c2(int x) { volatile int k = 103; return x + k; }
+
+struct trio_run {
+    atomic_int stop;
+    atomic_ulong generation;         /* bumped after each apply or revert finished */
+    atomic_ulong mixed, iterations;
+};
+
+/* Calls a, b, c in order. An iteration that began after an apply or revert finished must see
+ * the same side in all three: the batch was installed in one stop. */
+static void *trio_caller(void *arg)
+{
+    struct trio_run *run = arg;
+    while (!atomic_load(&run->stop)) {
+        unsigned long before = atomic_load(&run->generation);
+        int a = trio_a(0), b = trio_b(0), c = trio_c(0);
+        unsigned long after = atomic_load(&run->generation);
+        bool new_a = a > 100, new_b = b > 100, new_c = c > 100;
+        if (before == after && (new_a != new_b || new_b != new_c))
+            atomic_fetch_add(&run->mixed, 1);
+        atomic_fetch_add(&run->iterations, 1);
+    }
+    return NULL;
+}
+
+static void test_batch_goes_in_and_out_in_one_stop(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    struct hp_patch_change changes[3] = {
+        {target_of("trio_a", (void *)trio_a), {"p", "trio_a2", (void *)trio_a2}},
+        {target_of("trio_b", (void *)trio_b), {"p", "trio_b2", (void *)trio_b2}},
+        {target_of("trio_c", (void *)trio_c), {"p", "trio_c2", (void *)trio_c2}},
+    };
+    void *entries[3] = {(void *)trio_a, (void *)trio_b, (void *)trio_c};
+    const void *tops[3] = {(void *)trio_a2, (void *)trio_b2, (void *)trio_c2};
+    struct trio_run run = {0};
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&threads[i], NULL, trio_caller, &run);
+    struct hp_patch_stats before, after;
+    hp_patch_get_stats(&before);
+    for (int cycle = 0; cycle < 200; cycle++) {
+        if (hp_patch_upgrade_all(changes, 3, why, sizeof why) != 0)
+            fail_msg("apply %d: %s", cycle, why);
+        atomic_fetch_add(&run.generation, 1);
+        if (hp_patch_rollback_all(entries, tops, 3, why, sizeof why) != 0)
+            fail_msg("revert %d: %s", cycle, why);
+        atomic_fetch_add(&run.generation, 1);
+    }
+    atomic_store(&run.stop, 1);
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+    hp_patch_get_stats(&after);
+    assert_int_equal(atomic_load(&run.mixed), 0);
+    assert_true(atomic_load(&run.iterations) > 0);
+    assert_int_equal(after.stops - before.stops, 400);        /* one stop per apply, per revert */
+    assert_int_equal(trio_a(0) + trio_b(0) + trio_c(0), 6);
+
+    /* All or nothing: a batch whose third target cannot be patched changes nothing. */
+    struct hp_patch_change bad[3] = {changes[0], changes[1],
+                                     {{"nothing", (void *)trio_c, 0}, changes[2].origin}};
+    assert_int_not_equal(hp_patch_upgrade_all(bad, 3, why, sizeof why), 0);
+    assert_non_null(strstr(why, "nothing: "));
+    assert_int_equal(trio_a(0) + trio_b(0) + trio_c(0), 6);
+    assert_false(hp_patch_find((void *)trio_a, NULL, NULL) && trio_a(0) > 100);
+
+    /* A revert is refused when a later upgrade sits on top of one of its functions. */
+    assert_int_equal(hp_patch_upgrade_all(changes, 3, why, sizeof why), 0);
+    assert_int_equal(upgrade((void *)trio_b, "q", "trio_c2", (void *)trio_c2, why), 0);
+    assert_int_equal(hp_patch_rollback_all(entries, tops, 3, why, sizeof why), -EBUSY);
+    assert_non_null(strstr(why, "another version, installed later"));
+    assert_int_equal(trio_a(0), 101);                          /* nothing changed */
+    int depth;
+    assert_int_equal(rollback((void *)trio_b, &depth, why), 0);
+    assert_int_equal(hp_patch_rollback_all(entries, tops, 3, why, sizeof why), 0);
+    assert_int_equal(trio_a(0) + trio_b(0) + trio_c(0), 6);
+}
+
 /* ---- the unload check ------------------------------------------------------------------------- */
 
 struct spinner {
@@ -864,14 +953,85 @@ static void test_library_busy(void **state)
     assert_int_equal(rollback((void *)target_add, &depth, why), 0);
     assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
 
+    /* The spinner gets a stack of its own, unmapped when it is done: the C library's cache of
+     * exited threads' stacks (stale frames included) is the conservative scan's business, and
+     * refuses (see test_unload_sees_references). */
     struct spinner s = {(void (*)(volatile int *))dlsym(far_lib(), "far_spin"), 0};
+    size_t stack_size = 256 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(stack != MAP_FAILED);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstack(&attr, stack, stack_size);
     pthread_t t;
-    pthread_create(&t, NULL, spinner_main, &s);
+    pthread_create(&t, &attr, spinner_main, &s);
+    pthread_attr_destroy(&attr);
     for (int i = 0; i < 50 && hp_patch_library_busy("far", ranges, n, why, sizeof why) == 0; i++)
         usleep(10000);
     assert_non_null(strstr(why, "inside"));
     s.stop = 1;
     pthread_join(t, NULL);
+    munmap(stack, stack_size);
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+}
+
+/* ---- references the thread stop cannot see (the conservative scan) ------------------------------ */
+
+static uintptr_t mangle(uintptr_t p)
+{
+    uintptr_t guard;
+    __asm__("mov %%fs:0x30, %0" : "=r"(guard));
+    p ^= guard;
+    return (p << 0x11) | (p >> (64 - 0x11));
+}
+
+static void expect_referenced(const struct hp_range *ranges, size_t n, const char *what)
+{
+    char why[HP_ERROR_MAX] = "";
+    int rc = hp_patch_library_busy("far", ranges, n, why, sizeof why);
+    if (rc != -EBUSY || !strstr(why, "an address in the code of far"))
+        fail_msg("%s: the unload was not refused for the reference (%d: %s)", what, rc, why);
+}
+
+static void test_unload_sees_references(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char why[HP_ERROR_MAX] = "";
+    struct link_map *map;
+    dlinfo(far_lib(), RTLD_DI_LINKMAP, &map);
+    struct hp_range ranges[16];
+    size_t n = hp_symbol_object_ranges(map->l_addr, ranges, 16);
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+
+    /* A callback kept in the heap, plainly and as the C library mangles pointers. */
+    void *fn = dlsym(far_lib(), "far_replacement");
+    volatile uintptr_t *heap = calloc(64, sizeof *heap);
+    heap[17] = (uintptr_t)fn;
+    expect_referenced(ranges, n, "a function pointer in the heap");
+    heap[17] = mangle((uintptr_t)fn);
+    expect_referenced(ranges, n, "a mangled function pointer in the heap");
+    heap[17] = 0;
+    assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
+    free((void *)heap);
+
+    /* A ucontext coroutine suspended inside the library, on a stack no thread runs on. */
+    size_t size = 64 * 1024;
+    uint8_t *stack = calloc(1, size);
+    static ucontext_t main_ctx, co_ctx;
+    getcontext(&co_ctx);
+    co_ctx.uc_stack.ss_sp = stack;
+    co_ctx.uc_stack.ss_size = size;
+    co_ctx.uc_link = &main_ctx;
+    void (*yield)(ucontext_t *, ucontext_t *) =
+        (void (*)(ucontext_t *, ucontext_t *))dlsym(far_lib(), "far_yield");
+    makecontext(&co_ctx, (void (*)(void))yield, 2, &co_ctx, &main_ctx);
+    swapcontext(&main_ctx, &co_ctx);      /* the coroutine is now suspended in far_yield */
+    expect_referenced(ranges, n, "a suspended coroutine");
+    swapcontext(&main_ctx, &co_ctx);      /* it finishes and returns here through uc_link */
+    memset(stack, 0, size);
+    memset(&co_ctx, 0, sizeof co_ctx);
+    free(stack);
     assert_int_equal(hp_patch_library_busy("far", ranges, n, why, sizeof why), 0);
 }
 
@@ -936,7 +1096,9 @@ int main(void)
         cmocka_unit_test(test_forked_child_patches_its_own_code),
         cmocka_unit_test(test_unloaded_target_is_never_written),
         cmocka_unit_test(test_reloaded_plugin_drops_its_record),
+        cmocka_unit_test(test_batch_goes_in_and_out_in_one_stop),
         cmocka_unit_test(test_library_busy),
+        cmocka_unit_test(test_unload_sees_references),
         cmocka_unit_test(test_symbols),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -112,7 +112,7 @@ static void every_command_has_usage_and_summary(void **state)
     struct hp_reply *r = hp_reply_new();
     struct outcome o = handle("json help", 9, false);
     assert_non_null(strstr(o.text, "\"usage\":\"var set [TYPE] NAME VALUE\""));
-    assert_non_null(strstr(o.text, "\"usage\":\"lib unload NAME\""));
+    assert_non_null(strstr(o.text, "\"usage\":\"lib unload [--retire] NAME\""));
     assert_null(strstr(o.text, "\"summary\":\"\""));
     free(o.text);
     hp_reply_free(r);

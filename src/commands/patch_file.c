@@ -1,0 +1,298 @@
+/*
+ * patch_file.c — reading a patch file's metadata from its descriptor, before it is loaded.
+ *
+ * A patch (include/hotpatch_patch.h) is a shared library whose section "hotpatch_patch" holds
+ * fixed-size records: its name and description, the functions it replaces, the symbols of the
+ * process it imports, the build-id of the object it was built for. Loading a library runs its
+ * constructors, so everything that can refuse a patch is decided from these records first,
+ * read from the very descriptor that will be loaded: the ELF header, the section headers and
+ * the section-name table are read with pread(2) and checked against the file's size before any
+ * of them is trusted.
+ *
+ * It also reads the GNU build-id of an object already loaded in the process, from its
+ * PT_NOTE segments in memory (the loader mapped them; nothing is read from a path).
+ *
+ * No state. Agent thread.
+ */
+#include <elf.h>
+#include <errno.h>
+#include <link.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "hotpatch_patch.h"
+
+#define MAX_RECORDS 256
+
+static bool read_exact(int fd, void *buf, size_t len, off_t at)
+{
+    ssize_t n = pread(fd, buf, len, at);
+    return n == (ssize_t)len;
+}
+
+static bool within(unsigned long long offset, unsigned long long size, unsigned long long file)
+{
+    return offset <= file && size <= file - offset;
+}
+
+/* Finds the section named `name`: its offset and size in the file. */
+static int find_section(int fd, off_t file_size, const char *name, ElfW(Off) *offset,
+                        ElfW(Xword) *size, char *why, size_t why_cap)
+{
+    ElfW(Ehdr) eh;
+    if (!read_exact(fd, &eh, sizeof eh, 0) || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_shentsize != sizeof(ElfW(Shdr)) ||
+        eh.e_type != ET_DYN) {
+        snprintf(why, why_cap, "not a 64-bit ELF shared library");
+        return -EINVAL;
+    }
+    if (eh.e_shnum == 0 || eh.e_shstrndx >= eh.e_shnum ||
+        !within(eh.e_shoff, (unsigned long long)eh.e_shnum * sizeof(ElfW(Shdr)),
+                (unsigned long long)file_size)) {
+        snprintf(why, why_cap, "its section headers are missing or lie outside the file");
+        return -EINVAL;
+    }
+    ElfW(Shdr) *sh = calloc(eh.e_shnum, sizeof *sh);
+    if (!sh) {
+        snprintf(why, why_cap, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = -ENOENT;
+    char *names = NULL;
+    if (!read_exact(fd, sh, eh.e_shnum * sizeof *sh, (off_t)eh.e_shoff)) {
+        snprintf(why, why_cap, "cannot read its section headers");
+        rc = -EIO;
+        goto out;
+    }
+    const ElfW(Shdr) *strtab = &sh[eh.e_shstrndx];
+    if (!within(strtab->sh_offset, strtab->sh_size, (unsigned long long)file_size) ||
+        strtab->sh_size == 0 || !(names = malloc(strtab->sh_size + 1)) ||
+        !read_exact(fd, names, strtab->sh_size, (off_t)strtab->sh_offset)) {
+        snprintf(why, why_cap, "cannot read its section names");
+        rc = -EIO;
+        goto out;
+    }
+    names[strtab->sh_size] = '\0';
+    for (size_t i = 0; i < eh.e_shnum; i++) {
+        if (sh[i].sh_name >= strtab->sh_size || strcmp(names + sh[i].sh_name, name) != 0)
+            continue;
+        if (sh[i].sh_type == SHT_NOBITS ||
+            !within(sh[i].sh_offset, sh[i].sh_size, (unsigned long long)file_size)) {
+            snprintf(why, why_cap, "its %s section lies outside the file", name);
+            rc = -EINVAL;
+            goto out;
+        }
+        *offset = sh[i].sh_offset;
+        *size = sh[i].sh_size;
+        rc = 0;
+        goto out;
+    }
+    snprintf(why, why_cap, "no hotpatch metadata (no %s section): build it with "
+             "hotpatch_patch.h's HOTPATCH_PATCH_INFO and HOTPATCH_REPLACE", name);
+out:
+    free(names);
+    free(sh);
+    return rc;
+}
+
+static bool terminated(const char *s, size_t cap)
+{
+    return memchr(s, '\0', cap) != NULL;
+}
+
+/* Checks one record and adds it to the description. */
+static int take_record(const struct hotpatch_patch_record *r, struct hp_patch_file *out,
+                       char *why, size_t why_cap)
+{
+    if (r->magic != HOTPATCH_PATCH_MAGIC || !terminated(r->a, sizeof r->a) ||
+        !terminated(r->b, sizeof r->b)) {
+        snprintf(why, why_cap, "its metadata is damaged (a record has a bad magic number or an "
+                 "unterminated string)");
+        return -EINVAL;
+    }
+    switch (r->kind) {
+    case HOTPATCH_PATCH_KIND_INFO:
+        if (out->name[0]) {
+            snprintf(why, why_cap, "it names itself twice ('%s' and '%s'): one "
+                     "HOTPATCH_PATCH_INFO per patch", out->name, r->a);
+            return -EINVAL;
+        }
+        if (strlen(r->a) >= sizeof out->name) {
+            snprintf(why, why_cap, "its name '%.64s...' is longer than 63 bytes", r->a);
+            return -EINVAL;
+        }
+        memcpy(out->name, r->a, strlen(r->a) + 1);
+        snprintf(out->description, sizeof out->description, "%s", r->b);
+        return 0;
+    case HOTPATCH_PATCH_KIND_REPLACE:
+        if (out->n_replaces == HP_PATCH_MAX_FUNCTIONS)
+            break;
+        out->replaces[out->n_replaces++] = (struct hp_patch_pair){r->a, r->b};
+        return 0;
+    case HOTPATCH_PATCH_KIND_IMPORT:
+        if (out->n_imports == HP_PATCH_MAX_FUNCTIONS)
+            break;
+        out->imports[out->n_imports++] = (struct hp_patch_pair){r->a, r->b};
+        return 0;
+    case HOTPATCH_PATCH_KIND_BUILD_ID:
+        if (out->n_build_ids == HP_PATCH_MAX_BUILD_IDS)
+            break;
+        out->build_ids[out->n_build_ids++] = (struct hp_patch_pair){r->a, r->b};
+        return 0;
+    default:
+        snprintf(why, why_cap, "its metadata has a record of unknown kind %u (made by a newer "
+                 "hotpatch_patch.h?)", r->kind);
+        return -EINVAL;
+    }
+    snprintf(why, why_cap, "it has more than %d records of one kind", HP_PATCH_MAX_FUNCTIONS);
+    return -E2BIG;
+}
+
+static bool valid_patch_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 63)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.' || *p == '-'))
+            return false;
+    return true;
+}
+
+int hp_patch_file_read(int fd, struct hp_patch_file *out, char *why, size_t why_cap)
+{
+    memset(out, 0, sizeof *out);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, why_cap, "cannot read it: %s", strerror(errno));
+        return -errno;
+    }
+    ElfW(Off) offset;
+    ElfW(Xword) size;
+    int rc = find_section(fd, st.st_size, "hotpatch_patch", &offset, &size, why, why_cap);
+    if (rc != 0)
+        return rc;
+    const size_t record = sizeof(struct hotpatch_patch_record);
+    if (size % record != 0 || size / record > MAX_RECORDS || size == 0) {
+        snprintf(why, why_cap, "its metadata section has a size (%lu bytes) that is not a whole "
+                 "number of records (at most %d)", (unsigned long)size, MAX_RECORDS);
+        return -EINVAL;
+    }
+    out->records = malloc(size);
+    if (!out->records) {
+        snprintf(why, why_cap, "out of memory");
+        return -ENOMEM;
+    }
+    if (!read_exact(fd, out->records, size, (off_t)offset)) {
+        snprintf(why, why_cap, "cannot read its metadata section");
+        hp_patch_file_free(out);
+        return -EIO;
+    }
+    for (size_t i = 0; rc == 0 && i < size / record; i++)
+        rc = take_record(&out->records[i], out, why, why_cap);
+    if (rc == 0 && !out->name[0]) {
+        snprintf(why, why_cap, "it has no HOTPATCH_PATCH_INFO (a patch needs a name)");
+        rc = -EINVAL;
+    } else if (rc == 0 && !valid_patch_name(out->name)) {
+        snprintf(why, why_cap, "its name '%.64s' is not 1 to 63 of A-Z a-z 0-9 _ . -",
+                 out->name);
+        rc = -EINVAL;
+    } else if (rc == 0 && out->n_replaces == 0) {
+        snprintf(why, why_cap, "patch %s replaces nothing (no HOTPATCH_REPLACE)", out->name);
+        rc = -EINVAL;
+    }
+    if (rc != 0)
+        hp_patch_file_free(out);
+    return rc;
+}
+
+void hp_patch_file_free(struct hp_patch_file *f)
+{
+    free(f->records);
+    f->records = NULL;
+}
+
+/* ---- build-ids of loaded objects ------------------------------------------------------------ */
+
+struct build_id_query {
+    const char *object;          /* "" for the main program, else a file name */
+    char hex[2 * 64 + 1];
+    bool found_object;
+    bool has_id;
+};
+
+static const char *file_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+static bool names_object(const struct dl_phdr_info *info, const char *object)
+{
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    if (!*name) {                                /* the main program */
+        if (!*object)
+            return true;
+        char exe[4096];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0)
+            return false;
+        exe[n] = '\0';
+        return strcmp(file_name(exe), object) == 0;
+    }
+    return *object && (strcmp(name, object) == 0 || strcmp(file_name(name), object) == 0);
+}
+
+/* The NT_GNU_BUILD_ID note in one PT_NOTE segment, as hex. */
+static bool note_build_id(uintptr_t base, const ElfW(Phdr) *ph, char *hex, size_t cap)
+{
+    const uint8_t *p = (const uint8_t *)(base + ph->p_vaddr), *end = p + ph->p_memsz;
+    while (p + sizeof(ElfW(Nhdr)) <= end) {
+        const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
+        size_t name_size = (nh->n_namesz + 3) & ~3u, desc_size = (nh->n_descsz + 3) & ~3u;
+        const uint8_t *name = p + sizeof *nh, *desc = name + name_size;
+        if (desc + desc_size > end)
+            return false;
+        if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && memcmp(name, "GNU", 4) == 0 &&
+            nh->n_descsz * 2 + 1 <= cap) {
+            for (size_t i = 0; i < nh->n_descsz; i++)
+                snprintf(hex + 2 * i, 3, "%02x", desc[i]);
+            return true;
+        }
+        p = desc + desc_size;
+    }
+    return false;
+}
+
+static int visit_for_build_id(struct dl_phdr_info *info, size_t size, void *ctx)
+{
+    (void)size;
+    struct build_id_query *q = ctx;
+    if (!names_object(info, q->object))
+        return 0;
+    q->found_object = true;
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_NOTE &&
+            note_build_id(info->dlpi_addr, &info->dlpi_phdr[i], q->hex, sizeof q->hex)) {
+            q->has_id = true;
+            break;
+        }
+    return 1;
+}
+
+int hp_loaded_build_id(const char *object, char *hex, size_t cap)
+{
+    struct build_id_query q = {object, "", false, false};
+    dl_iterate_phdr(visit_for_build_id, &q);
+    if (!q.found_object)
+        return -ENOENT;
+    if (!q.has_id)
+        return -ENODATA;
+    snprintf(hex, cap, "%s", q.hex);
+    return 0;
+}
