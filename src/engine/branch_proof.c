@@ -21,10 +21,12 @@
  *   - direct jmp/jcc/call/loop/jrcxz/xbegin targets;
  *   - code addresses the code materializes: RIP-relative lea (computed gotos, code pointers)
  *     and, in a non-PIC executable, immediates;
- *   - jump tables: in a stretch of code with an indirect jmp, a lea of a read-only address is
- *     read as gcc's and clang's table of 32-bit offsets from that address, entry by entry while
- *     the entries land in code (at most 4096); `jmp *table(,%reg,8)` as a table of absolute
- *     addresses;
+ *   - jump tables: every data address a lea computes is read as gcc's and clang's table of
+ *     32-bit offsets from that address, entry by entry while the entries land in code, up to the
+ *     next data address the object names (an instruction's operand, a data symbol, a
+ *     relocation) and at most 4096 entries; `jmp *table(,%reg,8)` as a table of absolute
+ *     addresses. Not only where an indirect jmp follows: the lea and the jmp may be split by
+ *     a symbol, and on libc, libstdc++ and libcrypto this refuses no more functions;
  *   - code pointers in data: RELATIVE/IRELATIVE relocations and relocations against the
  *     object's own symbols; in a non-PIC executable every aligned word of its data segments;
  *   - every symbol start (of any type: FUNC, NOTYPE labels, local or global).
@@ -55,7 +57,6 @@
 
 #define MAX_CODE_RANGES 64
 #define MAX_TABLE_ENTRIES 4096
-#define CHUNK_TABLES 32
 
 /* Why an address is in the index. */
 enum ref_kind { REF_BRANCH, REF_ADDRESS, REF_TABLE, REF_DATA };
@@ -160,7 +161,7 @@ static void free_index(struct object_index *ix)
 
 /* ---- building an index --------------------------------------------------------------------------- */
 
-/* A jump table candidate: a data address used in a stretch of code with an indirect jmp. */
+/* A jump table candidate: a data address a lea computes. */
 struct table {
     uintptr_t at, from;
     bool absolute;
@@ -177,10 +178,6 @@ struct builder {
     size_t n_tables, cap_tables;
     bool oom;
     bool is_exec_file;              /* ET_EXEC: absolute addresses in code and data */
-    /* the stretch being swept */
-    bool chunk_indirect;
-    struct table chunk_tables[CHUNK_TABLES];
-    size_t n_chunk_tables;
 };
 
 /* Appends to a growable array; false (and b->oom) when out of memory. */
@@ -217,8 +214,8 @@ static void add_ref(struct builder *b, uintptr_t to, uintptr_t from, enum ref_ki
 static void note_table(struct builder *b, uintptr_t at, uintptr_t from, bool absolute)
 {
     add_bound(b, at);
-    if (b->n_chunk_tables < CHUNK_TABLES)
-        b->chunk_tables[b->n_chunk_tables++] = (struct table){at, from, absolute};
+    if (grow(b, (void **)&b->tables, &b->n_tables, &b->cap_tables, sizeof *b->tables))
+        b->tables[b->n_tables++] = (struct table){at, from, absolute};
 }
 
 static void on_code_ref(void *ctx, enum hp_code_ref kind, uintptr_t from, uintptr_t to)
@@ -245,8 +242,7 @@ static void on_code_ref(void *ctx, enum hp_code_ref kind, uintptr_t from, uintpt
         note_table(b, to, from, true);
         break;
     case HP_REF_INDIRECT:
-        b->chunk_indirect = true;
-        break;
+        break;                  /* its targets are what the tables and pointers say */
     case HP_REF_UNDECODABLE:
         b->ix->undecodable++;
         break;
@@ -286,16 +282,6 @@ static void read_table(struct builder *b, const struct table *t)
             return;
         add_ref(b, to, at, REF_TABLE);
     }
-}
-
-/* End of a stretch: its table candidates count only when it has an indirect jump. */
-static void finish_chunk(struct builder *b)
-{
-    for (size_t i = 0; b->chunk_indirect && i < b->n_chunk_tables; i++)
-        if (grow(b, (void **)&b->tables, &b->n_tables, &b->cap_tables, sizeof *b->tables))
-            b->tables[b->n_tables++] = b->chunk_tables[i];
-    b->chunk_indirect = false;
-    b->n_chunk_tables = 0;
 }
 
 static int compare_uptr(const void *a, const void *b)
@@ -338,7 +324,6 @@ static int sweep_range(struct builder *b, uintptr_t start, uintptr_t end, const 
                                 why_cap);
         if (rc < 0)
             return (int)rc;
-        finish_chunk(b);
         at = next;
     }
     return 0;

@@ -140,6 +140,7 @@ static void check_entries(const char *lib, bool has_symtab)
     assert_refused(lib, "call_target", "the branch at call_maker+0 targets call_target+0x3");
     assert_refused(lib, "table_target", "a jump table entry at");
     assert_non_null(strstr(why, "targets table_target+0x2"));
+    assert_refused(lib, "table2_target", "a jump table entry at");
     assert_refused(lib, "lea_target", "the code at lea_taker+0 takes the address lea_target+0x2");
     assert_refused(lib, "pointer_target", "a code pointer in the data at");
     assert_non_null(strstr(why, "points to pointer_target+0x1"));

@@ -9,6 +9,7 @@
  *   mulx_target     OpenSSL's bn_mulx4x_mont shape: `mul_mont_like` jumps to +3
  *   call_target     another routine calls +3
  *   table_target    a jump table of `table_dispatch` (32-bit offsets in .rodata) has +2
+ *   table2_target   the same, with a local label symbol between the table's lea and the jmp
  *   lea_target      `lea_taker` computes the address +2 (a computed goto's label)
  *   pointer_target  a code pointer in .data.rel.ro to +1 (a RELATIVE relocation)
  *   tiny_nopad      3 bytes, followed at once by the next function
@@ -83,6 +84,30 @@ __asm__(
     "  .long .Ltable_inner-.Ltable\n"
     ".Ltable_after:\n"
     "  .asciz \"after the table\"\n"
+    ".text\n"
+
+    ".globl table2_target, table2_dispatch\n"
+    ".type table2_target,@function\n"
+    "table2_target:\n"
+    "  mov %edi,%eax\n"
+    ".Ltable2_inner:\n"
+    "  add $8,%eax\n  add $8,%eax\n  ret\n"
+    ".size table2_target,.-table2_target\n"
+    ".type table2_dispatch,@function\n"
+    "table2_dispatch:\n"
+    "  and $1,%edi\n"
+    "  lea .Ltable2(%rip),%rdx\n"
+    "table2_middle:\n"                     /* a local symbol: the sweep restarts here */
+    "  movslq (%rdx,%rdi,4),%rax\n"
+    "  add %rdx,%rax\n"
+    "  jmp *%rax\n"
+    ".Ltable2_case0:\n  mov $9,%eax\n  ret\n"
+    ".size table2_dispatch,.-table2_dispatch\n"
+    ".section .rodata\n"
+    ".p2align 2\n"
+    ".Ltable2:\n"
+    "  .long .Ltable2_case0-.Ltable2\n"
+    "  .long .Ltable2_inner-.Ltable2\n"
     ".text\n"
 
     ".globl lea_target, lea_taker\n"
