@@ -752,6 +752,17 @@ static int choose_site_len(const struct hp_patch_target *t, size_t skip, size_t 
     return hp_branch_proof(t->name, t->entry, t->size, skip, HP_JUMP_SIZE, why, why_cap);
 }
 
+/* A record kept at depth 0 (rolled back) outlives its code when the program unloads the object
+ * and loads it again, maybe another file at the same address: its branch proof is then made
+ * again before a new jump goes in (cheap: the proof is cached per object file). */
+static int reprove_if_reloaded(const struct hp_patch_target *t, const struct patched *p,
+                               size_t skip, char *why, size_t why_cap)
+{
+    if (p->depth != 0 || loader_unloads() == p->subs_at_write)
+        return 0;
+    return hp_branch_proof(t->name, t->entry, t->size, skip, p->site_len, why, why_cap);
+}
+
 static int upgrade_locked(const struct hp_patch_target *target,
                           const struct hp_patch_origin *origin, char *why, size_t why_cap)
 {
@@ -764,6 +775,8 @@ static int upgrade_locked(const struct hp_patch_target *target,
         rc = check_target(target, origin, &skip, why, why_cap);
     if (rc == 0 && fresh)
         rc = choose_site_len(target, skip, &site_len, why, why_cap);
+    if (rc == 0 && !fresh)
+        rc = reprove_if_reloaded(target, p, skip, why, why_cap);
     if (rc == 0 && fresh && !(p = new_record(target, skip, site_len, why, why_cap)))
         rc = -ENOMEM;
     if (rc == 0 && push_version(p, origin) != 0) {
@@ -1020,6 +1033,8 @@ static int prepare_upgrade(const struct hp_patch_change *c, struct batch_item *i
     int rc = check_target(&c->target, &c->origin, &skip, why, why_cap);
     if (rc == 0 && it->fresh)
         rc = choose_site_len(&c->target, skip, &site_len, why, why_cap);
+    if (rc == 0 && !it->fresh)
+        rc = reprove_if_reloaded(&c->target, it->p, skip, why, why_cap);
     if (rc == 0 && it->fresh &&
         !(it->p = new_record(&c->target, skip, site_len, why, why_cap)))
         rc = -ENOMEM;

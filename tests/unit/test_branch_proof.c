@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "engine/branch_proof.h"
@@ -260,6 +261,54 @@ static void test_index_is_built_once_per_object(void **state)
     assert_true(c.dropped > b.dropped);
 }
 
+/* Copies the file at from to to through a new inode (write a temporary, rename over). */
+static void copy_file(const char *from, const char *to)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", to);
+    FILE *in = fopen(from, "rb"), *out = fopen(tmp, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+    assert_int_equal(rename(tmp, to), 0);
+}
+
+/* A library unloaded and another file loaded under the same name gets a new index: the key is
+ * the file's identity (and base), not its name. */
+static void test_index_follows_the_file_not_the_name(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    char path[1100];
+    snprintf(path, sizeof path, "/tmp/libhp_reload_%d.so", (int)getpid());
+    struct hp_branch_proof_stats a, b, c;
+    for (int round = 0; round < 2; round++) {
+        copy_file(SHAPES_DIR "/libhp_tiny.so", path);
+        hp_branch_proof_get_stats(&a);
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        assert_non_null(h);
+        const char *lib = strrchr(path, '/') + 1;
+        assert_int_equal(upgrade(lib, "twice", (void *)test_replacement), 0);
+        assert_int_equal(rollback(resolve(lib, "twice").address), 0);
+        assert_int_equal(upgrade(lib, "thrice", (void *)test_replacement), 0);
+        assert_int_equal(rollback(resolve(lib, "thrice").address), 0);
+        hp_branch_proof_get_stats(&b);
+        print_message("round %d: built %lu -> %lu, reused %lu -> %lu, dropped %lu\n", round,
+                      a.built, b.built, a.reused, b.reused, b.dropped);
+        assert_int_equal(b.built, a.built + 1);    /* one index per file, then reused */
+        assert_true(b.reused >= a.reused + 1);
+        assert_int_equal(dlclose(h), 0);
+    }
+    hp_branch_proof_get_stats(&c);
+    assert_true(c.dropped >= 1);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_tiny_function_is_patched),
         cmocka_unit_test(test_tiny_functions_without_room_are_refused),
         cmocka_unit_test(test_index_is_built_once_per_object),
+        cmocka_unit_test(test_index_follows_the_file_not_the_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
