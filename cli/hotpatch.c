@@ -83,6 +83,7 @@ static void usage(FILE *out)
             "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
             "  lib list | lib load NAME PATH | lib unload NAME   (lib load sends the file itself)\n"
             "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
+            "  patch list | patch apply [--check] PATH | patch revert NAME\n"
             "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
             "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
             "  status | history | diff | help [FAMILY] | version\n"

@@ -9,6 +9,7 @@
  *   func.c     upgrading and rolling back functions (over the patch engine, engine/engine.h)
  *   gflags.c   gflags flags (through the gflags bridge, preload/gflags_adapter.h)
  *   glog.c     glog's logging settings
+ *   patch.c    patch files: apply, revert, list (patch_file.c reads their metadata)
  *   table.c    the dispatch table the agent serves (hp_command_families, agent/agent.h)
  *
  * Every handler runs on the agent's thread (see agent/agent.h), one at a time.
@@ -29,6 +30,7 @@ extern const struct hp_command hp_lib_commands[];
 extern const struct hp_command hp_func_commands[];
 extern const struct hp_command hp_gflags_commands[];
 extern const struct hp_command hp_glog_commands[];
+extern const struct hp_command hp_patch_commands[];
 
 /* ---- lib.c ----------------------------------------------------------------------------- */
 /*
@@ -38,6 +40,20 @@ extern const struct hp_command hp_glog_commands[];
  */
 int hp_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap);
 
+/*
+ * The descriptor of the library to load for a request, checked: the one the client sent, or
+ * PATH opened by the trusted walk (agent/trust.c). A new descriptor, or -1 with the reply's
+ * error set ("refusing to load PATH: ..."). Shared by `lib load` and `patch apply`.
+ */
+int hp_lib_open_checked(const struct hp_request *req, const char *path, struct hp_reply *reply);
+/* Loads the checked descriptor fd (as /proc/self/fd/N, RTLD_NOW | RTLD_LOCAL), which then stays
+ * open as *file while the library is loaded. The handle, or NULL with the reply's error set
+ * (fd is then closed). */
+void *hp_lib_dlopen_held(int fd, const char *path, struct hp_held_file *file,
+                         struct hp_reply *reply);
+/* Closes a held descriptor, only while it still names the file it was opened on. */
+void hp_lib_release_file(const struct hp_held_file *file);
+
 /* ---- func.c ---------------------------------------------------------------------------- */
 struct hp_symbol;
 /*
@@ -46,6 +62,8 @@ struct hp_symbol;
  * errno with a one-line reason (see hp_symbol_resolve). Agent thread.
  */
 int hp_func_resolve(const char *func, struct hp_symbol *out, char *why, size_t why_cap);
+/* Resolves a patch's import: a function as hp_func_resolve does, else an exported variable. */
+int hp_symbol_resolve_any(const char *symbol, struct hp_symbol *out, char *why, size_t why_cap);
 /* The patch engine's answer to hp_library_busy: installed versions, threads inside. */
 int hp_func_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap);
 

@@ -13,6 +13,7 @@
  * names, the names given to `lib load` as aliases); every safety decision is the engine's. Every failure is one error line and changes nothing.
  * It also answers the `lib unload` question for the engine (hp_func_library_busy).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,26 @@ int hp_func_resolve(const char *func, struct hp_symbol *out, char *why, size_t w
     int rc = hp_symbol_resolve(func, &scope, out, why, why_cap);
     free(aliases.items);
     return rc;
+}
+
+/*
+ * Resolves SYMBOL as a patch's import: a function as func commands resolve it, else an
+ * exported variable of the process (dlsym over the global scope).
+ */
+int hp_symbol_resolve_any(const char *symbol, struct hp_symbol *out, char *why, size_t why_cap)
+{
+    char fn_why[HP_ERROR_MAX];
+    if (hp_func_resolve(symbol, out, fn_why, sizeof fn_why) == 0)
+        return 0;
+    void *data = strchr(symbol, ':') ? NULL : dlsym(RTLD_DEFAULT, symbol);
+    if (data) {
+        memset(out, 0, sizeof *out);
+        out->address = data;
+        snprintf(out->name, sizeof out->name, "%s", symbol);
+        return 0;
+    }
+    snprintf(why, why_cap, "%s", fn_why);
+    return -ENOENT;
 }
 
 /* ---- func list ------------------------------------------------------------------------------ */

@@ -86,7 +86,7 @@ static bool path_acceptable(const char *path, struct hp_reply *reply)
  * in the operator's own namespace), or PATH opened by the trusted walk. A new descriptor the
  * caller owns, or -1 with the reply's error set.
  */
-static int open_library(const struct hp_request *req, const char *path, struct hp_reply *reply)
+int hp_lib_open_checked(const struct hp_request *req, const char *path, struct hp_reply *reply)
 {
     char why[HP_ERROR_MAX];
     int fd;
@@ -116,13 +116,34 @@ static int open_library(const struct hp_request *req, const char *path, struct h
     return fd;
 }
 
-/* Closes a held descriptor only while it still names the file it was opened on. */
-static void release_file(const struct hp_held_file *file)
+void hp_lib_release_file(const struct hp_held_file *file)
 {
     struct stat st;
     if (file->fd >= 0 && fstat(file->fd, &st) == 0 && st.st_dev == file->dev &&
         st.st_ino == file->ino)
         close(file->fd);
+}
+
+void *hp_lib_dlopen_held(int fd, const char *path, struct hp_held_file *file,
+                         struct hp_reply *reply)
+{
+    /* The very file checked is loaded: through its descriptor, never by its name again. The
+     * descriptor stays open while the library is loaded, so the loader's name for it keeps
+     * naming it (the symbol tables are read from there). */
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        st = (struct stat){0};
+    *file = (struct hp_held_file){fd, st.st_dev, st.st_ino};
+    char by_fd[64];
+    snprintf(by_fd, sizeof by_fd, "/proc/self/fd/%d", fd);
+    dlerror();
+    void *handle = dlopen(by_fd, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+        const char *err = dlerror();
+        hp_lib_release_file(file);
+        hp_reply_error(reply, "cannot load '%.256s': %s", path, err ? err : "dlopen failed");
+    }
+    return handle;
 }
 
 static void cmd_lib_load(const struct hp_request *req, struct hp_reply *reply)
@@ -139,31 +160,19 @@ static void cmd_lib_load(const struct hp_request *req, struct hp_reply *reply)
                        "choose another name", name, existing.path);
         return;
     }
-    int fd = open_library(req, path, reply);
+    int fd = hp_lib_open_checked(req, path, reply);
     if (fd < 0)
         return;
-    /* The very file checked is loaded: through its descriptor, never by its name again. The
-     * descriptor stays open while the library is loaded, so the loader's name for it keeps
-     * naming it (the symbol tables are read from there). */
-    struct stat st;
-    fstat(fd, &st);
-    struct hp_held_file file = {fd, st.st_dev, st.st_ino};
-    char by_fd[64];
-    snprintf(by_fd, sizeof by_fd, "/proc/self/fd/%d", fd);
-    dlerror();
-    void *handle = dlopen(by_fd, RTLD_NOW | RTLD_LOCAL);
-    if (!handle) {
-        const char *err = dlerror();
-        release_file(&file);
-        hp_reply_error(reply, "cannot load '%.256s': %s", path, err ? err : "dlopen failed");
+    struct hp_held_file file;
+    void *handle = hp_lib_dlopen_held(fd, path, &file, reply);
+    if (!handle)
         return;
-    }
     struct link_map *map = NULL;
     uintptr_t base = dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map ? map->l_addr : 0;
     int rc = hp_registry_add_library(name, path, handle, base, &file);
     if (rc != 0) {
         dlclose(handle);
-        release_file(&file);
+        hp_lib_release_file(&file);
         hp_reply_error(reply, "cannot record library '%s': %s", name, strerror(-rc));
         return;
     }
@@ -184,7 +193,7 @@ static void retire_library(const char *name, const struct hp_library_view *lib,
     void *handle;
     struct hp_held_file file;
     hp_registry_remove_library(name, &handle, &file);
-    release_file(&file);
+    hp_lib_release_file(&file);
     char base[32];
     snprintf(base, sizeof base, "%p", (void *)lib->base);
     hp_reply_field(reply, "name", name, HP_JSON_STRING);
@@ -226,7 +235,7 @@ static void cmd_lib_unload(const struct hp_request *req, struct hp_reply *reply)
     void *handle;
     struct hp_held_file file;
     hp_registry_remove_library(name, &handle, &file);
-    release_file(&file);
+    hp_lib_release_file(&file);
     hp_reply_message(reply, "unloaded %s", name);
 }
 

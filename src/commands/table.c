@@ -13,6 +13,7 @@ const struct hp_command *const hp_command_families[] = {
     hp_var_commands,
     hp_lib_commands,
     hp_func_commands,
+    hp_patch_commands,
     hp_gflags_commands,
     hp_glog_commands,
     hp_status_commands,

@@ -78,6 +78,11 @@ int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch
 int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t lib_cap,
                       char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap);
 
+/* Every check an upgrade of target makes before it writes (executable, known size, room for
+ * the jump, not hotpatch's own code, no branch into the site), without a replacement and
+ * without writing. 0, or a negative errno with the reason. */
+int hp_patch_check_target(const struct hp_patch_target *target, char *why, size_t why_cap);
+
 /* One replacement of a batch. */
 struct hp_patch_change {
     struct hp_patch_target target;

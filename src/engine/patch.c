@@ -308,10 +308,17 @@ nomem:
 static int push_version(struct patched *p, const struct hp_patch_origin *o)
 {
     if (p->depth == p->cap) {
+        /* Grown by hand, not realloc: the old block holds replacement addresses, and left in
+         * freed memory they would look like live references to the unload scan. */
         int cap = p->cap ? p->cap * 2 : 4;
-        struct version *grown = realloc(p->versions, (size_t)cap * sizeof *grown);
+        struct version *grown = calloc((size_t)cap, sizeof *grown);
         if (!grown)
             return -ENOMEM;
+        if (p->versions) {
+            memcpy(grown, p->versions, (size_t)p->cap * sizeof *grown);
+            explicit_bzero(p->versions, (size_t)p->cap * sizeof *grown);
+            free(p->versions);
+        }
         p->versions = grown;
         p->cap = cap;
     }
@@ -698,7 +705,7 @@ static int check_not_hotpatch(const struct hp_patch_target *t, const struct hp_p
                  t->entry, what);
         return -EPERM;
     }
-    if (hp_engine_owns(o->address, what, sizeof what)) {
+    if (o && hp_engine_owns(o->address, what, sizeof what)) {
         snprintf(why, why_cap, "the replacement %s (%p) is part of %s; a replacement must come "
                  "from a patch library", o->symbol, o->address, what);
         return -EPERM;
@@ -710,7 +717,7 @@ static int check_target(const struct hp_patch_target *t, const struct hp_patch_o
                         size_t *skip, char *why, size_t why_cap)
 {
     int rc = check_executable(t->name, t->entry, why, why_cap);
-    if (rc == 0)
+    if (rc == 0 && o)
         rc = check_executable(o->symbol, o->address, why, why_cap);
     if (rc == 0)
         rc = check_not_hotpatch(t, o, why, why_cap);
@@ -726,7 +733,7 @@ static int check_target(const struct hp_patch_target *t, const struct hp_patch_o
     /* A function shorter than the jump is the branch proof's to judge (choose_site_len): it
      * may be followed by alignment padding the jump can cover. */
     *skip = hp_arch_entry_skip(t->entry);
-    if ((uint8_t *)o->address >= (uint8_t *)t->entry &&
+    if (o && (uint8_t *)o->address >= (uint8_t *)t->entry &&
         (uint8_t *)o->address < (uint8_t *)t->entry + t->size) {
         snprintf(why, why_cap, "the replacement %s lies inside %s itself", o->symbol, t->name);
         return -EINVAL;
@@ -797,6 +804,18 @@ static int upgrade_locked(const struct hp_patch_target *target,
     return rc;
 }
 
+int hp_patch_check_target(const struct hp_patch_target *target, char *why, size_t why_cap)
+{
+    lock_engine();
+    drop_unloaded_records();
+    size_t skip = 0, site_len;
+    int rc = check_target(target, NULL, &skip, why, why_cap);
+    if (rc == 0 && !find_by_entry(target->entry))
+        rc = choose_site_len(target, skip, &site_len, why, why_cap);
+    pthread_mutex_unlock(&engine_lock);
+    return rc;
+}
+
 int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch_origin *origin,
                      char *why, size_t why_cap)
 {
@@ -829,7 +848,7 @@ int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t l
         if (rc != 0)
             p->versions[p->depth++] = top;
         else   /* no stale address of the replacement stays behind (see refscan.c) */
-            memset(&p->versions[p->depth], 0, sizeof p->versions[p->depth]);
+            explicit_bzero(&p->versions[p->depth], sizeof p->versions[p->depth]);
     }
     if (rc == 0) {
         const struct version *now = p->depth ? &p->versions[p->depth - 1] : NULL;
@@ -1087,6 +1106,7 @@ int hp_patch_upgrade_all(const struct hp_patch_change *changes, size_t n, char *
         abandon_batch(items, prepared);   /* the failed item included: its own cleanup ran */
     }
     pthread_mutex_unlock(&engine_lock);
+    explicit_bzero(items, (n ? n : 1) * sizeof *items);   /* no replacement address left behind */
     free(items);
     return rc;
 }
@@ -1125,11 +1145,12 @@ int hp_patch_rollback_all(void *const *entries, const void *const *tops, size_t 
         rc = write_batch(items, n, why, why_cap);
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)   /* no stale replacement address stays behind */
-            memset(&items[i].p->versions[items[i].p->depth], 0, sizeof(struct version));
+            explicit_bzero(&items[i].p->versions[items[i].p->depth], sizeof(struct version));
     } else {
         abandon_batch(items, prepared);
     }
     pthread_mutex_unlock(&engine_lock);
+    explicit_bzero(items, (n ? n : 1) * sizeof *items);   /* no replacement address left behind */
     free(items);
     return rc;
 }
@@ -1290,8 +1311,10 @@ static void forget_records_inside(const struct hp_range *ranges, size_t n)
     for (size_t i = 0; i < n_functions; i++) {
         struct patched *p = functions[i];
         if (p->depth == 0 && !p->relay && in_ranges((uintptr_t)p->site, ranges, n)) {
+            if (p->versions)
+                explicit_bzero(p->versions, (size_t)p->cap * sizeof *p->versions);
             free(p->versions);
-            memset(p, 0, sizeof *p);
+            explicit_bzero(p, sizeof *p);
             free(p);
             continue;
         }

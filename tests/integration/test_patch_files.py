@@ -1,0 +1,156 @@
+"""Patch files on real processes: checked against the build, applied and reverted whole."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import BIN, REPO, cli, nc
+
+INCLUDE = REPO / "include"
+
+
+def build_patch(tmp_path, name, source):
+    c = tmp_path / f"{name}.c"
+    c.write_text('#include "hotpatch_patch.h"\n' + source)
+    so = tmp_path / f"{name}.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", f"-I{INCLUDE}", c, "-o", so], check=True)
+    return so
+
+
+def build_id(path):
+    out = subprocess.run(["readelf", "-n", path], capture_output=True, text=True).stdout
+    return next(l.split()[-1] for l in out.splitlines() if "Build ID" in l)
+
+
+def add_func_now(server):
+    start = len(server.lines)
+    i = server.wait_output(r"add_func\(1, 2\)=", start=start)
+    i = server.wait_output(r"add_func\(1, 2\)=", start=i + 1)
+    return int(server.lines[i].rsplit("=", 1)[1])
+
+
+FIX = """
+HOTPATCH_PATCH_INFO("fix-1", "add_func adds ten thousand");
+int add_func_fixed(int a, int b) { return a + b + 10000; }
+HOTPATCH_REPLACE("add_func", add_func_fixed);
+"""
+
+
+def test_apply_check_list_revert(server, tmp_path):
+    fix = build_patch(tmp_path, "fix", FIX)
+    r = cli("-p", server.pid, "patch", "apply", "--check", fix)
+    assert r.returncode == 0 and "every check passed; nothing was loaded" in r.stdout
+    assert str(fix) not in open(f"/proc/{server.pid}/maps").read()
+    assert add_func_now(server) == 3
+    r = cli("-p", server.pid, "patch", "apply", fix)
+    assert r.returncode == 0 and r.stdout.startswith("applied patch fix-1 (add_func adds")
+    assert add_func_now(server) == 10003
+    listing = json.loads(cli("-j", "-p", server.pid, "patch", "list").stdout)["items"]
+    assert [(p["name"], p["state"], p["functions"], p["uid"]) for p in listing] == \
+        [("fix-1", "applied", "add_func", 0)]
+    funcs = json.loads(cli("-j", "-p", server.pid, "func", "list").stdout)["items"]
+    assert next(f for f in funcs if f["name"] == "add_func")["installed"] == "fix-1:add_func_fixed"
+    r = cli("-p", server.pid, "patch", "apply", fix)
+    assert r.returncode == 1 and "a patch named fix-1 is already applied" in r.stderr
+    r = cli("-p", server.pid, "patch", "revert", "fix-1")
+    assert r.returncode == 0 and "and it is unloaded" in r.stdout, r.stdout
+    assert add_func_now(server) == 3
+    assert str(fix) not in open(f"/proc/{server.pid}/maps").read()
+    assert cli("-p", server.pid, "patch", "list").stdout.startswith("no patches are applied")
+
+
+def marker_source(tmp_path, info, extra):
+    marker = tmp_path / "constructor-ran"
+    return marker, f"""
+#include <fcntl.h>
+#include <unistd.h>
+HOTPATCH_PATCH_INFO({info});
+__attribute__((constructor)) static void ran(void) {{ close(open("{marker}", O_CREAT | O_WRONLY, 0644)); }}
+{extra}
+"""
+
+
+def test_a_patch_for_another_build_never_runs(server, tmp_path):
+    marker, src = marker_source(tmp_path, '"other", "for another build"', """
+HOTPATCH_TARGET_BUILD_ID("", "0123456789abcdef0123456789abcdef01234567");
+int f(int a, int b) { return 0; }
+HOTPATCH_REPLACE("add_func", f);
+""")
+    r = cli("-p", server.pid, "patch", "apply", build_patch(tmp_path, "other", src))
+    mine = build_id(BIN / "simple_server")
+    assert r.returncode == 1
+    assert r.stderr == (f"error: patch other was built for the main program with build-id "
+                        f"0123456789abcdef0123456789abcdef01234567, but this process runs the "
+                        f"main program with build-id {mine}\n")
+    assert not marker.exists()
+    assert add_func_now(server) == 3
+
+
+def test_the_right_build_id_is_accepted_by_file_name(server, tmp_path):
+    mine = build_id(BIN / "simple_server")
+    so = build_patch(tmp_path, "mine", f"""
+HOTPATCH_PATCH_INFO("mine", "built for this very binary");
+HOTPATCH_TARGET_BUILD_ID("simple_server", "{mine}");
+int g(int a, int b) {{ return a * b + 500; }}
+HOTPATCH_REPLACE("add_func", g);
+""")
+    assert cli("-p", server.pid, "patch", "apply", so).returncode == 0
+    assert add_func_now(server) == 502
+    assert cli("-p", server.pid, "patch", "revert", "mine").returncode == 0
+
+
+def test_a_missing_third_target_changes_nothing(spawn, tmp_path):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
+    marker, src = marker_source(tmp_path, '"three", "the third target does not exist"', """
+int a(int x, int y) { return 1; }
+int b(int x) { return 2; }
+int c(void) { return 3; }
+HOTPATCH_REPLACE("add_func", a);
+HOTPATCH_REPLACE("simple_server:parse_option", b);
+HOTPATCH_REPLACE("no_such_function_anywhere", c);
+""")
+    r = cli("-p", p.pid, "patch", "apply", build_patch(tmp_path, "three", src))
+    assert r.returncode == 1 and "target no_such_function_anywhere" in r.stderr, r.stderr
+    assert not marker.exists()
+    assert add_func_now(p) == 3
+    assert json.loads(cli("-j", "-p", p.pid, "func", "list").stdout)["items"][0]["depth"] == 0
+
+
+def test_refusals_name_the_cause(server, tmp_path):
+    libm = "/lib/x86_64-linux-gnu/libm.so.6"
+    r = cli("-p", server.pid, "patch", "apply", libm)
+    assert r.returncode == 1 and "no hotpatch metadata" in r.stderr
+    unnamed = build_patch(tmp_path, "unnamed", "int f(int a, int b) { return 0; }\n"
+                                               'HOTPATCH_REPLACE("add_func", f);\n')
+    assert "has no HOTPATCH_PATCH_INFO" in cli("-p", server.pid, "patch", "apply", unnamed).stderr
+    imp = build_patch(tmp_path, "imp", 'HOTPATCH_PATCH_INFO("imp", "x");\n'
+                                       'HOTPATCH_IMPORT(int, nothing, "no_such_symbol_here");\n'
+                                       'int f(int a, int b) { return *nothing; }\n'
+                                       'HOTPATCH_REPLACE("add_func", f);\n')
+    assert "import no_such_symbol_here does not resolve" in \
+        cli("-p", server.pid, "patch", "apply", imp).stderr
+    os.chmod(imp, 0o666)
+    assert "is writable by every user" in nc(server.socket, f"patch apply {imp}\n")
+    assert "no patch named 'nope'" in cli("-p", server.pid, "patch", "revert", "nope").stderr
+
+
+def test_revert_order_is_enforced(server, tmp_path):
+    first = build_patch(tmp_path, "first", 'HOTPATCH_PATCH_INFO("first", "1");\n'
+                                           'int f1(int a, int b) { return 1000; }\n'
+                                           'HOTPATCH_REPLACE("add_func", f1);\n')
+    second = build_patch(tmp_path, "second", 'HOTPATCH_PATCH_INFO("second", "2");\n'
+                                             'int f2(int a, int b) { return 2000; }\n'
+                                             'HOTPATCH_REPLACE("add_func", f2);\n')
+    assert cli("-p", server.pid, "patch", "apply", first).returncode == 0
+    assert cli("-p", server.pid, "patch", "apply", second).returncode == 0
+    assert add_func_now(server) == 2000
+    r = cli("-p", server.pid, "patch", "revert", "first")
+    assert r.returncode == 1
+    assert r.stderr == ("error: cannot revert first: second replaced add_func after it; revert "
+                        "second first\n")
+    assert add_func_now(server) == 2000
+    assert cli("-p", server.pid, "patch", "revert", "second").returncode == 0
+    assert add_func_now(server) == 1000
+    assert cli("-p", server.pid, "patch", "revert", "first").returncode == 0
+    assert add_func_now(server) == 3
