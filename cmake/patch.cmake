@@ -7,20 +7,11 @@ target_sources(hotpatch_objects PRIVATE
   src/commands/func.c)
 
 # The engine decodes functions with capstone (Debian: libcapstone-dev) before patching them.
+# Headers only: the decoder is dlopened on first use (src/engine/arch/x86_64_decode.c), so a
+# process that never patches never maps it and libhotpatch.a needs no -lcapstone.
 find_package(PkgConfig REQUIRED)
-pkg_check_modules(PATCH_CAPSTONE REQUIRED IMPORTED_TARGET capstone)
-# hotpatch_objects gets the headers; every target built from its objects links the library
-# (deferred to the end of the directory so that targets of later fragments, such as the preload
-# agent, are covered too).
-target_link_libraries(hotpatch_objects PRIVATE PkgConfig::PATCH_CAPSTONE)
-function(hotpatch_link_capstone)
-  foreach(t hotpatch hotpatch_static hotpatch_preload)
-    if(TARGET ${t})
-      target_link_libraries(${t} PUBLIC PkgConfig::PATCH_CAPSTONE)
-    endif()
-  endforeach()
-endfunction()
-cmake_language(DEFER CALL hotpatch_link_capstone)
+pkg_check_modules(PATCH_CAPSTONE REQUIRED capstone)
+target_include_directories(hotpatch_objects PRIVATE ${PATCH_CAPSTONE_INCLUDE_DIRS})
 
 # ---- example patch libraries for simple_server's add_func -------------------------------------
 foreach(n 1 2)

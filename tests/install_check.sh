@@ -35,8 +35,8 @@ int main() { return hotpatch::RegisterVariable("name", &name) == 0 ? 0 : 1; }
 CC
 cc -std=c17 -Wall -Werror -I"$PREFIX/include" "$PREFIX/prog.c" -L"$LIBDIR" -lhotpatch -lpthread -ldl \
    -Wl,-rpath,"$LIBDIR" -o "$PREFIX/prog"
-# The static archive needs what libhotpatch.so links itself: capstone (the patch engine's decoder).
-cc -std=c17 -Wall -Werror -I"$PREFIX/include" "$PREFIX/prog.c" "$LIBDIR/libhotpatch.a" -lcapstone -lpthread -ldl \
+# The static archive needs no -lcapstone: the patch engine dlopens its decoder on first use.
+cc -std=c17 -Wall -Werror -I"$PREFIX/include" "$PREFIX/prog.c" "$LIBDIR/libhotpatch.a" -lpthread -ldl \
    -o "$PREFIX/prog_static"
 c++ -std=c++17 -Wall -Werror -I"$PREFIX/include" "$PREFIX/prog.cc" -L"$LIBDIR" -lhotpatch \
    -Wl,-rpath,"$LIBDIR" -o "$PREFIX/prog_cpp"

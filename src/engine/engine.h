@@ -11,14 +11,18 @@
  *                   signal whose handler parks the thread and records its registers), used to
  *                   prove where threads are: around every code write, and before a library is
  *                   unmapped.
- *   maps.c          /proc/self/maps, read without malloc (maps.h).
- *   symbols.c       name -> address and size, from the ELF symbol tables of mapped objects.
+ *   maps.c          /proc/self/maps of any size, read without malloc or libc calls (maps.h).
+ *   symbols.c       name -> address and size, from the ELF symbol tables of mapped objects
+ *                   (symbol versions, full paths as OBJECT).
+ *   elf.c           reading a loaded object's ELF file: symbols, versions, sections (elf.h).
+ *   branch_proof.c  no code of an object may branch into a patch site: a per-object index of
+ *                   every address its code may reach, cached (branch_proof.h).
  *   self.c          where hotpatch's own code is: never a target nor a replacement.
  *   refscan.c       before an unload: no word of writable memory points into the library.
  *   arch/x86_64.c   instruction encoding and code writes with every other thread stopped
  *                   (membarrier SYNC_CORE, writes through /proc/self/mem or mprotect); arch.h.
- *   arch/x86_64_decode.c  decoding a function (capstone) to refuse a patch when a branch lands
- *                   inside the bytes the jump overwrites.
+ *   arch/x86_64_decode.c  decoding a function and sweeping an object (capstone, loaded on
+ *                   first use) for branches into the bytes the jump overwrites.
  */
 #ifndef HOTPATCH_ENGINE_H
 #define HOTPATCH_ENGINE_H

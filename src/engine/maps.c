@@ -1,77 +1,303 @@
 /*
- * maps.c — /proc/self/maps, read without malloc.
+ * maps.c — /proc/self/maps, read without malloc and without the C library, of any size.
  *
- * The engine asks where code and stacks are while other threads are parked, and a parked thread
- * may hold the allocator's lock, so the text is read into one static buffer with plain
- * system-call wrappers and parsed in place. The buffer is owned by the engine lock: every
- * caller holds it. A map larger than the buffer is treated as unreadable rather than cut.
+ * The engine asks where code and stacks are while other threads are parked. A parked thread
+ * may hold the allocator's lock, and the program may have patched `open` or `read` itself, so
+ * everything here uses raw system calls (arch/x86_64_syscall.h) and parses the text with its
+ * own few loops (no strtoull, no strchr): every function lives in the stopped window's section.
+ *
+ * Two ways to read, neither with a size limit (a server with tens of thousands of mappings has
+ * a map of several MiB; a fixed 1 MiB buffer once made every function "not mapped"):
+ *   - streaming (hp_maps_each, hp_maps_lookup, hp_maps_protection): the file is read in chunks
+ *     into a buffer on the caller's stack and parsed line by line; no shared state, so these
+ *     are reentrant and need no lock;
+ *   - whole text (hp_maps_text), for callers that walk the lines themselves: one buffer mapped
+ *     with mmap (a system call, not the allocator) and doubled and re-read whenever the map
+ *     does not fit. The buffer is owned by the engine lock.
+ * A line longer than the chunk buffer (a path of thousands of bytes) is parsed from its start,
+ * where all the fields but the path are, and the rest of it is skipped.
  */
 #include <fcntl.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stddef.h>
 #include <sys/mman.h>
-#include <unistd.h>
+#include <sys/syscall.h>
 
+#include "engine.h"
 #include "maps.h"
+#include "arch/x86_64_syscall.h"
 
-/* The last text read; owned by the engine lock. */
-static char maps_text[1 << 20];
+#define CHUNK 4096
 
-/* The line of text whose range holds addr: its bounds and its "rwxp" field; false when none. */
-static bool find_line(const char *text, uintptr_t addr, uintptr_t *lo, uintptr_t *hi,
-                      const char **perms)
+/* ---- parsing, without the C library ------------------------------------------------------------ */
+
+HP_STOPPED_WINDOW static int hex_digit(char c)
 {
-    for (const char *line = text; *line;) {
-        char *end;
-        *lo = strtoull(line, &end, 16);
-        *hi = strtoull(end + 1, &end, 16);
-        if (addr >= *lo && addr < *hi) {
-            *perms = end + 1;
-            return true;
-        }
-        const char *next = strchr(line, '\n');
-        if (!next)
-            break;
-        line = next + 1;
-    }
-    return false;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }
 
-bool hp_maps_find(const char *text, uintptr_t addr, struct hp_mapping *out)
+/* Reads a hex number at *p (up to end) and moves *p past it. */
+HP_STOPPED_WINDOW static uint64_t parse_hex(const char **p, const char *end)
 {
-    const char *perms;
-    if (!find_line(text, addr, &out->start, &out->end, &perms))
+    uint64_t v = 0;
+    int d;
+    while (*p < end && (d = hex_digit(**p)) >= 0) {
+        v = v << 4 | (uint64_t)d;
+        (*p)++;
+    }
+    return v;
+}
+
+HP_STOPPED_WINDOW static uint64_t parse_dec(const char **p, const char *end)
+{
+    uint64_t v = 0;
+    while (*p < end && **p >= '0' && **p <= '9') {
+        v = v * 10 + (uint64_t)(**p - '0');
+        (*p)++;
+    }
+    return v;
+}
+
+HP_STOPPED_WINDOW static void skip_char(const char **p, const char *end)
+{
+    if (*p < end)
+        (*p)++;
+}
+
+/* "start-end perms offset major:minor inode path": every field but the path. */
+HP_STOPPED_WINDOW static bool parse_line(const char *p, const char *end, struct hp_mapping *m)
+{
+    const char *first = p;
+    m->start = (uintptr_t)parse_hex(&p, end);
+    if (p == first || p >= end || *p != '-')
         return false;
-    out->readable = perms[0] == 'r';
+    skip_char(&p, end);
+    m->end = (uintptr_t)parse_hex(&p, end);
+    skip_char(&p, end);
+    if (end - p < 4)
+        return false;
+    m->readable = p[0] == 'r';
+    m->prot = (p[0] == 'r' ? PROT_READ : 0) | (p[1] == 'w' ? PROT_WRITE : 0) |
+              (p[2] == 'x' ? PROT_EXEC : 0);
+    p += 4;
+    skip_char(&p, end);
+    m->offset = parse_hex(&p, end);
+    skip_char(&p, end);
+    m->dev_major = (unsigned)parse_hex(&p, end);
+    skip_char(&p, end);
+    m->dev_minor = (unsigned)parse_hex(&p, end);
+    skip_char(&p, end);
+    m->inode = parse_dec(&p, end);
     return true;
 }
 
-static bool read_maps(void)
+/* The first '\n' in [p, end), or end. */
+HP_STOPPED_WINDOW static const char *line_end(const char *p, const char *end)
 {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    size_t used = 0;
-    ssize_t n;
-    while (used < sizeof maps_text - 1 &&
-           (n = read(fd, maps_text + used, sizeof maps_text - 1 - used)) > 0)
-        used += (size_t)n;
-    close(fd);
-    maps_text[used] = '\0';
-    return used > 0 && used < sizeof maps_text - 1;
+    while (p < end && *p != '\n')
+        p++;
+    return p;
 }
 
-int hp_maps_protection(uintptr_t addr)
+/* ---- streaming ------------------------------------------------------------------------------------ */
+
+/* A chunked reader of /proc/self/maps. The buffer lives on the caller's stack. */
+struct reader {
+    int fd;
+    size_t have;               /* bytes in buf */
+    bool skipping;             /* discarding the rest of an over-long line */
+    char buf[CHUNK];
+};
+
+HP_STOPPED_WINDOW static int open_maps(void)
 {
-    uintptr_t lo, hi;
-    const char *perms;
-    if (!read_maps() || !find_line(maps_text, addr, &lo, &hi, &perms))
+    long fd = hp_raw_syscall3(SYS_open, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+    return fd < 0 ? -1 : (int)fd;
+}
+
+HP_STOPPED_WINDOW static void close_fd(int fd)
+{
+    hp_raw_syscall3(SYS_close, fd, 0, 0);
+}
+
+/* Moves the unparsed tail [from, have) to the front. A volatile copy: a compiler must not turn
+ * it into a call to memmove. */
+HP_STOPPED_WINDOW static void keep_tail(struct reader *r, size_t from)
+{
+    volatile char *dst = r->buf;
+    for (size_t i = from; i < r->have; i++)
+        *dst++ = r->buf[i];
+    r->have -= from;
+}
+
+/* Parses the line [p, eol) unless the reader is skipping; the visitor's value or 0. */
+HP_STOPPED_WINDOW static int visit_line(struct reader *r, const char *p, const char *eol,
+                                        int (*visit)(void *, const struct hp_mapping *),
+                                        void *ctx)
+{
+    struct hp_mapping m;
+    if (r->skipping || !parse_line(p, eol, &m))
+        return 0;
+    return visit(ctx, &m);
+}
+
+/*
+ * Parses every complete line in the buffer, calling visit; keeps a partial last line for the
+ * next chunk. Returns the visitor's non-zero value, or 0.
+ */
+HP_STOPPED_WINDOW static int parse_buffer(struct reader *r, bool at_eof,
+                                          int (*visit)(void *, const struct hp_mapping *),
+                                          void *ctx)
+{
+    const char *p = r->buf, *end = r->buf + r->have;
+    int rc = 0;
+    while (rc == 0 && p < end) {
+        const char *eol = line_end(p, end);
+        if (eol < end) {
+            rc = visit_line(r, p, eol, visit, ctx);
+            r->skipping = false;
+            p = eol + 1;
+        } else if (at_eof) {
+            rc = visit_line(r, p, end, visit, ctx);
+            p = end;
+        } else if (p == r->buf && r->have == sizeof r->buf) {
+            /* One line fills the buffer: its fields are all at its start; skip the rest. */
+            rc = visit_line(r, p, end, visit, ctx);
+            r->skipping = true;
+            p = end;
+        } else {
+            break;                              /* a partial line: wait for the rest */
+        }
+    }
+    keep_tail(r, (size_t)(p - r->buf));
+    return rc;
+}
+
+HP_STOPPED_WINDOW int hp_maps_each(int (*visit)(void *ctx, const struct hp_mapping *m), void *ctx)
+{
+    struct reader r;
+    r.fd = open_maps();
+    r.have = 0;
+    r.skipping = false;
+    if (r.fd < 0)
         return -1;
-    return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-           (perms[2] == 'x' ? PROT_EXEC : 0);
+    int rc = 0;
+    for (;;) {
+        long n = hp_raw_syscall3(SYS_read, r.fd, (long)(r.buf + r.have),
+                                 (long)(sizeof r.buf - r.have));
+        if (n == -4 /* EINTR */)
+            continue;
+        if (n < 0) {
+            rc = -1;
+            break;
+        }
+        r.have += (size_t)n;
+        rc = parse_buffer(&r, n == 0, visit, ctx);
+        if (rc != 0 || n == 0)
+            break;
+    }
+    close_fd(r.fd);
+    return rc;
 }
 
-const char *hp_maps_text(void)
+struct lookup {
+    uintptr_t addr;
+    struct hp_mapping *out;
+};
+
+HP_STOPPED_WINDOW static int holds(void *ctx, const struct hp_mapping *m)
 {
-    return read_maps() ? maps_text : NULL;
+    struct lookup *q = ctx;
+    if (q->addr < m->start || q->addr >= m->end)
+        return m->start > q->addr ? 2 : 0;    /* sorted by address: past it means unmapped */
+    *q->out = *m;
+    return 1;
+}
+
+HP_STOPPED_WINDOW bool hp_maps_lookup(uintptr_t addr, struct hp_mapping *out)
+{
+    struct lookup q = {addr, out};
+    return hp_maps_each(holds, &q) == 1;
+}
+
+HP_STOPPED_WINDOW int hp_maps_protection(uintptr_t addr)
+{
+    struct hp_mapping m;
+    return hp_maps_lookup(addr, &m) ? m.prot : -1;
+}
+
+/* ---- the whole text ---------------------------------------------------------------------------- */
+
+/* The buffer hp_maps_text returns; engine lock. */
+static char *text;
+static size_t text_cap;
+
+HP_STOPPED_WINDOW static bool grow_text(size_t cap)
+{
+    long mem = hp_raw_syscall6(SYS_mmap, 0, (long)cap, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem < 0 && mem > -4096)
+        return false;
+    if (text)
+        hp_raw_syscall3(SYS_munmap, (long)text, (long)text_cap, 0);
+    text = (char *)mem;
+    text_cap = cap;
+    return true;
+}
+
+/* Reads the whole map into text; 1 done, 0 it did not fit, -1 error. */
+HP_STOPPED_WINDOW static int read_whole(void)
+{
+    int fd = open_maps();
+    if (fd < 0)
+        return -1;
+    size_t used = 0;
+    long n = 0;
+    while (used < text_cap - 1) {
+        n = hp_raw_syscall3(SYS_read, fd, (long)(text + used), (long)(text_cap - 1 - used));
+        if (n == -4 /* EINTR */)
+            continue;
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+    }
+    close_fd(fd);
+    text[used] = '\0';
+    if (n < 0 || used == 0)
+        return -1;
+    return used < text_cap - 1 ? 1 : 0;
+}
+
+HP_STOPPED_WINDOW const char *hp_maps_text(void)
+{
+    if (!text && !grow_text((size_t)1 << 16))
+        return NULL;
+    for (;;) {
+        int rc = read_whole();
+        if (rc > 0)
+            return text;
+        if (rc < 0 || text_cap >= ((size_t)1 << 34) || !grow_text(text_cap * 2))
+            return NULL;
+    }
+}
+
+HP_STOPPED_WINDOW bool hp_maps_find(const char *maps, uintptr_t addr, struct hp_mapping *out)
+{
+    const char *p = maps;
+    while (*p) {
+        const char *eol = p;
+        while (*eol && *eol != '\n')
+            eol++;
+        if (parse_line(p, eol, out) && addr >= out->start && addr < out->end)
+            return true;
+        if (!*eol)
+            break;
+        p = eol + 1;
+    }
+    return false;
 }

@@ -81,6 +81,7 @@
 
 #include "base/base.h"
 #include "engine.h"
+#include "branch_proof.h"
 #include "maps.h"
 #include "arch/arch.h"
 
@@ -729,13 +730,9 @@ static int check_target(const struct hp_patch_target *t, const struct hp_patch_o
                  "cannot prove the %d-byte jump fits", t->name, t->entry, HP_JUMP_SIZE);
         return -EINVAL;
     }
+    /* A function shorter than the jump is the branch proof's to judge (choose_site_len): it
+     * may be followed by alignment padding the jump can cover. */
     *skip = hp_arch_entry_skip(t->entry);
-    if (t->size < *skip + HP_JUMP_SIZE) {
-        snprintf(why, why_cap, "%s is too short to patch: %zu bytes%s, and the jump needs %d",
-                 t->name, t->size - (t->size >= *skip ? *skip : 0),
-                 *skip ? " after its endbr64" : "", HP_JUMP_SIZE);
-        return -EINVAL;
-    }
     if (o && (uint8_t *)o->address >= (uint8_t *)t->entry &&
         (uint8_t *)o->address < (uint8_t *)t->entry + t->size) {
         snprintf(why, why_cap, "the replacement %s lies inside %s itself", o->symbol, t->name);
@@ -752,14 +749,25 @@ static int check_target(const struct hp_patch_target *t, const struct hp_patch_o
 static int choose_site_len(const struct hp_patch_target *t, size_t skip, size_t *site_len,
                            char *why, size_t why_cap)
 {
-    const uint8_t *site = (const uint8_t *)t->entry + skip;
+    /* The proof covers the whole object the function is in (branch_proof.c), not only its
+     * own branches: gcc's f.cold pieces and other entry points jump into a function's first
+     * bytes too. The object's index is built once and cached, so the second try is cheap. */
     *site_len = HP_INDIRECT_SIZE;
-    if (t->size >= skip + HP_INDIRECT_SIZE &&
-        hp_arch_check_branches(t->name, t->entry, t->size, site, HP_INDIRECT_SIZE, why,
-                               why_cap) == 0)
+    if (hp_branch_proof(t->name, t->entry, t->size, skip, HP_INDIRECT_SIZE, why, why_cap) == 0)
         return 0;
     *site_len = HP_JUMP_SIZE;
-    return hp_arch_check_branches(t->name, t->entry, t->size, site, HP_JUMP_SIZE, why, why_cap);
+    return hp_branch_proof(t->name, t->entry, t->size, skip, HP_JUMP_SIZE, why, why_cap);
+}
+
+/* A record kept at depth 0 (rolled back) outlives its code when the program unloads the object
+ * and loads it again, maybe another file at the same address: its branch proof is then made
+ * again before a new jump goes in (cheap: the proof is cached per object file). */
+static int reprove_if_reloaded(const struct hp_patch_target *t, const struct patched *p,
+                               size_t skip, char *why, size_t why_cap)
+{
+    if (p->depth != 0 || loader_unloads() == p->subs_at_write)
+        return 0;
+    return hp_branch_proof(t->name, t->entry, t->size, skip, p->site_len, why, why_cap);
 }
 
 static int upgrade_locked(const struct hp_patch_target *target,
@@ -774,6 +782,8 @@ static int upgrade_locked(const struct hp_patch_target *target,
         rc = check_target(target, origin, &skip, why, why_cap);
     if (rc == 0 && fresh)
         rc = choose_site_len(target, skip, &site_len, why, why_cap);
+    if (rc == 0 && !fresh)
+        rc = reprove_if_reloaded(target, p, skip, why, why_cap);
     if (rc == 0 && fresh && !(p = new_record(target, skip, site_len, why, why_cap)))
         rc = -ENOMEM;
     if (rc == 0 && push_version(p, origin) != 0) {
@@ -1042,6 +1052,8 @@ static int prepare_upgrade(const struct hp_patch_change *c, struct batch_item *i
     int rc = check_target(&c->target, &c->origin, &skip, why, why_cap);
     if (rc == 0 && it->fresh)
         rc = choose_site_len(&c->target, skip, &site_len, why, why_cap);
+    if (rc == 0 && !it->fresh)
+        rc = reprove_if_reloaded(&c->target, it->p, skip, why, why_cap);
     if (rc == 0 && it->fresh &&
         !(it->p = new_record(&c->target, skip, site_len, why, why_cap)))
         rc = -ENOMEM;

@@ -3,17 +3,25 @@
  *
  * FUNC is looked up in the symbol tables of the executable and of every object the loader has
  * mapped (the caller looks at its own registered names first), found through
- * dl_iterate_phdr. Each object's file is read (mmap, read-only) and both .dynsym and .symtab
- * are searched, so a `static` function of an unstripped binary is found too; the file's
- * PT_LOAD headers must match the mapped ones, so a file replaced on disk since it was loaded
- * is not trusted. Only defined STT_FUNC symbols count; an IFUNC is refused (its symbol is the
+ * dl_iterate_phdr. Each object's file is read (elf.c) and both .dynsym and .symtab are
+ * searched, so a `static` function of an unstripped binary is found too; the file's PT_LOAD
+ * headers must match the mapped ones, so a file replaced on disk since it was loaded is not
+ * trusted. Only defined STT_FUNC symbols count; an IFUNC is refused (its symbol is the
  * resolver, not the code that runs).
  *
- * Ambiguity: a name defined at different addresses by several objects (or twice in one, as two
- * static functions) is refused with the qualified forms that would work: `object:name`, where
- * object is the file name (libfoo.so.1, simple_server), a path suffix, or an alias the caller
- * passes in (the name a library was loaded under with `lib load`). Aliased libraries hold
- * replacements, so an unqualified name that also matches elsewhere ignores them.
+ * Forms: NAME, OBJECT:NAME, and either with @VERSION or @@VERSION after NAME. OBJECT is the
+ * file name (libfoo.so.1, simple_server), a path suffix, a full path (compared by device and
+ * inode, so /usr/lib/x86_64-linux-gnu/libc.so.6 names the libc the loader found as
+ * /lib/x86_64-linux-gnu/libc.so.6), or an alias the caller passes in (the name a library was
+ * loaded under with `lib load`). Aliased libraries hold replacements, so an unqualified name
+ * that also matches elsewhere ignores them.
+ *
+ * Versions: an object may define a name several times, once per symbol version (glibc's
+ * pthread_kill@GLIBC_2.2.5 and pthread_kill@@GLIBC_2.34). A plain NAME means what the linker
+ * would bind a new program to: the default version (@@, or an unversioned definition); the
+ * older ones are reached as NAME@VERSION. Only definitions at different addresses that no
+ * such rule separates (two static functions of one name, one name in two objects) are
+ * ambiguous, and the refusal lists the qualified forms that would work.
  *
  * Sizes matter to the engine (the jump must fit): they come from st_size of the symbol that
  * starts at the address. One caller at a time (the agent thread); no state is kept between calls.
@@ -32,168 +40,43 @@
 
 #include "base/base.h"
 #include "engine.h"
+#include "elf.h"
 #include "maps.h"
 
 #define MAX_MATCHES 8
 
-/* One mapped object as dl_iterate_phdr reports it. */
-struct object {
-    char path[512];            /* file to read ("/proc/self/exe" for the executable) */
-    char shown[512];           /* how messages name it */
-    uintptr_t base;            /* dlpi_addr */
-    const ElfW(Phdr) *phdr;
-    ElfW(Half) phnum;
-    bool is_main;
-};
-
-/* An ELF file mapped read-only for its symbol tables. */
-struct elf_file {
-    const uint8_t *data;
-    size_t size;
-};
+typedef struct hp_loaded_object object_t;
 
 struct match {
     uintptr_t address;
     size_t size;
     bool ifunc;
-    struct object object;
+    bool hidden;                /* a non-default version of its name */
+    object_t object;
     char name[256];
+    char version[64];
 };
 
-/* ---- reading ELF files ------------------------------------------------------------------- */
-
-static bool open_elf(const char *path, struct elf_file *f)
-{
-    /* Non-blocking and regular files only: a name such as /proc/self/fd/N (a library loaded
-     * through its descriptor) may by now name a FIFO or a device of the program's. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0)
-        return false;
-    struct stat st;
-    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-              (size_t)st.st_size >= sizeof(ElfW(Ehdr));
-    void *data = ok ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
-    close(fd);
-    if (data == MAP_FAILED)
-        return false;
-    f->data = data;
-    f->size = (size_t)st.st_size;
-    const ElfW(Ehdr) *eh = data;
-    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
-        eh->e_shoff == 0 || eh->e_shoff + (size_t)eh->e_shnum * sizeof(ElfW(Shdr)) > f->size) {
-        munmap(data, f->size);
-        return false;
-    }
-    return true;
-}
-
-static void close_elf(struct elf_file *f)
-{
-    munmap((void *)f->data, f->size);
-}
-
-/* The file's PT_LOAD headers equal the mapped object's: it is the file that was loaded. */
-static bool file_matches_object(const struct elf_file *f, const struct object *o)
-{
-    const ElfW(Ehdr) *eh = (const void *)f->data;
-    if (eh->e_phoff + (size_t)eh->e_phnum * sizeof(ElfW(Phdr)) > f->size || eh->e_phnum != o->phnum)
-        return false;
-    const ElfW(Phdr) *ph = (const void *)(f->data + eh->e_phoff);
-    for (ElfW(Half) i = 0; i < eh->e_phnum; i++) {
-        if (ph[i].p_type != o->phdr[i].p_type)
-            return false;
-        if (ph[i].p_type == PT_LOAD &&
-            (ph[i].p_vaddr != o->phdr[i].p_vaddr || ph[i].p_memsz != o->phdr[i].p_memsz))
-            return false;
-    }
-    return true;
-}
-
-typedef bool (*symbol_visitor)(const ElfW(Sym) *sym, const char *name, void *ctx);
-
-/* Visits the defined function symbols of .symtab and .dynsym; stops when visit returns true. */
-static void each_function_symbol(const struct elf_file *f, symbol_visitor visit, void *ctx)
-{
-    const ElfW(Ehdr) *eh = (const void *)f->data;
-    const ElfW(Shdr) *sh = (const void *)(f->data + eh->e_shoff);
-    for (ElfW(Half) i = 0; i < eh->e_shnum; i++) {
-        if ((sh[i].sh_type != SHT_SYMTAB && sh[i].sh_type != SHT_DYNSYM) ||
-            sh[i].sh_link >= eh->e_shnum || sh[i].sh_entsize != sizeof(ElfW(Sym)))
-            continue;
-        const ElfW(Shdr) *strtab = &sh[sh[i].sh_link];
-        if (sh[i].sh_offset + sh[i].sh_size > f->size ||
-            strtab->sh_offset + strtab->sh_size > f->size || strtab->sh_size == 0)
-            continue;
-        const ElfW(Sym) *syms = (const void *)(f->data + sh[i].sh_offset);
-        const char *names = (const char *)f->data + strtab->sh_offset;
-        size_t count = sh[i].sh_size / sizeof(ElfW(Sym));
-        for (size_t s = 0; s < count; s++) {
-            unsigned type = ELF64_ST_TYPE(syms[s].st_info);
-            if ((type != STT_FUNC && type != STT_GNU_IFUNC) || syms[s].st_shndx == SHN_UNDEF ||
-                syms[s].st_name >= strtab->sh_size)
-                continue;
-            if (names[strtab->sh_size - 1] != '\0')
-                break;
-            if (visit(&syms[s], names + syms[s].st_name, ctx))
-                return;
-        }
-    }
-}
-
-/* ---- the loaded objects ------------------------------------------------------------------- */
-
+/* The loaded objects, copied out of the loader's list (their phdr pointers stay valid while
+ * the objects stay loaded: this thread does not unload them meanwhile). */
 struct object_list {
-    struct object items[256];
+    object_t items[256];
     size_t count;
 };
 
-static void name_object(struct object *o, const char *dlpi_name)
+static bool add_object(const struct hp_loaded_object *o, void *ctx)
 {
-    o->is_main = dlpi_name == NULL || dlpi_name[0] == '\0';
-    if (o->is_main) {
-        snprintf(o->path, sizeof o->path, "/proc/self/exe");
-        char exe[512];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        exe[n > 0 ? n : 0] = '\0';
-        const char *slash = strrchr(exe, '/');
-        snprintf(o->shown, sizeof o->shown, "%s", slash ? slash + 1 : exe);
-    } else {
-        snprintf(o->path, sizeof o->path, "%s", dlpi_name);
-        const char *slash = strrchr(dlpi_name, '/');
-        snprintf(o->shown, sizeof o->shown, "%s", slash ? slash + 1 : dlpi_name);
-    }
-}
-
-static int collect_object(struct dl_phdr_info *info, size_t size, void *ctx)
-{
-    (void)size;
     struct object_list *list = ctx;
     if (list->count == sizeof list->items / sizeof list->items[0])
-        return 1;
-    struct object *o = &list->items[list->count++];
-    memset(o, 0, sizeof *o);
-    name_object(o, info->dlpi_name);
-    o->base = info->dlpi_addr;
-    o->phdr = info->dlpi_phdr;
-    o->phnum = info->dlpi_phnum;
-    return 0;
+        return true;
+    list->items[list->count++] = *o;
+    return false;
 }
 
 static void list_objects(struct object_list *list)
 {
     list->count = 0;
-    dl_iterate_phdr(collect_object, list);
-}
-
-static bool object_contains(const struct object *o, uintptr_t a)
-{
-    for (ElfW(Half) i = 0; i < o->phnum; i++) {
-        const ElfW(Phdr) *ph = &o->phdr[i];
-        uintptr_t lo = o->base + ph->p_vaddr;
-        if (ph->p_type == PT_LOAD && a >= lo && a < lo + ph->p_memsz)
-            return true;
-    }
-    return false;
+    hp_each_loaded_object(add_object, list);
 }
 
 /* True when the object at base is one of the caller's named libraries (`lib load`). */
@@ -205,8 +88,16 @@ static const struct hp_symbol_alias *alias_at(const struct hp_symbol_scope *scop
     return NULL;
 }
 
-/* True when `object` (the part before ':') names o. */
-static bool object_named(const struct object *o, const char *object,
+/* The same file as path: same device and inode (a full path through another directory
+ * name, such as /usr/lib for /lib on a merged-/usr system). */
+static bool same_file(const char *path, const struct stat *want)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_dev == want->st_dev && st.st_ino == want->st_ino;
+}
+
+/* True when `object` (the part before ':') names o; by_path is its stat when it is a path. */
+static bool object_named(const object_t *o, const char *object, const struct stat *by_path,
                          const struct hp_symbol_scope *scope)
 {
     if (strcmp(o->shown, object) == 0)
@@ -215,6 +106,8 @@ static bool object_named(const struct object *o, const char *object,
         if (strcmp(scope->aliases[i].name, object) == 0 && scope->aliases[i].base == o->base &&
             !o->is_main)
             return true;
+    if (by_path && same_file(o->path, by_path))
+        return true;
     size_t lp = strlen(o->path), lo = strlen(object);
     return !o->is_main && lo < lp && strcmp(o->path + lp - lo, object) == 0 &&
            o->path[lp - lo - 1] == '/';
@@ -222,45 +115,108 @@ static bool object_named(const struct object *o, const char *object,
 
 /* ---- finding by name ------------------------------------------------------------------------ */
 
-struct name_search {
+/* NAME, NAME@VERSION or NAME@@VERSION. */
+struct wanted {
     const char *name;
-    const struct object *object;
+    size_t name_len;
+    const char *version;        /* NULL: any version */
+    bool default_only;          /* @@: the default version only */
+};
+
+static void parse_wanted(const char *text, struct wanted *w)
+{
+    const char *at = strchr(text, '@');
+    w->name = text;
+    w->name_len = at ? (size_t)(at - text) : strlen(text);
+    w->version = NULL;
+    w->default_only = false;
+    if (at) {
+        w->default_only = at[1] == '@';
+        w->version = at + (w->default_only ? 2 : 1);
+    }
+}
+
+static bool symbol_wanted(const struct hp_elf_symbol *s, const struct wanted *w)
+{
+    unsigned type = ELF64_ST_TYPE(s->sym->st_info);
+    if ((type != STT_FUNC && type != STT_GNU_IFUNC) || s->name_len != w->name_len ||
+        memcmp(s->name, w->name, w->name_len) != 0)
+        return false;
+    if (!w->version)
+        return true;
+    return s->version_len == strlen(w->version) &&
+           memcmp(s->version, w->version, s->version_len) == 0 && !(w->default_only && s->hidden);
+}
+
+struct name_search {
+    struct wanted want;
+    const object_t *object;
     struct match *matches;
     size_t count;
 };
 
-static bool add_if_named(const ElfW(Sym) *sym, const char *name, void *ctx)
+static void record_match(struct match *m, const struct hp_elf_symbol *s, uintptr_t address,
+                         const object_t *o)
+{
+    m->address = address;
+    m->size = s->sym->st_size;
+    m->ifunc = ELF64_ST_TYPE(s->sym->st_info) == STT_GNU_IFUNC;
+    m->hidden = s->hidden;
+    m->object = *o;
+    snprintf(m->name, sizeof m->name, "%.*s", (int)s->name_len, s->name);
+    snprintf(m->version, sizeof m->version, "%.*s", (int)s->version_len, s->version);
+}
+
+static bool add_if_named(const struct hp_elf_symbol *sym, void *ctx)
 {
     struct name_search *s = ctx;
-    if (strcmp(name, s->name) != 0)
+    if (!symbol_wanted(sym, &s->want))
         return false;
-    uintptr_t address = s->object->base + sym->st_value;
-    for (size_t i = 0; i < s->count; i++)
-        if (s->matches[i].address == address)
-            return false;  /* the same function in .dynsym and .symtab */
+    uintptr_t address = s->object->base + sym->sym->st_value;
+    for (size_t i = 0; i < s->count; i++) {
+        if (s->matches[i].address != address)
+            continue;
+        /* The same function in .dynsym and .symtab, or under two versions: it is the default
+         * when either entry says so. */
+        s->matches[i].hidden = s->matches[i].hidden && sym->hidden;
+        if (!s->matches[i].version[0] || (!sym->hidden && sym->version_len))
+            snprintf(s->matches[i].version, sizeof s->matches[i].version, "%.*s",
+                     (int)sym->version_len, sym->version);
+        return false;
+    }
     if (s->count == MAX_MATCHES)
         return true;
-    struct match *m = &s->matches[s->count++];
-    m->address = address;
-    m->size = sym->st_size;
-    m->ifunc = ELF64_ST_TYPE(sym->st_info) == STT_GNU_IFUNC;
-    m->object = *s->object;
-    snprintf(m->name, sizeof m->name, "%s", name);
+    record_match(&s->matches[s->count++], sym, address, s->object);
     return false;
 }
 
-static size_t search_object(const struct object *o, const char *name, struct match *matches,
+/* Within one object, a default definition wins over the non-default versions of its name. */
+static size_t prefer_default_versions(struct match *m, size_t from, size_t count)
+{
+    bool any_default = false;
+    for (size_t i = from; i < count; i++)
+        any_default |= !m[i].hidden;
+    if (!any_default)
+        return count;
+    size_t kept = from;
+    for (size_t i = from; i < count; i++)
+        if (!m[i].hidden)
+            m[kept++] = m[i];
+    return kept;
+}
+
+static size_t search_object(const object_t *o, const struct wanted *want, struct match *matches,
                             size_t count)
 {
-    struct elf_file f;
-    if (!open_elf(o->path, &f))
+    struct hp_elf f;
+    if (!hp_elf_open(o->path, &f))
         return count;
-    if (file_matches_object(&f, o)) {
-        struct name_search s = {name, o, matches, count};
-        each_function_symbol(&f, add_if_named, &s);
-        count = s.count;
+    if (hp_elf_matches(&f, o->phdr, o->phnum)) {
+        struct name_search s = {*want, o, matches, count};
+        hp_elf_each_symbol(&f, add_if_named, &s);
+        count = prefer_default_versions(matches, count, s.count);
     }
-    close_elf(&f);
+    hp_elf_close(&f);
     return count;
 }
 
@@ -280,10 +236,12 @@ static void explain_ambiguity(const char *name, const struct match *m, size_t co
 {
     int len = snprintf(why, why_cap, "%s is ambiguous: defined at", name);
     for (size_t i = 0; i < count && len > 0 && (size_t)len < why_cap; i++)
-        len += snprintf(why + len, why_cap - (size_t)len, "%s %s:%s (%#lx)", i ? "," : "",
-                        m[i].object.shown, name, (unsigned long)m[i].address);
+        len += snprintf(why + len, why_cap - (size_t)len, "%s %s:%s%s%s (%#lx)", i ? "," : "",
+                        m[i].object.shown, m[i].name, m[i].version[0] ? "@" : "",
+                        m[i].version, (unsigned long)m[i].address);
     if (len > 0 && (size_t)len < why_cap)
-        snprintf(why + len, why_cap - (size_t)len, "; name one as OBJECT:%s", name);
+        snprintf(why + len, why_cap - (size_t)len, "; name one as OBJECT:%s or %s@VERSION", name,
+                 name);
 }
 
 static void fill_symbol(const struct match *m, struct hp_symbol *out)
@@ -295,6 +253,24 @@ static void fill_symbol(const struct match *m, struct hp_symbol *out)
     snprintf(out->object, sizeof out->object, "%s", m->object.is_main ? "" : m->object.path);
     int prot = hp_maps_protection(m->address);
     out->executable = prot > 0 && (prot & PROT_EXEC);
+}
+
+/* Searches every object that `object` names (all when NULL); counts them in *named. */
+static size_t search_objects(const struct object_list *list, const char *object,
+                             const struct hp_symbol_scope *scope, const struct wanted *want,
+                             struct match *matches, size_t *named)
+{
+    struct stat by_path;
+    bool is_path = object && strchr(object, '/') && stat(object, &by_path) == 0;
+    size_t count = 0;
+    *named = 0;
+    for (size_t i = 0; i < list->count; i++) {
+        if (object && !object_named(&list->items[i], object, is_path ? &by_path : NULL, scope))
+            continue;
+        (*named)++;
+        count = search_object(&list->items[i], want, matches, count);
+    }
+    return count;
 }
 
 static int resolve_in_objects(const char *object, const char *name,
@@ -310,16 +286,14 @@ static int resolve_in_objects(const char *object, const char *name,
         goto out;
     }
     list_objects(list);
-    size_t count = 0, objects_named = 0;
-    for (size_t i = 0; i < list->count; i++) {
-        if (object && !object_named(&list->items[i], object, scope))
-            continue;
-        objects_named++;
-        count = search_object(&list->items[i], name, matches, count);
-    }
+    struct wanted want;
+    parse_wanted(name, &want);
+    size_t objects_named;
+    size_t count = search_objects(list, object, scope, &want, matches, &objects_named);
     if (object && objects_named == 0) {
         snprintf(why, why_cap, "no loaded object is called %s (use a file name such as "
-                 "libfoo.so, the executable's name, or a name given to 'lib load')", object);
+                 "libfoo.so, a full path, the executable's name, or a name given to "
+                 "'lib load')", object);
         rc = -ENOENT;
     } else if (count == 0) {
         snprintf(why, why_cap, "unknown function %s%s%s: not registered and not in the symbol "
@@ -345,6 +319,15 @@ out:
     return rc;
 }
 
+/* NAME, NAME@VERSION or NAME@@VERSION, each part non-empty. */
+static bool valid_name(const char *name)
+{
+    const char *at = strchr(name, '@');
+    if (!name[0] || at == name)
+        return false;
+    return !at || at[at[1] == '@' ? 2 : 1] != '\0';
+}
+
 int hp_symbol_resolve(const char *func, const struct hp_symbol_scope *scope,
                       struct hp_symbol *out, char *why, size_t why_cap)
 {
@@ -355,34 +338,37 @@ int hp_symbol_resolve(const char *func, const struct hp_symbol_scope *scope,
     char buf[512];
     snprintf(buf, sizeof buf, "%s", func);
     char *colon = strrchr(buf, ':');
-    if (colon && (colon == buf || colon[1] == '\0')) {
-        snprintf(why, why_cap, "bad function name '%s': expected NAME or OBJECT:NAME", func);
+    const char *name = colon ? colon + 1 : buf;
+    if ((colon && colon == buf) || !valid_name(name)) {
+        snprintf(why, why_cap, "bad function name '%s': expected NAME or OBJECT:NAME, with "
+                 "@VERSION or @@VERSION after NAME for a versioned symbol", func);
         return -EINVAL;
     }
     if (colon)
         *colon = '\0';
-    return resolve_in_objects(colon ? buf : NULL, colon ? colon + 1 : buf, scope, out, why,
-                              why_cap);
+    return resolve_in_objects(colon ? buf : NULL, name, scope, out, why, why_cap);
 }
 
 /* ---- finding by address --------------------------------------------------------------------- */
 
 struct address_search {
     uintptr_t address;
-    const struct object *object;
+    const object_t *object;
     size_t size;
     bool found;
     char name[256];
 };
 
-static bool starts_at(const ElfW(Sym) *sym, const char *name, void *ctx)
+static bool starts_at(const struct hp_elf_symbol *sym, void *ctx)
 {
     struct address_search *s = ctx;
-    if (s->object->base + sym->st_value != s->address || sym->st_size == 0)
+    unsigned type = ELF64_ST_TYPE(sym->sym->st_info);
+    if ((type != STT_FUNC && type != STT_GNU_IFUNC) ||
+        s->object->base + sym->sym->st_value != s->address || sym->sym->st_size == 0)
         return false;
-    s->size = sym->st_size;
+    s->size = sym->sym->st_size;
     s->found = true;
-    snprintf(s->name, sizeof s->name, "%s", name);
+    snprintf(s->name, sizeof s->name, "%.*s", (int)sym->name_len, sym->name);
     return true;
 }
 
@@ -390,30 +376,22 @@ void hp_symbol_describe(struct hp_symbol *out)
 {
     int prot = hp_maps_protection((uintptr_t)out->address);
     out->executable = prot > 0 && (prot & PROT_EXEC);
-    struct object_list *list = malloc(sizeof *list);
-    if (!list)
+    object_t o;
+    if (!hp_loaded_object_at((uintptr_t)out->address, &o))
         return;
-    list_objects(list);
-    for (size_t i = 0; i < list->count; i++) {
-        const struct object *o = &list->items[i];
-        if (!object_contains(o, (uintptr_t)out->address))
-            continue;
-        snprintf(out->object, sizeof out->object, "%s", o->is_main ? "" : o->path);
-        struct elf_file f;
-        if (!open_elf(o->path, &f))
-            break;
-        struct address_search s = {(uintptr_t)out->address, o, 0, false, ""};
-        if (file_matches_object(&f, o))
-            each_function_symbol(&f, starts_at, &s);
-        close_elf(&f);
-        if (s.found) {
-            out->size = s.size;
-            if (!out->name[0])
-                snprintf(out->name, sizeof out->name, "%s", s.name);
-        }
-        break;
+    snprintf(out->object, sizeof out->object, "%s", o.is_main ? "" : o.path);
+    struct hp_elf f;
+    if (!hp_elf_open(o.path, &f))
+        return;
+    struct address_search s = {(uintptr_t)out->address, &o, 0, false, ""};
+    if (hp_elf_matches(&f, o.phdr, o.phnum))
+        hp_elf_each_symbol(&f, starts_at, &s);
+    hp_elf_close(&f);
+    if (s.found) {
+        out->size = s.size;
+        if (!out->name[0])
+            snprintf(out->name, sizeof out->name, "%s", s.name);
     }
-    free(list);
 }
 
 int hp_symbol_in_library(void *handle, const char *name, struct hp_symbol *out, char *why,

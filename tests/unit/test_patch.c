@@ -273,7 +273,10 @@ static void test_refusals_change_nothing(void **state)
     uint8_t before[16];
     memcpy(before, (void *)target_add, sizeof before);
 
-    struct hp_patch_target short_target = {"tiny", (void *)target_add, 4 + 4};
+    /* A size too small for the jump, on a function never patched (a recorded function was
+     * proven when first patched, with its symbol's size): the bytes after it are code, not
+     * padding. */
+    struct hp_patch_target short_target = {"tiny", (void *)repl_near_2, 4 + 4};
     struct hp_patch_origin o = {"t", "repl_near_1", (void *)repl_near_1};
     assert_int_equal(hp_patch_upgrade(&short_target, &o, why, sizeof why), -EINVAL);
     assert_non_null(strstr(why, "too short"));

@@ -35,13 +35,40 @@ bool hp_arch_indirect_reaches(const void *at, const void *cell);
 void *hp_arch_indirect_cell(const uint8_t *code, const void *at);
 /* Encodes a relay slot at `slot` whose jump reads its destination from the 8 bytes at cell. */
 void hp_arch_encode_relay(uint8_t *code, const void *slot, const void *cell);
+/* ---- x86_64_decode.c: what code may branch to ---------------------------------------------- */
+
 /*
  * Decodes the function [entry, entry+size) and refuses (-EINVAL, one-line reason) when a
  * relative branch of it targets a byte strictly inside the instructions that `len` bytes
- * written at `site` would overwrite, or when the body cannot be decoded. 0 when safe.
+ * written at `site` would overwrite, or when the body cannot be decoded. A function shorter
+ * than site+len must end in an instruction that never falls through and be followed, up to
+ * `limit` (the next symbol or the end of its section), by alignment padding (nop forms, int3)
+ * covering the jump. 0 when safe, with *cut_end the end of the last instruction the jump
+ * touches (a branch anywhere else into [site+1, cut_end) is unsafe too).
  */
-int hp_arch_check_branches(const char *name, const uint8_t *entry, size_t size,
-                           const uint8_t *site, size_t len, char *why, size_t why_cap);
+int hp_arch_check_function(const char *name, const uint8_t *entry, size_t size,
+                           const uint8_t *site, size_t len, const uint8_t *limit,
+                           uintptr_t *cut_end, char *why, size_t why_cap);
+
+/* What a sweep reports for an instruction at `from`. */
+enum hp_code_ref {
+    HP_REF_BRANCH,          /* a direct jmp, jcc, call, loop, jrcxz or xbegin to `to` */
+    HP_REF_LEA,             /* a RIP-relative lea computing `to` (a code or table address) */
+    HP_REF_RIP,             /* another RIP-relative memory operand: data at `to` is used */
+    HP_REF_IMM,             /* an immediate operand `to` (an absolute address in non-PIC code) */
+    HP_REF_ABS_TABLE,       /* jmp *to(,%reg,8): a table of absolute addresses at `to` */
+    HP_REF_INDIRECT,        /* an indirect jmp (through a register or memory) */
+    HP_REF_UNDECODABLE,     /* a byte that starts no instruction the decoder knows */
+};
+typedef void (*hp_code_visitor)(void *ctx, enum hp_code_ref kind, uintptr_t from, uintptr_t to);
+/*
+ * Decodes [code, code+len), located at address `at`, linearly, calling visit for what each
+ * instruction names. After a byte that starts no instruction it steps one byte and also
+ * decodes every offset of the next 64 bytes for branches (code after data may start
+ * anywhere). Returns the number of undecodable bytes, or -errno with why.
+ */
+long hp_arch_sweep(const uint8_t *code, size_t len, uintptr_t at, hp_code_visitor visit,
+                   void *ctx, char *why, size_t why_cap);
 
 /* Registers for membarrier SYNC_CORE; 0 or -errno with a reason. Idempotent. */
 int hp_arch_text_init(char *why, size_t why_cap);
