@@ -144,14 +144,24 @@ int proc_cmdline(long pid, char *buf, size_t cap, size_t *len)
     return 0;
 }
 
-bool proc_root_is_ours(long pid)
+/* Whether /proc/PID/WHAT and /proc/self/WHAT are the same object; true when either cannot be
+ * looked at. */
+static bool same_as_ours(long pid, const char *what)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%ld/root", pid);
+    char theirs_path[64], ours_path[64];
+    snprintf(theirs_path, sizeof theirs_path, "/proc/%ld/%s", pid, what);
+    snprintf(ours_path, sizeof ours_path, "/proc/self/%s", what);
     struct stat theirs, ours;
-    if (stat(path, &theirs) != 0 || stat("/proc/self/root", &ours) != 0)
+    if (stat(theirs_path, &theirs) != 0 || stat(ours_path, &ours) != 0)
         return true;
     return theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino;
+}
+
+bool proc_root_is_ours(long pid)
+{
+    /* Another mount namespace may show the same root directory with other mounts on it (a
+     * tmpfs of its own on /tmp): its paths are ours only when the namespace is too. */
+    return same_as_ours(pid, "root") && same_as_ours(pid, "ns/mnt");
 }
 
 /* ---- the sockets a process holds -------------------------------------------------------------- */

@@ -38,8 +38,8 @@ int proc_status(long pid, struct proc_status *out);
  * for a kernel thread or a zombie. */
 int proc_cmdline(long pid, char *buf, size_t cap, size_t *len);
 
-/* Whether the process's root directory (/proc/PID/root) is ours; false when it differs, as
- * for a process in a container (another mount namespace) or a chroot. An error reads as
+/* Whether the process sees paths as we do: the same root directory (/proc/PID/root) in the
+ * same mount namespace; false for a process in a container or a chroot. An error reads as
  * "ours": the reads that follow then fail with their own reason. */
 bool proc_root_is_ours(long pid);
 

@@ -189,8 +189,11 @@ static bool read_status(const char *reply, struct status_fields *f)
 static char *failure_text(int status, const char *out, const char *err)
 {
     char *error = NULL;
-    if (status != 2 && json_member_string(out, "error", &error) == 0)
+    if (status != 2 && (json_member_string(out, "error", &error) == 0 ||
+                        json_member_string(out, "text", &error) == 0)) {
+        error[strcspn(error, "\n")] = '\0';
         return error;
+    }
     if (strncmp(err, "hotpatch: ", 10) == 0)
         err += 10;
     size_t n = strcspn(err, "\n");
