@@ -1,5 +1,6 @@
 /*
- * json.c — a small validating reader for the top-level members of one JSON object.
+ * json.c — a small validating reader for the top-level members of one JSON object, and the
+ * string writer for the lines the client makes itself (ps --json, an unreached target).
  * See json.h. Recursive descent over the text; nesting is bounded so hostile input cannot
  * exhaust the stack.
  */
