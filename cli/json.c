@@ -1,12 +1,15 @@
 /*
- * json.c — a small validating reader for the top-level members of one JSON object.
+ * json.c — a small validating reader for the top-level members of one JSON object, and the
+ * string writer for the lines the client makes itself (ps --json, an unreached target).
  * See json.h. Recursive descent over the text; nesting is bounded so hostile input cannot
  * exhaust the stack.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
+#include "terminal.h"
 
 #define MAX_DEPTH 64
 
@@ -262,4 +265,57 @@ int json_member_string_with_length(const char *json, const char *key, char **out
     if (rc != 0)
         return rc;
     return read_string(&r, out, len) ? 0 : -1;
+}
+
+int json_member_integer(const char *json, const char *key, long long *out)
+{
+    struct reader r = {json};
+    int rc = find_member(&r, key);
+    if (rc != 0)
+        return rc;
+    const char *start = r.p;
+    if (*r.p == '-')
+        r.p++;
+    if (*r.p < '0' || *r.p > '9')
+        return -1;
+    while (*r.p >= '0' && *r.p <= '9')
+        r.p++;
+    if (*r.p == '.' || *r.p == 'e' || *r.p == 'E')
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(start, &end, 10);
+    if (errno || end != r.p)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* ---- writing --------------------------------------------------------------------------------- */
+
+void json_write_string(FILE *out, const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    fputc('"', out);
+    for (size_t i = 0; i < len;) {
+        unsigned char c = u[i];
+        if (c == '"' || c == '\\') {
+            fprintf(out, "\\%c", c);
+            i++;
+        } else if (c < 0x20 || c == 0x7F) {
+            fprintf(out, "\\u%04x", c);
+            i++;
+        } else if (c < 0x80) {
+            fputc(c, out);
+            i++;
+        } else {
+            size_t n = utf8_sequence_length(u + i, len - i);
+            if (n)
+                fwrite(u + i, 1, n, out);
+            else
+                fputs("\\ufffd", out);
+            i += n ? n : 1;
+        }
+    }
+    fputc('"', out);
 }

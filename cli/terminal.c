@@ -5,11 +5,12 @@
  * U+10FFFF. A byte that does not start a valid sequence is escaped alone and the next byte is
  * looked at afresh, so every byte of a broken sequence shows as \xNN.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "terminal.h"
 
-/* The length of the valid UTF-8 sequence of two or more bytes at s (n bytes available), or
- * 0 when s does not start one. */
-static size_t utf8_sequence_length(const unsigned char *s, size_t n)
+size_t utf8_sequence_length(const unsigned char *s, size_t n)
 {
     unsigned char lead = s[0];
     size_t len;
@@ -78,4 +79,22 @@ void write_escaped(FILE *out, const char *text, size_t len, bool whole_value)
             fwrite(s + i, 1, n, out);
         i += n ? n : 1;
     }
+}
+
+char *escape_cell(const char *text, size_t len)
+{
+    char *out = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&out, &size);
+    if (!f)
+        return NULL;
+    bool final_newline = len && text[len - 1] == '\n';
+    write_escaped(f, text, final_newline ? len - 1 : len, true);
+    if (final_newline)
+        fputs("\\n", f);
+    if (fclose(f) != 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }

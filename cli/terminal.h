@@ -22,4 +22,14 @@
  * line of output. */
 void write_escaped(FILE *out, const char *text, size_t len, bool whole_value);
 
+/* The length of the valid UTF-8 sequence of two or more bytes at s (n bytes available), or
+ * 0 when s does not start one (RFC 3629: no overlong forms, surrogates or code points above
+ * U+10FFFF). */
+size_t utf8_sequence_length(const unsigned char *s, size_t n);
+
+/* The text of a table cell from a process (its command line, a socket path): escaped as
+ * write_escaped does for a whole value, every newline included, so one cell is one line.
+ * malloc'd; NULL when out of memory. */
+char *escape_cell(const char *text, size_t len);
+
 #endif

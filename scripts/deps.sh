@@ -14,7 +14,8 @@ packages=(
   libelf-dev               # ELF symbol tables for function patching
   libcapstone-dev          # x86-64 decoder: no branch may land inside a patched jump
   rocksdb-tools            # db_bench: a third-party prebuilt program using Debian's gflags
-  util-linux               # setpriv, for the other-user tests
+  util-linux               # setpriv for the other-user tests; unshare for the container tests
+  ansible-core             # the example playbook (examples/ansible) is run against localhost
 )
 
 # Two unprivileged users for the tests that attack the agent as another local user

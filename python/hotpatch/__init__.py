@@ -12,6 +12,10 @@ Scripts use :class:`Client`, which keeps one session connection open for many re
         except hotpatch.RefusedError as e:
             print("refused:", e.message)
 
+Many processes at once: ``hotpatch.Fleet(pgrep="my_server").call("gflags", "set", "v", 1)``
+returns how each answered (``.exit_code`` as the CLI's); ``hotpatch.list_agents()`` lists every
+agent as ``hotpatch ps --json`` does, and ``hotpatch.prune()`` removes stale socket files.
+
 The command line is ``python3 -m hotpatch -p PID COMMAND...`` (or the ``hotpatch`` console
 script after ``pip install``), identical in options, output and exit codes to the C client.
 The protocol is described in the project's docs/protocol.md.
@@ -35,10 +39,18 @@ __version__ = "0.1.0"
 PROTOCOL_VERSION = 1
 
 from .client import Client, Reply, build_request, quote_word, socket_path_for_pid  # noqa: E402
+from .discovery import list_agents  # noqa: E402
+from .fleet import Fleet, FleetResult, TargetResult  # noqa: E402
+from .stale import prune  # noqa: E402
 
 __all__ = [
     "Client",
     "Reply",
+    "Fleet",
+    "FleetResult",
+    "TargetResult",
+    "list_agents",
+    "prune",
     "Error",
     "UsageError",
     "LibraryOpenError",

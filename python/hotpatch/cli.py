@@ -27,7 +27,11 @@ import signal
 import sys
 from typing import BinaryIO, Optional, Sequence
 
-from . import __version__, creply, errors, terminal, verify
+from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
+
+from . import __version__, creply, discovery, errors, fleet, helpdata, stale, targets, terminal, \
+    verify
 from .client import exchange_once, open_library, prepare_request
 
 EXIT_OK = 0
@@ -35,21 +39,39 @@ EXIT_REFUSED = 1
 EXIT_TROUBLE = 2
 
 USAGE = (
-    "usage: hotpatch [-p PID | -s SOCKET] [--json] [--raw] [--timeout MS] [--trust-peer UID]\n"
-    "                COMMAND [ARG...]\n"
+    "usage: hotpatch [-p PID[,PID...] | --pgrep PATTERN | --all | -s SOCKET] [--json] [--raw]\n"
+    "                [--timeout MS] [--jobs N] [--trust-peer UID] COMMAND [ARG...]\n"
+    "       hotpatch ps [--json] [--prune]\n"
+    "       hotpatch help [FAMILY]\n"
     "\n"
-    "Talks to the hotpatch agent inside a running process.\n"
+    "Talks to the hotpatch agent inside running processes.\n"
     "\n"
     "  -p, --pid PID       the process; its agent is the listening socket it holds at its\n"
     "                      HOTPATCH_SOCKET (%p = pid), /tmp/PID.socket or\n"
-    "                      /tmp/hotpatch-PID.*/socket, checked to be served by PID\n"
+    "                      /tmp/hotpatch-PID.*/socket, checked to be served by PID (a\n"
+    "                      process in a container: through /proc/PID/root, by the pid it\n"
+    "                      has there); PID,PID... or -p again name more processes\n"
+    "  --pgrep PATTERN     every process whose command line matches PATTERN (an extended\n"
+    "                      regular expression, as pgrep -f), but this client and its parents\n"
+    "  --all               every process that has an agent (what 'hotpatch ps' lists)\n"
     "  -s, --socket PATH   talk to the agent socket at PATH (served by root or by you)\n"
     "  --trust-peer UID    with -s: also accept a server running as UID (number or name)\n"
-    "  -j, --json          print the agent's JSON reply (one line)\n"
+    "  -j, --json          print the agent's JSON reply (one line; a \"pid\" member is added\n"
+    "                      for a process, and one that cannot be reached gets a line too)\n"
     "  --raw               print the agent's text as sent even to a terminal, where control\n"
     "                      characters are otherwise shown escaped (\\e, \\x07, \\u009b)\n"
     "  -t, --timeout MS    give up after MS milliseconds (default 10000)\n"
+    "  --jobs N            talk to at most N processes at once (default %d, at most %d)\n"
     "  -h, --help          this text;  -V, --version  the client's version\n"
+    "\n"
+    "With more than one process the command runs on all of them in parallel, and each line\n"
+    "of plain output (stdout and stderr) starts with \"PID: \".\n"
+    "\n"
+    "  ps                  the processes that have an agent: pid, user, how the agent was\n"
+    "                      started, uptime, changes, patched functions, version, socket,\n"
+    "                      command (--json: one object per line)\n"
+    "  ps --prune          remove the stale socket files you own in /tmp (nothing listens)\n"
+    "  help [FAMILY]       without -p or -s: the agent's command list, from this build\n"
     "\n"
     "Commands (the agent's 'help' lists all of them):\n"
     "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
@@ -60,9 +82,10 @@ USAGE = (
     "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
     "  status | history | diff | help [FAMILY] | version\n"
     "\n"
-    "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.\n"
-    "Example: hotpatch -p 1234 var set age 42\n"
-)
+    "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable; with\n"
+    "several processes: 2 when any was unreachable or none matched, else 1 when any refused.\n"
+    "Example: hotpatch -p 1234 var set age 42;  hotpatch --pgrep my_server gflags set v 1\n"
+).replace("%d", "8", 1).replace("%d", "64", 1)
 
 # (long name, short letter or None, takes an argument) — the C client's option table, in its
 # order (the order shows in the "ambiguous" message of a long-option prefix such as --t).
@@ -75,6 +98,10 @@ _OPTIONS = (
     (b"version", b"V", False),
     (b"raw", None, False),
     (b"trust-peer", None, True),
+    (b"pgrep", None, True),
+    (b"all", None, False),
+    (b"jobs", None, True),
+    (b"prune", None, False),
 )
 
 
@@ -238,7 +265,11 @@ class _Options:
     """What the command line asked for."""
 
     def __init__(self) -> None:
-        self.pid: Optional[int] = None
+        self.pids: list[int] = []          # -p, in the order given
+        self.pgrep: Optional[bytes] = None
+        self.all = False
+        self.jobs = fleet.JOBS_DEFAULT
+        self.prune = False
         self.socket_path: Optional[bytes] = None
         self.as_json = False
         self.raw = False
@@ -247,17 +278,37 @@ class _Options:
         self.words: list[bytes] = []
 
 
-def _parse_options(prog: bytes, args: Sequence[bytes], io: _Output) -> _Options:
-    o = _Options()
+    def names_processes(self) -> bool:
+        return bool(self.pids) or self.pgrep is not None or self.all
+
+
+def _parse_options(prog: bytes, args: Sequence[bytes], io: _Output,
+                   o: Optional[_Options] = None) -> tuple[_Options, int]:
+    """Parses options into ``o`` (a new one by default); returns it and the index of the first
+    word that is not an option."""
+    o = o or _Options()
     getopt = _Getopt(prog, args, io)
     while (opt := getopt.next()) is not None:
         letter, value = opt
         if letter == "p":
             assert value is not None
-            o.pid = _parse_long(value, 1, 2**31 - 1)
-            if o.pid is None:
-                raise io.fail(f"invalid pid '{os.fsdecode(value)}': expected a process id such "
-                              "as 1234")
+            try:
+                targets.parse_pid_argument(value, o.pids)
+            except errors.UsageError as e:
+                raise io.fail(e.message) from None
+        elif letter == "pgrep":
+            o.pgrep = value
+        elif letter == "all":
+            o.all = True
+        elif letter == "prune":
+            o.prune = True
+        elif letter == "jobs":
+            assert value is not None
+            jobs = _parse_long(value, 1, fleet.JOBS_LIMIT)
+            if jobs is None:
+                raise io.fail(f"invalid --jobs '{os.fsdecode(value)}': expected a number from "
+                              f"1 to {fleet.JOBS_LIMIT}")
+            o.jobs = jobs
         elif letter == "s":
             o.socket_path = value
         elif letter == "j":
@@ -288,7 +339,7 @@ def _parse_options(prog: bytes, args: Sequence[bytes], io: _Output) -> _Options:
             io.err.write(USAGE.encode())
             raise _Stop(EXIT_TROUBLE)
     o.words = list(args[getopt.index:])
-    return o
+    return o, getopt.index
 
 
 def _report(io: _Output, error: errors.Error) -> int:
@@ -302,17 +353,23 @@ def _report(io: _Output, error: errors.Error) -> int:
     return error.exit_code
 
 
-def _exchange(o: _Options, line: bytes, library: Optional[bytes]) -> bytes:
-    """One request to the verified agent, the library of ``lib load`` attached as an open
-    descriptor (opened before connecting: a file that cannot be opened sends nothing)."""
-    fd = open_library(library) if library is not None else None
-    try:
-        path = os.fsdecode(o.socket_path) if o.socket_path is not None else None
-        return exchange_once(path, line, o.pid, o.timeout_ms / 1000,
-                             trust_peer=o.trust_peer, fd=fd)
-    finally:
-        if fd is not None:
-            os.close(fd)
+def _unreached(pid: int, message: str) -> bytes:
+    """With --json, the line of a process that gave no reply: why, and its pid."""
+    why = os.fsencode(message).split(b"\n", 1)[0]
+    return b'{"ok":false,"reached":false,"error":' + creply.write_string(why) + b',"pid":%d}\n' % pid
+
+
+def _with_pid(reply: bytes, pid: int) -> bytes:
+    """The reply with ``"pid":PID`` added last, before its closing brace (a JSON reader that
+    keeps the last of two members of one name, as most do, then reads the client's)."""
+    close = reply.rfind(b"}")
+    if close < 0:
+        return reply
+    before = close
+    while before > 0 and reply[before - 1] in b" \t\r\n":
+        before -= 1
+    empty = before > 0 and reply[before - 1] == ord("{")
+    return reply[:close] + (b"" if empty else b",") + b'"pid":%d' % pid + reply[close:]
 
 
 def _print_text(io: _Output, o: _Options, ok: bool, text: bytes, reply: bytes) -> None:
@@ -328,32 +385,160 @@ def _print_text(io: _Output, o: _Options, ok: bool, text: bytes, reply: bytes) -
         stream.write(creply.as_c_string(text))
 
 
-def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
-    o = _parse_options(prog, args, io)
-    if (o.pid is None) == (o.socket_path is None):
-        io.err.write(b"hotpatch: give exactly one of -p PID or -s SOCKET\n")
-        io.err.write(USAGE.encode())
-        return EXIT_TROUBLE
-    if not o.words or (o.words[0] == b"json" and len(o.words) == 1):
-        io.err.write(USAGE.encode())
-        return EXIT_TROUBLE
+def _one(io: _Output, o: _Options, as_json: bool, line: bytes, fd: Optional[int],
+         pid: Optional[int]) -> int:
+    """One request to one target (a process, or the socket of -s), printed as the C client's
+    exchange() prints it; the exit status."""
+    path = os.fsdecode(o.socket_path) if o.socket_path is not None else None
     try:
-        request = prepare_request(o.words)
-        raw = _exchange(o, request.line, request.library)
+        raw = exchange_once(path, line, pid, o.timeout_ms / 1000, trust_peer=o.trust_peer,
+                            fd=fd)
     except errors.Error as e:
-        return _report(io, e)
+        code = _report(io, e)
+        if as_json and pid and code == EXIT_TROUBLE:
+            io.out.write(_unreached(pid, e.message))
+        return code
     # Read as the C client reads it (hotpatch.creply): a C string, ok and text looked up
     # member by member; anything else in the reply is not checked.
     reply = creply.as_c_string(raw)
     ok, text = creply.member_bool(reply, b"ok"), creply.member_string(reply, b"text")
     if ok is None or text is None:
-        io.err.write(b"hotpatch: the agent's reply is not valid: " + reply[:200] + b"\n")
+        message = b"the agent's reply is not valid: " + reply[:200]
+        io.err.write(b"hotpatch: " + message + b"\n")
+        if as_json and pid:
+            io.out.write(_unreached(pid, os.fsdecode(message)))
         return EXIT_TROUBLE
-    if o.as_json or request.json_word:
-        io.out.write(reply)
+    if as_json:
+        io.out.write(_with_pid(reply, pid) if pid else reply)
     else:
         _print_text(io, o, ok, text, reply)
     return EXIT_OK if ok else EXIT_REFUSED
+
+
+def _capture(io: _Output) -> _Output:
+    """Output kept in memory for one of many targets, escaped as the real output would be."""
+    captured = _Output(BytesIO(), BytesIO())
+    captured.out_tty, captured.err_tty = io.out_tty, io.err_tty
+    return captured
+
+
+def _many(io: _Output, o: _Options, as_json: bool, line: bytes, fd: Optional[int],
+          pids: list[int]) -> int:
+    """The request on every process, at most --jobs at once; each one's output in pid-list
+    order, every line "PID: " first (but the JSON lines, whose "pid" says whose they are)."""
+    def run(pid: int) -> tuple[int, bytes, bytes]:
+        captured = _capture(io)
+        code = _one(captured, o, as_json, line, fd, pid)
+        assert captured.out.stream is not None and captured.err.stream is not None
+        return code, captured.out.stream.getvalue(), captured.err.stream.getvalue()
+
+    status = EXIT_OK
+    with ThreadPoolExecutor(max_workers=min(o.jobs, len(pids))) as pool:
+        for pid, (code, out, err) in zip(pids, pool.map(run, pids)):
+            io.out.write(out if as_json else discovery.prefixed(pid, out))
+            io.err.write(discovery.prefixed(pid, err))
+            status = fleet.combine_status(status, code)
+    return status
+
+
+def _command(io: _Output, o: _Options) -> int:
+    if o.names_processes() == (o.socket_path is not None):
+        io.err.write(b"hotpatch: give exactly one of -p PID (or --pgrep, --all) or -s SOCKET\n")
+        io.err.write(USAGE.encode())
+        return EXIT_TROUBLE
+    if o.prune:
+        raise io.fail("--prune goes with ps: hotpatch ps --prune")
+    if not o.words or (o.words[0] == b"json" and len(o.words) == 1):
+        io.err.write(USAGE.encode())
+        return EXIT_TROUBLE
+    try:
+        request = prepare_request(o.words)
+        as_json = o.as_json or request.json_word
+        fd = open_library(request.library) if request.library is not None else None
+    except errors.Error as e:
+        return _report(io, e)
+    try:
+        if o.socket_path is not None:
+            return _one(io, o, as_json, request.line, fd, None)
+        try:
+            pids = targets.select_targets(o.pids, o.pgrep, o.all)
+        except errors.Error as e:
+            return _report(io, e)
+        if not pids:
+            raise io.fail(f"no process matches --pgrep '{os.fsdecode(o.pgrep)}'"
+                          if o.pgrep is not None else "no process has an agent")
+        if len(pids) == 1:
+            return _one(io, o, as_json, request.line, fd, pids[0])
+        return _many(io, o, as_json, request.line, fd, pids)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _ps(prog: bytes, words: Sequence[bytes], io: _Output, o: _Options) -> int:
+    """``hotpatch ps [OPTIONS]``: its options may follow the word too."""
+    o, index = _parse_options(prog, words[1:], io, o)
+    if index < len(words) - 1:
+        raise io.fail(f"ps takes no arguments, not '{os.fsdecode(words[1 + index])}'")
+    if o.names_processes() or o.socket_path is not None:
+        raise io.fail("ps lists every agent: it takes no -p, --pgrep, --all or -s")
+    if o.prune:
+        return _prune(io, o)
+    try:
+        agents = discovery.find_agents()
+    except errors.Error as e:
+        return _report(io, e)
+    rows = discovery.ask_all(agents, o.jobs, o.timeout_ms / 1000)
+    for row in rows:
+        io.err.write(row.stderr)
+    if o.as_json:
+        io.out.write(b"".join(row.json + b"\n" for row in rows))
+    else:
+        io.out.write(discovery.table(rows))
+    return EXIT_OK if all(row.ok for row in rows) else EXIT_TROUBLE
+
+
+def _prune(io: _Output, o: _Options) -> int:
+    failed = []
+
+    def fail(message: str) -> None:
+        failed.append(message)
+        io.err.write(b"hotpatch: " + os.fsencode(message) + b"\n")
+
+    def report(path: bytes, directory: Optional[bytes]) -> None:
+        io.out.write(stale.removal_line(path, directory, o.as_json))
+
+    try:
+        stale.prune(report, fail)
+    except OSError as e:
+        raise io.fail(f"cannot read /tmp: {os.strerror(e.errno or 0)}") from None
+    return EXIT_TROUBLE if failed else EXIT_OK
+
+
+def _help(words: Sequence[bytes], io: _Output, o: _Options) -> int:
+    """``hotpatch help [FAMILY]`` without an agent: the agent's own answer, from this build."""
+    if len(words) > 2:
+        raise io.fail("too many arguments: usage: hotpatch help [FAMILY]")
+    family = os.fsdecode(words[1]) if len(words) == 2 else None
+    try:
+        entry = helpdata.help_entry(family)
+    except (OSError, ValueError, KeyError) as e:
+        raise io.fail(str(e)) from None
+    if entry is None:
+        raise io.fail(f"no commands in family '{family or ''}'; 'hotpatch help' lists them all")
+    io.out.write((entry["json"] if o.as_json else entry["text"]).encode("utf-8",
+                                                                          "surrogateescape"))
+    return EXIT_OK
+
+
+def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
+    o, _ = _parse_options(prog, args, io)
+    bare = not o.names_processes() and o.socket_path is None and bool(o.words)
+    if bare and o.words[0] == b"ps":
+        return _ps(prog, o.words, io, o)
+    if bare and o.words[0] == b"help" and not o.prune:
+        return _help(o.words, io, o)
+    return _command(io, o)
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:

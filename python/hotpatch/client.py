@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
-from . import errors, verify
+from . import errors, stale, verify
 
 __all__ = [
     "Client",
@@ -229,9 +229,22 @@ def _unreachable(path: str, pid: Optional[int], err: int) -> errors.UnreachableE
         hint = f"no process {pid} is running"
     elif err in (errno_mod.EACCES, errno_mod.EPERM):
         hint = "run as root or as the user that owns the process"
+    elif err == errno_mod.ECONNREFUSED and not pid and stale.is_stale_socket_file(path):
+        hint = _stale_hint(path)
     else:
         hint = verify.startup_hint()
     return errors.UnreachableError(message, path, [hint], err)
+
+
+def _stale_hint(path: str) -> str:
+    """What a refused socket file nothing listens on is, as the C client's explain_stale()
+    says it: a standard name of a dead pid, or just a stale file."""
+    raw = os.fsencode(path)
+    digits = raw[5:len(raw) - 7] if raw.startswith(b"/tmp/") and raw.endswith(b".socket") else b""
+    if (digits and len(digits) <= 9 and digits.isdigit() and int(digits)
+            and not _process_exists(int(digits))):
+        return f"process {int(digits)} is not running (stale socket file {path})"
+    return f"{path} is a stale socket file (nothing listens on it)"
 
 
 def _set_timeouts(sock: socket.socket, timeout: Optional[float]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["as_c_string", "member_bool", "member_string"]
+__all__ = ["as_c_string", "member_bool", "member_integer", "member_string", "write_string"]
 
 #: Nesting deeper than this is malformed (json.c's MAX_DEPTH).
 _MAX_DEPTH = 64
@@ -219,3 +219,77 @@ def member_string(reply: bytes, key: bytes) -> Optional[bytes]:
     if r.find_member(key) != FOUND:
         return None
     return r.read_string(True)
+
+
+def member_integer(reply: bytes, key: bytes) -> Optional[int]:
+    """json_member_integer(): the top-level member ``key`` when it is a whole number (an
+    optional minus, digits, no fraction or exponent) within a C ``long long``, else None."""
+    r = _Reader(as_c_string(reply))
+    if r.find_member(key) != FOUND:
+        return None
+    start = r.p
+    if r.at(r.p) == ord("-"):
+        r.p += 1
+    digits = r.p
+    while r.at(r.p) and chr(r.at(r.p)).isdigit() and r.at(r.p) < 0x80:
+        r.p += 1
+    if r.p == digits or r.at(r.p) in (ord("."), ord("e"), ord("E")):
+        return None
+    value = int(r.s[start:r.p])
+    if not -(1 << 63) <= value < (1 << 63):
+        return None
+    return value
+
+
+def _utf8_sequence_length(s: bytes, i: int) -> int:
+    """cli/terminal.c's utf8_sequence_length(): the length of the valid UTF-8 sequence of two
+    or more bytes at s[i], or 0 (RFC 3629: no overlong forms, surrogates, nor above U+10FFFF)."""
+    lead = s[i]
+    low, high = 0x80, 0xBF
+    if 0xC2 <= lead <= 0xDF:
+        n = 2
+    elif 0xE0 <= lead <= 0xEF:
+        n = 3
+    elif 0xF0 <= lead <= 0xF4:
+        n = 4
+    else:
+        return 0
+    if lead == 0xE0:
+        low = 0xA0
+    elif lead == 0xED:
+        high = 0x9F
+    elif lead == 0xF0:
+        low = 0x90
+    elif lead == 0xF4:
+        high = 0x8F
+    if len(s) - i < n or not low <= s[i + 1] <= high:
+        return 0
+    if any(not 0x80 <= s[i + k] <= 0xBF for k in range(2, n)):
+        return 0
+    return n
+
+
+def write_string(data: bytes) -> bytes:
+    """json.c's json_write_string(): ``data`` as a JSON string, as the C client writes the
+    strings of the lines it makes itself (``ps --json``, a target it could not reach): ``"``
+    and ``\\`` escaped, bytes below 0x20 and 0x7F as ``\\u00XX``, valid UTF-8 as it is, and
+    each byte that is not valid UTF-8 as ``\\ufffd``."""
+    out = bytearray(b'"')
+    i = 0
+    while i < len(data):
+        c = data[i]
+        if c in (0x22, 0x5C):
+            out += b"\\" + bytes([c])
+            i += 1
+        elif c < 0x20 or c == 0x7F:
+            out += b"\\u%04x" % c
+            i += 1
+        elif c < 0x80:
+            out.append(c)
+            i += 1
+        else:
+            n = _utf8_sequence_length(data, i)
+            out += data[i:i + n] if n else b"\\ufffd"
+            i += n or 1
+    out += b'"'
+    return bytes(out)

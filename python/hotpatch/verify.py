@@ -84,6 +84,17 @@ class Process:
     pid: int
     start_time: int
     uid: int
+    #: The pid the process knows itself by, in its own pid namespace (last of NSpid), which
+    #: its agent names its sockets with; 0 means the same as ``pid``.
+    ns_pid: int = 0
+    #: "" when the process sees paths as we do, else "/proc/PID/root": a process in another
+    #: mount namespace (a container) or a chroot, whose socket is reached through it.
+    root: str = ""
+
+    @property
+    def own_pid(self) -> int:
+        """The pid in the process's own namespace."""
+        return self.ns_pid or self.pid
 
 
 # ---- reading /proc, bounded -----------------------------------------------------------------------
@@ -175,6 +186,10 @@ def real_uid(pid: int) -> int:
     """The first number of the ``Uid:`` line of /proc/PID/status (the real uid). Raises
     OSError (``EINVAL`` when there is no such line or number)."""
     status = _read_bounded(f"/proc/{pid}/status", _STATUS_LIMIT).split(b"\0", 1)[0]
+    return _uid_of_status(status)
+
+
+def _uid_of_status(status: bytes) -> int:
     if status.startswith(b"Uid:"):
         at = 4
     else:
@@ -186,19 +201,85 @@ def real_uid(pid: int) -> int:
     return parsed[0]
 
 
-def read_process(pid: int) -> Process:
-    """The start time and real uid of ``pid``, read before connecting. Raises
-    :class:`UnreachableError` (``no process PID is running``) when there is none, or
-    :class:`VerificationError` when its stat or status cannot be read."""
+def status_ids(pid: int) -> tuple[int, int, int]:
+    """(real uid, pid in its own namespace, parent pid) from /proc/PID/status, read as the C
+    client's proc_status() reads them: the namespace pid is the last number of ``NSpid:``
+    (the pid itself when the kernel has no such line), the parent the number after ``PPid:``.
+    Raises OSError."""
+    status = _read_bounded(f"/proc/{pid}/status", _STATUS_LIMIT).split(b"\0", 1)[0]
+    uid = _uid_of_status(status)
+    ns_pid = -1
+    line = _status_line(status, b"NSpid:")
+    if line is not None:
+        for word in line.split(b"\n", 1)[0].split():
+            parsed = _strtoul(word, 0, 10)
+            if parsed is None or parsed[1] != len(word):
+                break
+            if 0 < parsed[0] < (1 << 63):
+                ns_pid = parsed[0]
+    ppid_line = _status_line(status, b"PPid:")
+    ppid = 0
+    if ppid_line is not None:
+        parsed = _strtoul(ppid_line, 0, 10)
+        ppid = parsed[0] if parsed is not None else 0
+    return uid, ns_pid if ns_pid > 0 else pid, ppid
+
+
+def _status_line(status: bytes, key: bytes) -> Optional[bytes]:
+    """What follows ``key`` on the line of /proc/PID/status that starts with it, to the end."""
+    if status.startswith(key):
+        return status[len(key):]
+    at = status.find(b"\n" + key)
+    return status[at + 1 + len(key):] if at >= 0 else None
+
+
+def _same_as_ours(pid: int, what: str) -> bool:
+    try:
+        theirs, ours = os.stat(f"/proc/{pid}/{what}"), os.stat(f"/proc/self/{what}")
+    except OSError:
+        return True
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def root_is_ours(pid: int) -> bool:
+    """Whether ``pid`` sees paths as we do: the same root directory in the same mount
+    namespace (another namespace may show the same root with other mounts on it, such as a
+    tmpfs of its own on /tmp). An error reads as "ours"."""
+    return _same_as_ours(pid, "root") and _same_as_ours(pid, "ns/mnt")
+
+
+def identify(pid: int) -> Process:
+    """The identity of ``pid`` without a word: raises ``(file, OSError)`` as
+    :class:`_Unreadable`."""
     try:
         started = start_time(pid)
     except OSError as e:
-        raise _unreadable(pid, "stat", _errno(e)) from None
+        raise _Unreadable("stat", e) from None
     try:
-        uid = real_uid(pid)
+        uid, ns_pid, _ = status_ids(pid)
     except OSError as e:
-        raise _unreadable(pid, "status", _errno(e)) from None
-    return Process(pid, started, uid)
+        raise _Unreadable("status", e) from None
+    root = "" if root_is_ours(pid) else f"/proc/{pid}/root"
+    return Process(pid, started, uid, ns_pid, root)
+
+
+def read_process(pid: int) -> Process:
+    """The start time, real uid, namespace pid and root of ``pid``, read before connecting.
+    Raises :class:`UnreachableError` (``no process PID is running``, or ``process PID is not
+    running (stale socket file PATH)`` when it left one) when there is none, or
+    :class:`VerificationError` when its stat or status cannot be read."""
+    try:
+        return identify(pid)
+    except _Unreadable as e:
+        err = _errno(e.error)
+        if err in (errno_mod.ENOENT, errno_mod.ESRCH):
+            from . import stale  # stale reads /proc through this module
+            found = stale.find_stale_socket_of_pid(pid)
+            if found is not None:
+                raise errors.UnreachableError(
+                    f"process {pid} is not running (stale socket file {os.fsdecode(found)})"
+                ) from None
+        raise _unreadable(pid, e.what, err) from None
 
 
 def socket_inodes(pid: int) -> frozenset[int]:
@@ -228,7 +309,7 @@ def _net_unix_lines(pid: int) -> Iterator[bytes]:
     newline, read one bounded line at a time: the table may be large, and only a few entries
     are kept. A line longer than the bound is skipped whole. Raises OSError when the file
     cannot be opened."""
-    with open(f"/proc/{pid}/net/unix", "rb") as f:
+    with open(f"/proc/{pid or 'self'}/net/unix", "rb") as f:
         for _ in range(_UNIX_LINES_LIMIT):
             while True:
                 line = f.readline(_NET_UNIX_LINE + 1)
@@ -244,10 +325,10 @@ def _net_unix_lines(pid: int) -> Iterator[bytes]:
             yield line
 
 
-def _parse_listener(line: bytes) -> Optional[tuple[int, bytes]]:
-    """One line of /proc/PID/net/unix (unix(7)), as the C client's parse_listener() reads it:
-    "Num: RefCount Protocol Flags Type St Inode Path". (inode, path) when it is a listening
-    socket bound to a path, else None."""
+def _parse_unix_line(line: bytes) -> Optional[tuple[int, bool, bytes]]:
+    """One line of /proc/PID/net/unix (unix(7)), as the C client's parse_unix_line() reads it:
+    "Num: RefCount Protocol Flags Type St Inode Path". (inode, listening, path) when the socket
+    is bound to a path, else None."""
     line = line.split(b"\0", 1)[0]
     p = line.find(b":")
     if p < 0:
@@ -265,36 +346,43 @@ def _parse_listener(line: bytes) -> Optional[tuple[int, bytes]]:
         value, p = parsed
         numbers.append(value)
     _, _, flags, _, state, inode = numbers
-    if flags != _FLAG_LISTENING or state != _STATE_UNCONNECTED:
-        return None
     if line[p:p + 1] != b" " or len(line) == p + 1:
         return None
-    return inode, line[p + 1:]
+    return inode, flags == _FLAG_LISTENING and state == _STATE_UNCONNECTED, line[p + 1:]
+
+
+def unix_sockets(pid: int) -> Iterator[tuple[int, bool, bytes]]:
+    """(inode, listening, path) of every Unix socket with a path in PID's network namespace
+    (pid 0: the caller's), in the kernel's order. Raises OSError when the table cannot be
+    read."""
+    for line in _net_unix_lines(pid):
+        entry = _parse_unix_line(line)
+        if entry is not None:
+            yield entry
 
 
 def listening_sockets(pid: int) -> Iterator[tuple[int, bytes]]:
     """(inode, path) of every listening Unix socket with a path in PID's network namespace,
     in the kernel's order. Raises OSError when the table cannot be read."""
-    for line in _net_unix_lines(pid):
-        entry = _parse_listener(line)
-        if entry is not None:
-            yield entry
+    for inode, listening, path in unix_sockets(pid):
+        if listening:
+            yield inode, path
 
 
 # ---- choosing the agent's socket --------------------------------------------------------------------
 
-def environment_socket(pid: int) -> Optional[str]:
+def environment_socket(pid: int, own_pid: Optional[int] = None) -> Optional[str]:
     """The ``HOTPATCH_SOCKET`` in the environment of ``pid`` with ``%p`` replaced by the pid
-    (as the agent expands it), or None when the environment is unreadable or has none (one
-    whose expansion is not shorter than PATH_MAX is passed over). Reads at most the first
-    64 KiB, as the C client does."""
+    the process knows itself by (``own_pid``, as the agent expands it), or None when the
+    environment is unreadable or has none (one whose expansion is not shorter than PATH_MAX is
+    passed over). Reads at most the first 64 KiB, as the C client does."""
     try:
         env = _read_bounded(f"/proc/{pid}/environ", _ENVIRON_LIMIT)
     except OSError:
         return None
     for entry in env.split(b"\0"):
         if entry.startswith(b"HOTPATCH_SOCKET=") and len(entry) > 16:
-            value = entry[16:].replace(b"%p", str(pid).encode())
+            value = entry[16:].replace(b"%p", str(own_pid or pid).encode())
             if len(value) < _PATH_MAX:
                 return os.fsdecode(value)
     return None
@@ -314,39 +402,67 @@ def _is_fallback(path: bytes, pid: int) -> bool:
 _RANK_ENVIRONMENT, _RANK_DEFAULT, _RANK_FALLBACK, _RANK_NONE = range(4)
 
 
-def find_agent(pid: int) -> tuple[str, Process]:
-    """The socket path of the agent of ``pid``, found by the listening sockets it holds, and
-    the :class:`Process` read before looking: the first, in this order, of its
-    HOTPATCH_SOCKET expansion, /tmp/PID.socket and a /tmp/hotpatch-PID.X/socket (the first of
-    those in the kernel's table) that is a listening socket PID holds. Raises
-    :class:`UnreachableError` (no process; no agent, with the start-up hint) or
-    :class:`VerificationError` (/proc unreadable)."""
-    process = read_process(pid)
+def locate_agent(process: Process) -> Optional[bytes]:
+    """The name the agent of ``process`` is bound to (as /proc/PID/net/unix shows it, in the
+    process's mount namespace): the first, in this order, of its HOTPATCH_SOCKET expansion,
+    /tmp/NSPID.socket and a /tmp/hotpatch-NSPID.X/socket (the first of those in the kernel's
+    table) that is a listening socket the process holds; None when it holds none. Raises
+    :class:`_Unreadable` when /proc cannot be read."""
+    pid, own = process.pid, process.own_pid
     try:
         held = socket_inodes(pid)
     except OSError as e:
-        raise _unreadable(pid, "fd", _errno(e)) from None
-    environment = environment_socket(pid)
+        raise _Unreadable("fd", e) from None
+    environment = environment_socket(pid, own)
     wanted = {os.fsencode(environment): _RANK_ENVIRONMENT} if environment is not None else {}
-    wanted.setdefault(f"/tmp/{pid}.socket".encode(), _RANK_DEFAULT)
+    wanted.setdefault(f"/tmp/{own}.socket".encode(), _RANK_DEFAULT)
     best_rank, best = _RANK_NONE, b""
     if held:  # with no socket held there is nothing to look for
         try:
             for inode, path in listening_sockets(pid):
                 if inode not in held:
                     continue  # a name anyone may have bound: only the process's own count
-                rank = wanted.get(path, _RANK_FALLBACK if _is_fallback(path, pid) else _RANK_NONE)
-                if rank < best_rank:
+                rank = wanted.get(path, _RANK_FALLBACK if _is_fallback(path, own) else _RANK_NONE)
+                if rank < best_rank and len(path) < _PATH_MAX:
                     best_rank, best = rank, path
                 if best_rank == _RANK_ENVIRONMENT:
                     break
         except OSError as e:
-            raise _unreadable(pid, "net/unix", _errno(e)) from None
-    if best_rank == _RANK_NONE:
-        raise errors.UnreachableError(
-            f"process {pid} has no agent: none of its listening sockets is /tmp/{pid}.socket "
-            f"or /tmp/hotpatch-{pid}.*/socket", None, [startup_hint()])
-    return os.fsdecode(best), process
+            raise _Unreadable("net/unix", e) from None
+    if best_rank == _RANK_NONE or len(os.fsencode(process.root) + best) >= _PATH_MAX:
+        return None
+    return best
+
+
+def _no_agent(process: Process) -> errors.UnreachableError:
+    own = process.own_pid
+    hints = []
+    default = f"/tmp/{own}.socket"
+    if not process.root:
+        from . import stale
+        if stale.is_stale_socket_file(default):
+            hints.append(f"{default} is a stale socket file (nothing listens on it); "
+                         "'hotpatch ps --prune' removes it")
+    hints.append(startup_hint())
+    return errors.UnreachableError(
+        f"process {process.pid} has no agent: none of its listening sockets is "
+        f"/tmp/{own}.socket or /tmp/hotpatch-{own}.*/socket", None, hints)
+
+
+def find_agent(pid: int) -> tuple[str, Process]:
+    """The socket path of the agent of ``pid`` (its bound name, reached through
+    ``/proc/PID/root`` for a process in another mount namespace), found by the listening
+    sockets it holds (see :func:`locate_agent`), and the :class:`Process` read before looking.
+    Raises :class:`UnreachableError` (no process; no agent, with the start-up hint) or
+    :class:`VerificationError` (/proc unreadable)."""
+    process = read_process(pid)
+    try:
+        bound = locate_agent(process)
+    except _Unreadable as e:
+        raise _unreadable(pid, e.what, _errno(e.error)) from None
+    if bound is None:
+        raise _no_agent(process)
+    return process.root + os.fsdecode(bound), process
 
 
 # ---- checking the server after connect ----------------------------------------------------------------
@@ -422,7 +538,8 @@ def recheck_process(path: str, process: Process) -> None:
     reused during the other checks is named as such (E7) rather than as what they saw."""
     unreadable = None
     try:
-        held_now = _still_holds(process.pid, os.fsencode(path))
+        bound = os.fsencode(path)[len(os.fsencode(process.root)):]
+        held_now = _still_holds(process.pid, bound)
     except _Unreadable as e:
         unreadable, held_now = e, False
     try:

@@ -94,7 +94,8 @@ def test_validator_accepts_values_in_range(server):
 def test_json_replies_are_typed_and_carry_text(server):
     r = cli("--json", "-p", server.pid, "var", "get", "age")
     assert r.returncode == 0
-    assert json.loads(r.stdout) == {"ok": True, "value": 10, "text": "10\n"}
+    # The client adds which process answered.
+    assert json.loads(r.stdout) == {"ok": True, "value": 10, "text": "10\n", "pid": server.pid}
 
     reply = json.loads(cli("-j", "-p", server.pid, "var", "list").stdout)
     assert {"name": "age", "type": "int", "value": 10} in reply["items"]
@@ -429,11 +430,11 @@ def test_stale_socket_is_replaced_and_foreign_files_are_kept(spawn, tmp_path):
 
 def test_cli_help_version_and_usage_errors():
     r = cli("--help")
-    assert r.returncode == 0 and r.stdout.startswith("usage: hotpatch [-p PID | -s SOCKET]")
+    assert r.returncode == 0 and r.stdout.startswith("usage: hotpatch [-p PID[,PID...] | --pgrep PATTERN")
     r = cli("--version")
     assert r.returncode == 0 and r.stdout == "hotpatch 0.1.0 (protocol 1)\n"
     assert cli("var", "list").returncode == 2
-    assert "exactly one of -p PID or -s SOCKET" in cli("var", "list").stderr
+    assert "exactly one of -p PID (or --pgrep, --all) or -s SOCKET" in cli("var", "list").stderr
     r = cli("-p", "abc", "var", "list")
     assert r.returncode == 2 and "invalid pid 'abc'" in r.stderr
     r = cli("-p", "1", "-s", "/tmp/x", "var", "list")

@@ -286,6 +286,12 @@ def test_refusals_are_identical(server):
                         "-p", p, "lib", "load", "x", "/nonexistent/lib.so")
 
 
+def _without_pid(result, pid):
+    """A twin's output with the "pid" member the client adds to JSON made the same."""
+    rc, out, err = result
+    return rc, out.replace(b'"pid":%d}' % pid, b'"pid":PID}'), err
+
+
 def test_changes_are_identical_step_by_step(servers, tmp_path):
     """The C client drives one twin, the Python client the other; every step must print the
     same and leave the twins in the same state."""
@@ -315,8 +321,8 @@ def test_changes_are_identical_step_by_step(servers, tmp_path):
         ["var", "list"],
     ]
     for step in steps:
-        c = run_c("-p", twin_c.pid, *step, cwd=tmp_path / "sub")
-        py = run_py("-p", twin_py.pid, *step, cwd=tmp_path / "sub")
+        c = _without_pid(run_c("-p", twin_c.pid, *step, cwd=tmp_path / "sub"), twin_c.pid)
+        py = _without_pid(run_py("-p", twin_py.pid, *step, cwd=tmp_path / "sub"), twin_py.pid)
         assert py == c, f"step {step}\n C: {c!r}\n Py: {py!r}"
     listing = run_py("-p", twin_py.pid, "-j", "var", "list")[1]
     values = {i["name"]: i["value"] for i in json.loads(listing)["items"]}
@@ -342,6 +348,14 @@ def test_usage_errors_are_identical(server):
         ["--trust-peer", "12abc", "-s", server.socket, "version"],
         ["--trust-peer=", "-s", server.socket, "version"],
         ["--raw", "-p", p], ["--trust-peer", "0", "-p", p, "-s", server.socket, "version"],
+        # The operators' options: pid lists, --pgrep, --all, --jobs, ps and help.
+        ["-p", p + ",", "version"], ["-p", "1,,2", "version"], ["-p", p + ",x", "version"],
+        ["-p", p, "--pgrep", "x", "-s", server.socket, "version"], ["--all", "-s", "/x", "v"],
+        ["--jobs", "0", "-p", p, "version"], ["--jobs", "65", "ps"], ["--jobs=x", "ps"],
+        ["--p", "1"], ["--j", "ps"], ["--pgrep"], ["--pgrep", "a(", "version"],
+        ["--prune", "-p", p, "version"], ["ps", "extra"], ["ps", "-p", p], ["ps", "--all"],
+        ["ps", "-s", server.socket], ["ps", "-x"], ["help", "var", "more"], ["help", "nosuch"],
+        ["--pgrep", "no process has this command line at all", "version"],
     ]
     for args in cases:
         rc, out, err = assert_same(*args)
@@ -354,6 +368,26 @@ def test_usage_errors_are_identical(server):
     # Options may be clustered and attached.
     assert assert_same("-jp" + p, "var", "get", "age")[0] == 0
     assert assert_same("--pid=" + p, "--js", "var", "get", "age")[0] == 0
+
+
+def test_many_targets_and_offline_help_are_identical(servers):
+    """Several pids: the same prefixed lines, JSON lines with their pid, and exit status."""
+    one, two = servers(), servers()
+    gone = 2147483646
+    for args in (["-p", f"{one.pid},{two.pid}", "var", "get", "age"],
+                 ["-p", one.pid, "-p", f"{two.pid},{gone}", "var", "list"],
+                 ["--json", "-p", f"{one.pid},{gone},{two.pid}", "var", "get", "user_name"],
+                 ["-p", f"{one.pid},{two.pid}", "var", "get", "nosuch"],
+                 ["-p", f"{one.pid},{two.pid}", "--jobs", "1", "help", "lib"],
+                 ["-p", f"{one.pid},{one.pid}", "version"], ["-p", gone, "--json", "version"],
+                 ["help"], ["help", "func"], ["-j", "help", "gflags"], ["help", "status"]):
+        rc, out, err = assert_same(*args)
+        assert rc in (0, 1, 2), args
+    rc, out, err = assert_same("-p", f"{one.pid},{gone}", "var", "get", "age")
+    assert (rc, out) == (2, f"{one.pid}: 10\n".encode())
+    assert err == f"{gone}: hotpatch: no process {gone} is running\n".encode()
+    rc, out, _ = assert_same("-p", f"{one.pid},{two.pid}", "var", "get", "nosuch")
+    assert rc == 1 and out == b""
 
 
 def test_line_limit_matches_the_c_client(fake):
@@ -653,7 +687,8 @@ def test_api_agent_killed_mid_session(servers):
     srv.popen.wait()
     with pytest.raises(hotpatch.UnreachableError) as e:
         agent.var_get("age")                     # the dead session is noticed before sending
-    assert f"no process {srv.pid} is running" in str(e.value)
+    # Killed, it left its socket file: the error names it.
+    assert f"process {srv.pid} is not running (stale socket file /tmp/{srv.pid}.socket)" in str(e.value)
     assert not agent.connected
 
 
