@@ -1,7 +1,8 @@
 # patch.cmake — the function patch engine, the `func` commands, their examples, tests and
 # benchmark (issue 3). Included by the top-level CMakeLists.txt.
 target_sources(hotpatch_objects PRIVATE
-  src/engine/patch.c src/engine/stop.c src/engine/maps.c src/engine/symbols.c
+  src/engine/patch.c src/engine/stop.c src/engine/ptrace_stop.c src/engine/signal_stop.c
+  src/engine/maps.c src/engine/symbols.c src/engine/arch/x86_64_regs.c
   src/engine/arch/x86_64.c src/engine/arch/x86_64_decode.c
   src/commands/func.c)
 
