@@ -60,30 +60,38 @@
 #define HELPER_STACK (256 * 1024)
 #define CAP_SYS_PTRACE_BIT 19
 
-enum phase { PHASE_STARTING, PHASE_STOPPED, PHASE_FAILED, PHASE_DONE };
+/* The helper's state, one word (futex) that both sides move along:
+ *   IDLE -> REQUEST (engine) -> STOPPED or FAILED (helper) -> RELEASE (engine) or IDLE (engine,
+ *   after reading a failure) -> IDLE (helper, every thread let go); IDLE -> EXITING (helper,
+ *   after HELPER_IDLE_NS without a request). */
+enum helper_state { H_IDLE = 1, H_REQUEST, H_STOPPED, H_FAILED, H_RELEASE, H_EXITING };
 enum stage { STAGE_NONE, STAGE_LIST, STAGE_SEIZE, STAGE_INTERRUPT, STAGE_WAIT, STAGE_REGS };
+enum role { ROLE_INTERMEDIATE = 1, ROLE_HELPER };
+
+#define HELPER_IDLE_NS 1000000000L      /* an idle helper exits after a second */
+#define LIVENESS_NS 100000000L          /* while holding threads: is the process still there? */
 
 struct helper_ctl {
-    _Atomic int phase;          /* futex: enum phase, written by the helper */
-    _Atomic int go;             /* futex: 1 go, 2 abort (engine -> helper before the stop) */
-    _Atomic int command;        /* futex: 1 resume */
+    _Atomic int state;          /* futex: enum helper_state */
     _Atomic int alive;          /* the helper's tid while it lives; 0 after (kernel) */
+    int role;                   /* what the next clone's child is to be */
+    bool orphan;                /* the helper was orphaned to init (reaped there) */
+    pid_t owner;                /* getpid() of the process the helper serves */
     pid_t tgid, caller;
-    int stage, err;             /* where and why it failed */
+    size_t expect;              /* threads the engine expects (room made for them first) */
+    int stage, err;             /* where and why the last stop failed */
     pid_t fail_tid;
-    char fail_state;
     unsigned long rewound;      /* system calls rewound, all stops (tests) */
-    long long t_clone, t_start, t_listed, t_stopped, t_resume, t_released;   /* bench */
+    unsigned long helpers;      /* helpers started (tests) */
+    long long t_seized, t_waited, t_clone, t_start, t_listed, t_stopped, t_resume, t_released;   /* bench */
 };
 
 static struct helper_ctl ctl;
-static uint8_t *helper_stack;
+static uint8_t *helper_stack, *spawn_stack;
 static int yama_scope = -1;     /* -1 unknown/none */
-static bool seccomp_risky;      /* seccomp filter on a kernel that dumps core across mms */
+static bool subreaper;          /* the process adopts orphans: do not orphan the helper */
 static char unusable[160];      /* why ptrace can never work here ("" = it may) */
 static bool checked;
-static bool set_ptracer;        /* this stop set PR_SET_PTRACER */
-static long helper_tid;
 
 /* ---- the helper (runs in its own thread group, on its own stack, no TLS) ------------------ */
 
@@ -124,7 +132,9 @@ HP_STOPPED_WINDOW static long seize_new(struct helper_ctl *c, size_t first, size
             /* A zombie (a leader that called pthread_exit) or an io_uring worker cannot be
              * seized: neither ever runs user code. */
             char st = hp_stop_task_state(c->tgid, t->tid);
-            if (st == 'Z' || st == 'X' || st == 0 || hp_stop_task_is_io_worker(c->tgid, t->tid))
+            if (st == 'Z' || hp_stop_task_is_io_worker(c->tgid, t->tid))
+                t->inert = true;                    /* still counted among the threads */
+            if (t->inert || st == 'X' || st == 0)
                 rc = -ESRCH;
         }
         if (rc == -ESRCH) {
@@ -148,52 +158,70 @@ HP_STOPPED_WINDOW static bool is_group_stop_signal(int sig)
     return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
 
-/* Waits until every held thread has stopped or exited. */
-HP_STOPPED_WINDOW static int wait_all_stopped(struct helper_ctl *c, size_t *settled)
+/* Takes in what wait4 said of a held thread. */
+HP_STOPPED_WINDOW static void note_status(struct hp_traced *t, int status, size_t *settled)
+{
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+        if (t->status == HP_TRACED_SEIZED)
+            (*settled)++;
+        t->status = HP_TRACED_GONE;
+        return;
+    }
+    if (!WIFSTOPPED(status) || t->status != HP_TRACED_SEIZED)
+        return;
+    int event = status >> 16, sig = WSTOPSIG(status);
+    if (event == PTRACE_EVENT_STOP) {
+        t->stop_kind = is_group_stop_signal(sig) ? HP_KIND_GROUP : HP_KIND_EVENT;
+        t->inject = 0;
+    } else if (event == 0) {
+        t->stop_kind = HP_KIND_SIGNAL;      /* a signal arrived first: hand it back later */
+        t->inject = sig;
+    } else {
+        t->stop_kind = HP_KIND_EVENT;
+        t->inject = 0;
+    }
+    t->status = HP_TRACED_STOPPED;
+    (*settled)++;
+}
+
+/*
+ * Waits until every held thread has stopped or exited. Each thread is waited for by its tid:
+ * the kernel finds it directly, where wait4(-1) would walk every tracee each time (quadratic).
+ * Threads stop in about the order they were interrupted, so later waits mostly return at once.
+ */
+HP_STOPPED_WINDOW static int wait_all_stopped(struct helper_ctl *c, size_t first,
+                                              size_t *settled)
 {
     struct hp_stop_arrays *a = &hp_stop_arrays;
-    while (*settled < a->count) {
-        int status = 0;
-        long pid = hp_sys4(SYS_wait4, -1, (long)&status, __WALL, 0);
-        if (pid == -EINTR)
-            continue;
-        if (pid == -ECHILD) {
-            /* Nothing traced is left: whatever is still "seized" has gone. */
-            for (size_t i = 0; i < a->count; i++)
-                if (a->traced[i].status == HP_TRACED_SEIZED)
-                    a->traced[i].status = HP_TRACED_GONE;
-            *settled = a->count;
-            return 0;
-        }
-        if (hp_sys_failed(pid))
-            return fail(c, STAGE_WAIT, pid, 0);
-        long idx = hp_stop_index_of((pid_t)pid);
-        if (idx < 0)
-            continue;
-        struct hp_traced *t = &a->traced[idx];
-        if (WIFEXITED(status) || WIFSIGNALED(status)) {
-            if (t->status == HP_TRACED_SEIZED)
+    for (size_t i = first; i < a->count; i++) {
+        struct hp_traced *t = &a->traced[i];
+        while (t->status == HP_TRACED_SEIZED) {
+            int status = 0;
+            long pid = hp_sys4(SYS_wait4, t->tid, (long)&status, __WALL, 0);
+            if (pid == -EINTR)
+                continue;
+            if (pid == -ECHILD) {           /* no longer ours to wait for: it has gone */
+                t->status = HP_TRACED_GONE;
                 (*settled)++;
-            t->status = HP_TRACED_GONE;
-            continue;
+                break;
+            }
+            if (hp_sys_failed(pid))
+                return fail(c, STAGE_WAIT, pid, t->tid);
+            note_status(t, status, settled);
         }
-        if (!WIFSTOPPED(status) || t->status != HP_TRACED_SEIZED)
-            continue;
-        int event = status >> 16, sig = WSTOPSIG(status);
-        if (event == PTRACE_EVENT_STOP) {
-            t->stop_kind = is_group_stop_signal(sig) ? HP_KIND_GROUP : HP_KIND_EVENT;
-            t->inject = 0;
-        } else if (event == 0) {
-            t->stop_kind = HP_KIND_SIGNAL;   /* a signal arrived first: hand it back later */
-            t->inject = sig;
-        } else {
-            t->stop_kind = HP_KIND_EVENT;
-            t->inject = 0;
-        }
-        t->status = HP_TRACED_STOPPED;
-        (*settled)++;
     }
     return 0;
+}
+
+/* Threads of the process now (Threads: of /proc/PID/status), or -1. */
+HP_STOPPED_WINDOW static long live_threads(pid_t tgid)
+{
+    char path[48], text[2048];
+    long n = -1;
+    hp_stop_proc_path(path, sizeof path, tgid, 0, "status");
+    if (hp_stop_read_file(path, text, sizeof text) <= 0 || !hp_stop_status_dec(text, "Threads", &n))
+        return -1;
+    return n;
 }
 
 HP_STOPPED_WINDOW static int helper_stop(struct helper_ctl *c)
@@ -207,11 +235,24 @@ HP_STOPPED_WINDOW static int helper_stop(struct helper_ctl *c)
             return fail(c, STAGE_LIST, added, 0);
         if (first == 0)
             c->t_listed = hp_stop_now_ns();
-        if (seize_new(c, first, &settled) < 0 || wait_all_stopped(c, &settled) < 0)
+        if (seize_new(c, first, &settled) < 0)
             return -1;
+        if (first == 0)
+            c->t_seized = hp_stop_now_ns();
+        if (wait_all_stopped(c, first, &settled) < 0)
+            return -1;
+        if (first == 0)
+            c->t_waited = hp_stop_now_ns();
         /* Every thread held is stopped and cannot create another: a listing that finds no
-         * new thread now is final. */
+         * new thread now is final. The kernel's count of threads tells the same for less:
+         * when it is the caller plus every thread held (stopped, or a zombie, or an io_uring
+         * worker, all still counted), no other thread exists. */
         if (added == 0)
+            break;
+        size_t known = 1;
+        for (size_t i = 0; i < a->count; i++)
+            known += a->traced[i].status == HP_TRACED_STOPPED || a->traced[i].inert;
+        if (live_threads(c->tgid) == (long)known)
             break;
     }
     size_t kept = 0;
@@ -283,144 +324,315 @@ HP_STOPPED_WINDOW static bool signal_is_inert(pid_t tgid, int sig)
     return (ign & bit) || ((DEFAULT_IGNORED & bit) && !(cgt & bit));
 }
 
-/* Lets every stopped thread go, rewinding the system calls the stop made fail with EINTR. */
+/* Lets one stopped thread go, rewinding a system call the stop made fail with EINTR. */
+HP_STOPPED_WINDOW static void release_one(struct helper_ctl *c, struct hp_traced *t)
+{
+    /* A signal-delivery-stop for a signal that does nothing (ignored: only queued because we
+     * trace the thread) interrupted the call as our interrupt would have. */
+    bool ours = t->stop_kind == HP_KIND_EVENT ||
+                (t->stop_kind == HP_KIND_SIGNAL && signal_is_inert(c->tgid, t->inject));
+    if (ours && hp_arch_interrupted_eintr(&t->regs) &&
+        !live_signal_pending(c->tgid, t->tid, t->inject)) {
+        struct user_regs_struct regs;
+        hp_raw_copy(&regs, &t->regs, sizeof regs);
+        hp_arch_rewind_syscall(&regs);
+        struct iovec iov = {&regs, sizeof regs};
+        if (!hp_sys_failed(ptrace4(PTRACE_SETREGSET, t->tid, NT_PRSTATUS, (long)&iov)))
+            c->rewound++;
+    }
+    ptrace4(PTRACE_DETACH, t->tid, 0, t->inject);
+    t->status = HP_TRACED_DETACHED;
+}
+
+/*
+ * Lets every stopped thread go: first those that were blocked in a system call (they go back
+ * to sleep at once), last those that were running, which would otherwise take the CPU from the
+ * helper while it still has threads to let go.
+ */
 HP_STOPPED_WINDOW static void helper_release(struct helper_ctl *c, size_t n)
 {
     struct hp_stop_arrays *a = &hp_stop_arrays;
-    for (size_t i = 0; i < n; i++) {
-        struct hp_traced *t = &a->traced[i];
-        if (t->status != HP_TRACED_STOPPED)
-            continue;
-        /* A signal-delivery-stop for a signal that does nothing (ignored: only queued because
-         * we trace the thread) interrupted the call as our interrupt would have. */
-        bool ours = t->stop_kind == HP_KIND_EVENT ||
-                    (t->stop_kind == HP_KIND_SIGNAL && signal_is_inert(c->tgid, t->inject));
-        if (ours && hp_arch_interrupted_eintr(&t->regs) &&
-            !live_signal_pending(c->tgid, t->tid, t->inject)) {
-            struct user_regs_struct regs;
-            hp_raw_copy(&regs, &t->regs, sizeof regs);
-            hp_arch_rewind_syscall(&regs);
-            struct iovec iov = {&regs, sizeof regs};
-            if (!hp_sys_failed(ptrace4(PTRACE_SETREGSET, t->tid, NT_PRSTATUS, (long)&iov)))
-                c->rewound++;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n; i++) {
+            struct hp_traced *t = &a->traced[i];
+            bool in_syscall = (long)t->regs.orig_rax >= 0;
+            if (t->status == HP_TRACED_STOPPED && in_syscall == (pass == 0))
+                release_one(c, t);
         }
-        ptrace4(PTRACE_DETACH, t->tid, 0, t->inject);
-        t->status = HP_TRACED_DETACHED;
     }
 }
 
-/* Entered from hp_arch_clone_helper on the helper's stack. */
+/* While the helper holds threads: false when the process it serves has gone (its threads
+ * died, or it ran execve and has other memory now: the helper would hold the old one). */
+HP_STOPPED_WINDOW static bool process_alive(struct helper_ctl *c)
+{
+    long rc = hp_sys2(SYS_kill, c->tgid, 0);
+    if (rc == -ESRCH)
+        return false;
+    long same = hp_sys5(SYS_kcmp, hp_sys0(SYS_getpid), c->tgid, 0 /* KCMP_VM */, 0, 0);
+    return same <= 0;   /* 0: the same memory; < 0: kcmp unavailable, assume so */
+}
+
+HP_STOPPED_WINDOW static void set_state(struct helper_ctl *c, int state)
+{
+    atomic_store(&c->state, state);
+    futex_wake(&c->state);
+}
+
+/* The kernel's struct sched_attr (sched_setattr). */
+struct hp_sched_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+
+/*
+ * Asks for a short scheduler slice (Linux 6.12: a fair task's sched_runtime is its slice, and
+ * a task with a shorter one preempts on wakeup): the helper then runs at once when woken, even
+ * when every CPU is busy with the program's threads, instead of waiting for one of them to use
+ * up its slice. Ignored by older kernels; needs no privilege; the nice value is kept.
+ */
+HP_STOPPED_WINDOW static void ask_short_slice(void)
+{
+    long prio = hp_sys2(SYS_getpriority, 0 /* PRIO_PROCESS */, 0);
+    struct hp_sched_attr attr;
+    hp_raw_fill(&attr, 0, sizeof attr);
+    attr.size = sizeof attr;
+    attr.policy = 0;                                   /* SCHED_OTHER */
+    attr.nice = hp_sys_failed(prio) ? 0 : (int32_t)(20 - prio);
+    attr.runtime = 100000;                             /* 0.1 ms, the shortest allowed */
+    hp_sys3(SYS_sched_setattr, 0, (long)&attr, 0);
+}
+
+HP_STOPPED_WINDOW static void helper_loop(struct helper_ctl *c)
+{
+    struct rlimit no_core = {0, 0};
+    hp_sys4(SYS_prlimit64, 0, RLIMIT_CORE, (long)&no_core, 0);
+    ask_short_slice();
+    if (!c->orphan) {
+        hp_sys2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
+        if (hp_sys0(SYS_getppid) != c->tgid)
+            return;                                 /* the process is gone already */
+    }
+    struct hp_stop_arrays *a = &hp_stop_arrays;
+    for (;;) {
+        int s = atomic_load(&c->state);
+        switch (s) {
+        case H_IDLE: {
+            long rc = futex_wait(&c->state, H_IDLE, HELPER_IDLE_NS, true);
+            int idle = H_IDLE;
+            if (rc == -ETIMEDOUT && atomic_compare_exchange_strong(&c->state, &idle, H_EXITING))
+                return;
+            break;
+        }
+        case H_REQUEST:
+            c->t_start = hp_stop_now_ns();
+            hp_stop_clear();
+            if (!hp_stop_reserve(c->expect)) {
+                fail(c, STAGE_LIST, -ENOMEM, 0);
+                set_state(c, H_FAILED);
+            } else if (helper_stop(c) != 0) {
+                helper_release(c, a->count);
+                set_state(c, H_FAILED);
+            } else {
+                c->t_stopped = hp_stop_now_ns();
+                set_state(c, H_STOPPED);
+            }
+            break;
+        case H_STOPPED:
+        case H_FAILED:
+            if (futex_wait(&c->state, s, LIVENESS_NS, true) == -ETIMEDOUT && !process_alive(c))
+                return;
+            break;
+        case H_RELEASE:
+            c->t_resume = hp_stop_now_ns();
+            helper_release(c, a->count);
+            c->t_released = hp_stop_now_ns();
+            if (!c->orphan) {
+                set_state(c, H_EXITING);            /* a direct child lives for one stop */
+                return;
+            }
+            set_state(c, H_IDLE);
+            break;
+        default:
+            return;
+        }
+    }
+}
+
+/* Entered from hp_arch_clone_helper on a stack of its own: the intermediate process clones
+ * the helper and exits at once, so that the helper is orphaned (its parent becomes init,
+ * which reaps it, with SIGCHLD: the kernel gives orphans that exit signal) and never waits as
+ * a zombie among the program's children. */
 HP_STOPPED_WINDOW __attribute__((visibility("hidden"), used)) void
 hp_stop_helper_entry(void *arg);
 HP_STOPPED_WINDOW void hp_stop_helper_entry(void *arg)
 {
     struct helper_ctl *c = arg;
-    struct rlimit no_core = {0, 0};
-    hp_sys4(SYS_prlimit64, 0, RLIMIT_CORE, (long)&no_core, 0);
-    hp_sys2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
-    c->t_start = hp_stop_now_ns();
-    if (hp_sys0(SYS_getppid) != c->tgid)
-        return;                                     /* the process is gone already */
-    while (atomic_load(&c->go) == 0)
-        futex_wait(&c->go, 0, -1, true);
-    if (atomic_load(&c->go) != 1)
-        return;
-    struct hp_stop_arrays *a = &hp_stop_arrays;
-    if (helper_stop(c) != 0) {
-        helper_release(c, a->count);
-        atomic_store(&c->phase, PHASE_FAILED);
-        futex_wake(&c->phase);
+    if (c->role == ROLE_INTERMEDIATE) {
+        c->role = ROLE_HELPER;
+        unsigned long flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_UNTRACED |
+                              CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
+        long tid = hp_arch_clone_helper(flags, helper_stack + HELPER_STACK, (int *)&c->alive, c);
+        if (hp_sys_failed(tid))
+            c->err = (int)-tid;
         return;
     }
-    c->t_stopped = hp_stop_now_ns();
-    atomic_store(&c->phase, PHASE_STOPPED);
-    futex_wake(&c->phase);
-    while (atomic_load(&c->command) == 0)
-        futex_wait(&c->command, 0, -1, true);
-    c->t_resume = hp_stop_now_ns();
-    helper_release(c, a->count);
-    c->t_released = hp_stop_now_ns();
-    atomic_store(&c->phase, PHASE_DONE);
+    helper_loop(c);
 }
 
 /* ---- the engine's side of the window -------------------------------------------------------- */
 
-/* Waits until the helper has exited (its tid word is cleared by the kernel), then reaps it;
- * kills it first when it does not exit within ns (which lets every thread it holds go). */
-HP_STOPPED_WINDOW static int reap_helper(long tid, long long ns)
+/* Waits until the helper has exited (the kernel clears its tid word), killing it when it has
+ * not within ns (a killed tracer lets every thread it holds go); reaps a direct child. */
+HP_STOPPED_WINDOW static void end_helper(long long ns)
 {
+    int tid = atomic_load(&ctl.alive);
     long long deadline = hp_stop_now_ns() + ns;
+    bool killed = false;
     int v;
     while ((v = atomic_load(&ctl.alive)) != 0) {
         long long left = deadline - hp_stop_now_ns();
-        if (left <= 0) {
-            hp_sys2(SYS_kill, tid, SIGKILL);
-            deadline = hp_stop_now_ns() + 10LL * 1000000000LL;
-            continue;
+        if (left <= 0 && !killed) {
+            hp_sys2(SYS_kill, v, SIGKILL);
+            killed = true;
+            left = 10000000;
         }
-        futex_wait(&ctl.alive, v, left > 10000000 ? 10000000 : (long)left, false);
+        futex_wait(&ctl.alive, v, left > 10000000 || left <= 0 ? 10000000 : (long)left, false);
     }
-    int status = 0;
-    long rc;
-    while ((rc = hp_sys4(SYS_wait4, tid, (long)&status, __WCLONE, 0)) == -EINTR)
-        ;
-    return rc == tid ? status : -1;
+    if (!ctl.orphan && tid > 0) {
+        int status;
+        while (hp_sys4(SYS_wait4, tid, (long)&status, __WCLONE, 0) == -EINTR)
+            ;
+    }
 }
 
-/* Clones the helper and waits until it holds every thread; 0, or the failure's phase. */
-HP_STOPPED_WINDOW static int stop_window(long long deadline, int *helper_status)
+/* Starts a helper in state IDLE; false with ctl.err when it cannot be started. */
+HP_STOPPED_WINDOW static bool spawn_helper(void)
 {
+    atomic_store(&ctl.state, H_IDLE);
+    atomic_store(&ctl.alive, 0);
+    ctl.owner = ctl.tgid;
+    ctl.orphan = !subreaper;
+    ctl.err = 0;
+    ctl.helpers++;
     sigset_t all, old;
     hp_raw_fill(&all, 0xff, sizeof all);
     hp_sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&old, 8);
-    ctl.t_clone = hp_stop_now_ns();
-    unsigned long flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_UNTRACED |
-                          CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID; /* no exit signal */
-    helper_tid = hp_arch_clone_helper(flags, helper_stack + HELPER_STACK, (int *)&ctl.alive,
-                                      &ctl);
-    hp_sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
-    if (hp_sys_failed(helper_tid)) {
-        ctl.stage = STAGE_NONE;
-        ctl.err = (int)-helper_tid;
-        return -1;
+    long child;
+    if (ctl.orphan) {
+        ctl.role = ROLE_INTERMEDIATE;
+        child = hp_arch_clone_helper(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_UNTRACED,
+                                     spawn_stack + 16384, NULL, &ctl);
+    } else {
+        ctl.role = ROLE_HELPER;
+        child = hp_arch_clone_helper(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_UNTRACED |
+                                         CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID,
+                                     helper_stack + HELPER_STACK, (int *)&ctl.alive, &ctl);
     }
-    set_ptracer = false;
-    if (yama_scope == 1) {
-        /* Yama allows a tracer that is an ancestor or that we name; the helper is neither. */
-        if (hp_sys_failed(hp_sys2(SYS_prctl, PR_SET_PTRACER, helper_tid))) {
-            atomic_store(&ctl.go, 2);
-            futex_wake(&ctl.go);
-            *helper_status = reap_helper(helper_tid, 1000000000LL);
-            ctl.stage = STAGE_SEIZE;
-            ctl.err = EPERM;
+    hp_sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
+    if (hp_sys_failed(child)) {
+        ctl.err = (int)-child;
+        return false;
+    }
+    if (ctl.orphan) {
+        int status;
+        while (hp_sys4(SYS_wait4, child, (long)&status, __WCLONE, 0) == -EINTR)
+            ;
+        if (atomic_load(&ctl.alive) == 0) {
+            if (!ctl.err)
+                ctl.err = ECHILD;
+            return false;
+        }
+    }
+    if (yama_scope == 1 &&
+        hp_sys_failed(hp_sys2(SYS_prctl, PR_SET_PTRACER, atomic_load(&ctl.alive)))) {
+        /* Yama allows a tracer that is an ancestor or that the tracee names; the helper is
+         * neither until named. The exception goes away when the helper exits. */
+        end_helper(0);
+        ctl.err = EPERM;
+        return false;
+    }
+    return true;
+}
+
+/* Hands the request to an idle helper (starting one when there is none). 0, or -1 with
+ * ctl.stage/err set. */
+HP_STOPPED_WINDOW static int request_stop(long long deadline)
+{
+    if (ctl.owner != ctl.tgid) {
+        /* A fork's child: the helper in its memory serves the parent. */
+        atomic_store(&ctl.alive, 0);
+        ctl.owner = 0;
+    }
+    for (;;) {
+        if (hp_stop_now_ns() > deadline) {
+            end_helper(0);
+            ctl.stage = STAGE_NONE;
+            ctl.err = ETIMEDOUT;
             return -1;
         }
-        set_ptracer = true;
+        if (atomic_load(&ctl.alive) == 0) {
+            ctl.t_clone = hp_stop_now_ns();
+            if (!spawn_helper()) {
+                ctl.stage = STAGE_NONE;
+                return -1;
+            }
+            continue;
+        }
+        int s = atomic_load(&ctl.state);
+        if (s == H_IDLE) {
+            if (atomic_compare_exchange_strong(&ctl.state, &s, H_REQUEST)) {
+                futex_wake(&ctl.state);
+                return 0;
+            }
+        } else if (s == H_RELEASE) {
+            futex_wait(&ctl.state, s, 1000000, true);     /* the last stop is being let go */
+        } else if (s == H_EXITING) {
+            end_helper(1000000000LL);
+        } else {
+            end_helper(0);                                 /* not where it should be */
+        }
     }
-    atomic_store(&ctl.go, 1);
-    futex_wake(&ctl.go);
-    int phase;
-    while ((phase = atomic_load(&ctl.phase)) == PHASE_STARTING && atomic_load(&ctl.alive)) {
+}
+
+/* Waits until the helper holds every thread. 0; or -1 (failed: ctl says why; or the helper
+ * died or was killed at the deadline), every thread running again. */
+HP_STOPPED_WINDOW static int stop_window(long long deadline, bool *killed)
+{
+    *killed = false;
+    if (request_stop(deadline) != 0)
+        return -1;
+    int s;
+    while ((s = atomic_load(&ctl.state)) == H_REQUEST && atomic_load(&ctl.alive)) {
         long long left = deadline - hp_stop_now_ns();
         if (left <= 0)
             break;
-        futex_wait(&ctl.phase, PHASE_STARTING, left > 5000000 ? 5000000 : (long)left, true);
+        futex_wait(&ctl.state, H_REQUEST, left > 5000000 ? 5000000 : (long)left, true);
     }
-    if (phase == PHASE_STOPPED)
+    if (s == H_STOPPED)
         return 0;
-    /* Failed, died or late: a helper that is killed lets every thread it holds go. */
-    *helper_status = reap_helper(helper_tid, phase == PHASE_STARTING ? 0 : 1000000000LL);
+    if (s == H_FAILED) {
+        set_state(&ctl, H_IDLE);            /* the helper let every thread go already */
+        return -1;
+    }
+    *killed = atomic_load(&ctl.alive) != 0;
+    end_helper(0);                           /* late or dead: killing it lets them go */
     return -1;
 }
 
 HP_STOPPED_WINDOW void hp_ptrace_resume(void)
 {
-    atomic_store(&ctl.command, 1);
-    futex_wake(&ctl.command);
-    reap_helper(helper_tid, 10LL * 1000000000LL);
-    if (set_ptracer)
-        hp_sys2(SYS_prctl, PR_SET_PTRACER, 0);
-    set_ptracer = false;
+    int s = H_STOPPED;
+    if (!atomic_compare_exchange_strong(&ctl.state, &s, H_RELEASE))
+        return;
+    futex_wake(&ctl.state);
+    /* The helper lets the threads go on its own; the next stop waits for it. A direct child
+     * (in a process that adopts orphans) exits after one stop: reap it now. */
+    if (!ctl.orphan)
+        end_helper(10LL * 1000000000LL);
 }
 
 /* ---- before and after the window (ordinary code) ------------------------------------------ */
@@ -449,8 +661,7 @@ static void check_once(void)
     if (hp_stop_read_file("/proc/self/status", status, sizeof status) > 0 &&
         hp_stop_status_dec(status, "Seccomp", &seccomp) && seccomp == 1)
         snprintf(unusable, sizeof unusable, "the process runs in seccomp strict mode");
-    seccomp_risky = seccomp == 2 && !kernel_at_least(5, 16);
-    if (seccomp_risky)
+    if (seccomp == 2 && !kernel_at_least(5, 16))
         snprintf(unusable, sizeof unusable, "a seccomp filter on a kernel older than 5.16 (a "
                  "helper it killed could take the process with it)");
     if (yama_scope >= 3)
@@ -466,6 +677,16 @@ static void check_once(void)
             mprotect(helper_stack, 4096, PROT_NONE);    /* a guard page below it */
             helper_stack += 4096;
         }
+        spawn_stack = mmap(NULL, 16384, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (spawn_stack == MAP_FAILED) {
+            spawn_stack = NULL;
+            snprintf(unusable, sizeof unusable, "no memory for the ptrace helper's stack");
+        }
+        /* A process that adopts orphans (PR_SET_CHILD_SUBREAPER) would adopt the helper and
+         * get SIGCHLD for it: there the helper stays our child, with no exit signal. */
+        int adopts = 0;
+        subreaper = prctl(PR_GET_CHILD_SUBREAPER, &adopts, 0, 0, 0) == 0 && adopts;
     }
 }
 
@@ -504,20 +725,11 @@ static long tracer_of(pid_t tid)
     return tracer;
 }
 
-static void explain_failure(struct hp_stopped *out, int timeout_ms, int helper_status,
+static void explain_failure(struct hp_stopped *out, int timeout_ms, bool killed,
                             enum hp_stop_failure *kind)
 {
     struct hp_stop_arrays *a = &hp_stop_arrays;
-    int phase = atomic_load(&ctl.phase);
-    if (phase == PHASE_STARTING && helper_status >= 0 && WIFSIGNALED(helper_status) &&
-        WTERMSIG(helper_status) != SIGKILL) {
-        *kind = HP_STOP_FAIL_REFUSED;
-        snprintf(out->why, sizeof out->why, "the ptrace helper was killed by signal %d%s",
-                 WTERMSIG(helper_status),
-                 WTERMSIG(helper_status) == SIGSYS ? " (a seccomp filter)" : "");
-        return;
-    }
-    if (phase == PHASE_STARTING && a->count > 0) {
+    if (killed) {
         /* Killed at the deadline: name a thread that had not stopped. */
         for (size_t i = 0; i < a->count; i++) {
             if (a->traced[i].status != HP_TRACED_SEIZED)
@@ -531,17 +743,28 @@ static void explain_failure(struct hp_stopped *out, int timeout_ms, int helper_s
                      state == 'D' ? ": in an uninterruptible system call" : "");
             return;
         }
-    }
-    if (phase == PHASE_STARTING) {
         *kind = HP_STOP_FAIL_BUSY;
         snprintf(out->why, sizeof out->why, "the ptrace helper did not stop the threads within "
                  "%d ms", timeout_ms);
         return;
     }
+    if (ctl.stage == STAGE_NONE && ctl.err == ETIMEDOUT) {
+        *kind = HP_STOP_FAIL_BUSY;
+        snprintf(out->why, sizeof out->why, "the ptrace helper was busy for %d ms", timeout_ms);
+        return;
+    }
+    if (ctl.stage == STAGE_NONE && ctl.err) {
+        *kind = HP_STOP_FAIL_REFUSED;
+        snprintf(out->why, sizeof out->why, "cannot start the ptrace helper: %s%s",
+                 strerror(ctl.err), ctl.err == EPERM && yama_scope == 1
+                                        ? " (Yama ptrace_scope 1: PR_SET_PTRACER refused)"
+                                        : "");
+        return;
+    }
     if (ctl.stage == STAGE_NONE) {
         *kind = HP_STOP_FAIL_REFUSED;
-        snprintf(out->why, sizeof out->why, "cannot start the ptrace helper: clone: %s",
-                 strerror(ctl.err));
+        snprintf(out->why, sizeof out->why, "the ptrace helper died (killed, or by a seccomp "
+                 "filter)");
         return;
     }
     if (ctl.stage == STAGE_SEIZE && (ctl.err == EPERM || ctl.err == EACCES)) {
@@ -596,16 +819,10 @@ int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure 
                  "CAP_SYS_PTRACE");
         return -1;
     }
+    /* The arrays belong to the helper until it is idle again (it may still be letting the
+     * last stop's threads go): it clears and sizes them itself. */
     hp_stop_status_dec(status, "Threads", &threads);
-    if (!hp_stop_reserve((size_t)threads + threads / 4 + 64)) {
-        *kind = HP_STOP_FAIL_BUSY;
-        snprintf(out->why, sizeof out->why, "no memory to list %ld threads", threads);
-        return -1;
-    }
-    hp_stop_clear();
-    atomic_store(&ctl.phase, PHASE_STARTING);
-    atomic_store(&ctl.go, 0);
-    atomic_store(&ctl.command, 0);
+    ctl.expect = (size_t)threads + (size_t)threads / 4 + 64;
     ctl.tgid = getpid();
     ctl.caller = (pid_t)hp_sys0(SYS_gettid);
     ctl.stage = STAGE_NONE;
@@ -613,22 +830,20 @@ int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure 
     ctl.fail_tid = 0;
     if (yama_scope == 1 && has_cap_sys_ptrace(status))
         yama_scope = 0;   /* CAP_SYS_PTRACE passes Yama: no exception needed */
-    int helper_status = -1;
+    bool killed = false;
     long long deadline = hp_stop_now_ns() + (long long)timeout_ms * 1000000;
-    if (stop_window(deadline, &helper_status) == 0) {
+    if (stop_window(deadline, &killed) == 0) {
         out->threads = hp_stop_arrays.states;
         out->count = hp_stop_arrays.count;
         return 0;
     }
-    if (set_ptracer)
-        prctl(PR_SET_PTRACER, 0, 0, 0, 0);
-    set_ptracer = false;
-    explain_failure(out, timeout_ms, helper_status, kind);
+    explain_failure(out, timeout_ms, killed, kind);
     return -1;
 }
 
-void hp_ptrace_times(long long t[6])
+void hp_ptrace_times(long long t[8])
 {
+    t[6] = ctl.t_seized, t[7] = ctl.t_waited;
     t[0] = ctl.t_clone, t[1] = ctl.t_start, t[2] = ctl.t_listed, t[3] = ctl.t_stopped;
     t[4] = ctl.t_resume, t[5] = ctl.t_released;
 }
@@ -636,4 +851,14 @@ void hp_ptrace_times(long long t[6])
 unsigned long hp_ptrace_rewound(void)
 {
     return ctl.rewound;
+}
+
+unsigned long hp_ptrace_helpers(void)
+{
+    return ctl.helpers;
+}
+
+int hp_ptrace_debug_state(void)
+{
+    return atomic_load(&ctl.state) * 1000 + (atomic_load(&ctl.alive) != 0);
 }

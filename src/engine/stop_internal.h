@@ -26,6 +26,7 @@ struct hp_traced {
     uint8_t status;             /* HP_TRACED_* */
     uint8_t stop_kind;          /* HP_KIND_*: why it is stopped */
     int inject;                 /* signal to deliver when detaching (a signal-delivery-stop) */
+    bool inert;                 /* a zombie or an io_uring worker: never runs user code */
     struct user_regs_struct regs;
 };
 enum { HP_TRACED_SEIZED = 1, HP_TRACED_STOPPED, HP_TRACED_GONE, HP_TRACED_DETACHED };
