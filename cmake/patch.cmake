@@ -129,3 +129,15 @@ elseif(HOTPATCH_SANITIZE STREQUAL "address")
   add_test(NAME stop_threads_1000 COMMAND stop_probe threads 20 1000)
   set_tests_properties(stop_threads_1000 PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE)
 endif()
+
+# ---- the stopped window (issue 11): code in section hotpatch_stopped calls only that section --------
+# Switch statements there must not become jump tables (indirect jumps the check cannot follow).
+set_source_files_properties(src/engine/stop.c src/engine/ptrace_stop.c src/engine/signal_stop.c
+  src/engine/maps.c src/engine/patch.c src/engine/arch/x86_64.c src/engine/arch/x86_64_regs.c
+  TARGET_DIRECTORY hotpatch_objects PROPERTIES COMPILE_OPTIONS "-fno-jump-tables")
+find_program(HOTPATCH_OBJDUMP objdump)
+if(HOTPATCH_OBJDUMP)
+  add_test(NAME stopped_window_check
+    COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/stopped_window_check.py
+            $<TARGET_FILE:hotpatch> $<TARGET_FILE:hotpatch_static>)
+endif()

@@ -15,9 +15,10 @@ struct hp_mapping {
 };
 
 /* Protection (PROT_*) of the mapping holding addr, read afresh; -1 when unmapped or when the
- * map cannot be read. Engine lock. */
+ * map cannot be read. Engine lock. Raw system calls only: usable while threads are stopped. */
 int hp_maps_protection(uintptr_t addr);
-/* /proc/self/maps read afresh into a static buffer (engine lock); NULL on error. */
+/* /proc/self/maps read afresh, whole, into a buffer of the engine's (engine lock); NULL on
+ * error. */
 const char *hp_maps_text(void);
 /* Finds the mapping that holds addr in text (from hp_maps_text); false when none. */
 bool hp_maps_find(const char *text, uintptr_t addr, struct hp_mapping *out);

@@ -410,6 +410,11 @@ HP_STOPPED_WINDOW void hp_stop_vfmt(char *buf, size_t cap, const char *fmt, va_l
             put_unsigned(&o, v, *p == 'x' ? 16 : 10, alt);
             break;
         }
+        case 'p': {
+            void *ptr = va_arg(ap, void *);
+            put_unsigned(&o, (uintptr_t)ptr, 16, true);
+            break;
+        }
         case '%':
             put_char(&o, '%');
             break;
@@ -592,7 +597,7 @@ int hp_threads_stop(struct hp_stopped *out, int timeout_ms)
     return 0;
 }
 
-void hp_threads_resume(struct hp_stopped *s)
+HP_STOPPED_WINDOW void hp_threads_resume(struct hp_stopped *s)
 {
     if (active == METHOD_PTRACE)
         hp_ptrace_resume();

@@ -77,10 +77,6 @@ void hp_stop_proc_path(char *buf, size_t cap, pid_t pid, pid_t tid, const char *
 char hp_stop_task_state(pid_t pid, pid_t tid) HP_STOPPED_WINDOW;
 /* True when the thread is an io_uring worker (PF_IO_WORKER): it never runs user code. */
 bool hp_stop_task_is_io_worker(pid_t pid, pid_t tid) HP_STOPPED_WINDOW;
-/* A tiny snprintf for messages formed while threads are stopped: %s %c %d %u %ld %lu %lx
- * %zu %% and the '#' flag for hex; always NUL-terminates. */
-void hp_stop_fmt(char *buf, size_t cap, const char *fmt, ...) HP_STOPPED_WINDOW;
-void hp_stop_vfmt(char *buf, size_t cap, const char *fmt, va_list ap) HP_STOPPED_WINDOW;
 
 /*
  * Lists /proc/PID/task and appends every tid (except `skip`) not yet in the set to

@@ -31,4 +31,12 @@
     __attribute__((section("hotpatch_stopped"), noinline, HP_NO_STACK_PROTECTOR            \
                    HP_NO_INSTRUMENTATION no_sanitize("address", "undefined", "thread")))
 
+#include <stdarg.h>
+#include <stddef.h>
+
+/* A tiny snprintf for messages formed while threads are stopped (stop.c): %s %c %d %u %ld %lu
+ * %lx %zu %p %% and the '#' flag for hex; always NUL-terminates. */
+void hp_stop_fmt(char *buf, size_t cap, const char *fmt, ...) HP_STOPPED_WINDOW;
+void hp_stop_vfmt(char *buf, size_t cap, const char *fmt, va_list ap) HP_STOPPED_WINDOW;
+
 #endif /* HOTPATCH_STOPPED_WINDOW_H */
