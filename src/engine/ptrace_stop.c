@@ -63,8 +63,12 @@
 /* The helper's state, one word (futex) that both sides move along:
  *   IDLE -> REQUEST (engine) -> STOPPED or FAILED (helper) -> RELEASE (engine) or IDLE (engine,
  *   after reading a failure) -> IDLE (helper, every thread let go); IDLE -> EXITING (helper,
- *   after HELPER_IDLE_NS without a request). */
-enum helper_state { H_IDLE = 1, H_REQUEST, H_STOPPED, H_FAILED, H_RELEASE, H_EXITING };
+ *   after HELPER_IDLE_NS without a request). A request made while the helper is still letting
+ *   the last stop's threads go is RELEASE -> RELEASE_THEN_REQUEST: the helper goes straight on
+ *   to the next stop, and the engine is not woken in between (with the program's threads
+ *   running again on every CPU, a wakeup can wait a whole scheduler slice). */
+enum helper_state { H_IDLE = 1, H_REQUEST, H_STOPPED, H_FAILED, H_RELEASE, H_EXITING,
+                    H_RELEASE_THEN_REQUEST };
 enum stage { STAGE_NONE, STAGE_LIST, STAGE_SEIZE, STAGE_INTERRUPT, STAGE_WAIT, STAGE_REGS };
 enum role { ROLE_INTERMEDIATE = 1, ROLE_HELPER };
 
@@ -83,7 +87,6 @@ struct helper_ctl {
     pid_t fail_tid;
     unsigned long rewound;      /* system calls rewound, all stops (tests) */
     unsigned long helpers;      /* helpers started (tests) */
-    long long t_seized, t_waited, t_clone, t_start, t_listed, t_stopped, t_resume, t_released;   /* bench */
 };
 
 static struct helper_ctl ctl;
@@ -233,16 +236,10 @@ HP_STOPPED_WINDOW static int helper_stop(struct helper_ctl *c)
         long added = hp_stop_list_new(c->tgid, c->caller);
         if (added < 0)
             return fail(c, STAGE_LIST, added, 0);
-        if (first == 0)
-            c->t_listed = hp_stop_now_ns();
         if (seize_new(c, first, &settled) < 0)
             return -1;
-        if (first == 0)
-            c->t_seized = hp_stop_now_ns();
         if (wait_all_stopped(c, first, &settled) < 0)
             return -1;
-        if (first == 0)
-            c->t_waited = hp_stop_now_ns();
         /* Every thread held is stopped and cannot create another: a listing that finds no
          * new thread now is final. The kernel's count of threads tells the same for less:
          * when it is the caller plus every thread held (stopped, or a zombie, or an io_uring
@@ -428,7 +425,6 @@ HP_STOPPED_WINDOW static void helper_loop(struct helper_ctl *c)
             break;
         }
         case H_REQUEST:
-            c->t_start = hp_stop_now_ns();
             hp_stop_clear();
             if (!hp_stop_reserve(c->expect)) {
                 fail(c, STAGE_LIST, -ENOMEM, 0);
@@ -437,7 +433,6 @@ HP_STOPPED_WINDOW static void helper_loop(struct helper_ctl *c)
                 helper_release(c, a->count);
                 set_state(c, H_FAILED);
             } else {
-                c->t_stopped = hp_stop_now_ns();
                 set_state(c, H_STOPPED);
             }
             break;
@@ -447,14 +442,16 @@ HP_STOPPED_WINDOW static void helper_loop(struct helper_ctl *c)
                 return;
             break;
         case H_RELEASE:
-            c->t_resume = hp_stop_now_ns();
+        case H_RELEASE_THEN_REQUEST:
             helper_release(c, a->count);
-            c->t_released = hp_stop_now_ns();
             if (!c->orphan) {
                 set_state(c, H_EXITING);            /* a direct child lives for one stop */
                 return;
             }
-            set_state(c, H_IDLE);
+            int releasing = H_RELEASE;
+            if (!atomic_compare_exchange_strong(&c->state, &releasing, H_IDLE))
+                atomic_store(&c->state, H_REQUEST);     /* RELEASE_THEN_REQUEST */
+            futex_wake(&c->state);
             break;
         default:
             return;
@@ -575,7 +572,6 @@ HP_STOPPED_WINDOW static int request_stop(long long deadline)
             return -1;
         }
         if (atomic_load(&ctl.alive) == 0) {
-            ctl.t_clone = hp_stop_now_ns();
             if (!spawn_helper()) {
                 ctl.stage = STAGE_NONE;
                 return -1;
@@ -589,7 +585,9 @@ HP_STOPPED_WINDOW static int request_stop(long long deadline)
                 return 0;
             }
         } else if (s == H_RELEASE) {
-            futex_wait(&ctl.state, s, 1000000, true);     /* the last stop is being let go */
+            /* The last stop's threads are being let go: the helper goes on to this one. */
+            if (atomic_compare_exchange_strong(&ctl.state, &s, H_RELEASE_THEN_REQUEST))
+                return 0;
         } else if (s == H_EXITING) {
             end_helper(1000000000LL);
         } else {
@@ -606,11 +604,12 @@ HP_STOPPED_WINDOW static int stop_window(long long deadline, bool *killed)
     if (request_stop(deadline) != 0)
         return -1;
     int s;
-    while ((s = atomic_load(&ctl.state)) == H_REQUEST && atomic_load(&ctl.alive)) {
+    while (((s = atomic_load(&ctl.state)) == H_REQUEST || s == H_RELEASE_THEN_REQUEST) &&
+           atomic_load(&ctl.alive)) {
         long long left = deadline - hp_stop_now_ns();
         if (left <= 0)
             break;
-        futex_wait(&ctl.state, H_REQUEST, left > 5000000 ? 5000000 : (long)left, true);
+        futex_wait(&ctl.state, s, left > 5000000 ? 5000000 : (long)left, true);
     }
     if (s == H_STOPPED)
         return 0;
@@ -621,6 +620,22 @@ HP_STOPPED_WINDOW static int stop_window(long long deadline, bool *killed)
     *killed = atomic_load(&ctl.alive) != 0;
     end_helper(0);                           /* late or dead: killing it lets them go */
     return -1;
+}
+
+/* Waits until the helper holds no thread (it lets the last stop's threads go on its own):
+ * before the signal stop, and before anything that needs every thread running. */
+HP_STOPPED_WINDOW void hp_ptrace_quiesce(void)
+{
+    int s;
+    long long deadline = hp_stop_now_ns() + 10LL * 1000000000LL;
+    while (ctl.owner == ctl.tgid && atomic_load(&ctl.alive) &&
+           (s = atomic_load(&ctl.state)) == H_RELEASE) {
+        if (hp_stop_now_ns() > deadline) {
+            end_helper(0);
+            return;
+        }
+        futex_wait(&ctl.state, s, 1000000, true);
+    }
 }
 
 HP_STOPPED_WINDOW void hp_ptrace_resume(void)
@@ -841,13 +856,6 @@ int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure 
     return -1;
 }
 
-void hp_ptrace_times(long long t[8])
-{
-    t[6] = ctl.t_seized, t[7] = ctl.t_waited;
-    t[0] = ctl.t_clone, t[1] = ctl.t_start, t[2] = ctl.t_listed, t[3] = ctl.t_stopped;
-    t[4] = ctl.t_resume, t[5] = ctl.t_released;
-}
-
 unsigned long hp_ptrace_rewound(void)
 {
     return ctl.rewound;
@@ -858,7 +866,3 @@ unsigned long hp_ptrace_helpers(void)
     return ctl.helpers;
 }
 
-int hp_ptrace_debug_state(void)
-{
-    return atomic_load(&ctl.state) * 1000 + (atomic_load(&ctl.alive) != 0);
-}

@@ -295,7 +295,9 @@ static pid_t wait_arrivals(long long deadline, bool *blocked)
                     n_gone++;
                 continue;
             }
-            if (thread_masks(t->tid, &blk, &pnd) && (blk & bit(stop_signal))) {
+            /* Blocked and still pending: it cannot take it. (Blocked but not pending is a
+             * thread inside our handler, which blocks everything while it runs.) */
+            if (thread_masks(t->tid, &blk, &pnd) && (blk & pnd & bit(stop_signal))) {
                 *blocked = true;
                 return t->tid;
             }

@@ -590,6 +590,7 @@ int hp_threads_stop(struct hp_stopped *out, int timeout_ms)
         }
         memset(out, 0, sizeof *out);
     }
+    hp_ptrace_quiesce();           /* no thread may still be held by the helper */
     if (hp_signal_stop(out, timeout_ms) != 0)
         return -1;
     active = METHOD_SIGNAL;

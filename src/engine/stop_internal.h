@@ -100,6 +100,8 @@ enum hp_stop_failure {
  * thread running again. */
 int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure *kind);
 void hp_ptrace_resume(void);
+/* Waits until the helper has let every thread of the last stop go. */
+void hp_ptrace_quiesce(void) HP_STOPPED_WINDOW;
 /* Why ptrace cannot be used in this process at all (checked once), or NULL. */
 const char *hp_ptrace_unusable(void);
 
