@@ -15,7 +15,9 @@
 #include <stdbool.h>
 #include <sys/syscall.h>
 
-#define HP_SYSCALL_INLINE static inline __attribute__((always_inline, unused))
+#define HP_SYSCALL_INLINE                                                                   \
+    static inline __attribute__((always_inline, unused,                                     \
+                                 no_sanitize("address", "undefined", "thread")))
 
 HP_SYSCALL_INLINE long hp_sys0(long nr)
 {
