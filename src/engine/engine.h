@@ -124,7 +124,8 @@ struct hp_stopped {
  * that works here, else with a signal (stop.c says how and why). Returns 0 with the threads'
  * states in *out (valid until hp_threads_resume), or -1 with a reason in out->why (a thread did
  * not stop within timeout_ms, a thread blocks every signal the fallback could use, ...), in
- * which case every thread runs again already. No thread limit. The caller must hold the engine
+ * which case every thread runs again already. No thread limit; the timeout is at least 0.2 ms
+ * per thread of the process (stopping costs a wakeup each). The caller must hold the engine
  * lock, and until hp_threads_resume may run only code of the section hotpatch_stopped.
  */
 int hp_threads_stop(struct hp_stopped *out, int timeout_ms);

@@ -900,6 +900,9 @@ int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure 
     if (yama_scope == 1 && has_cap_sys_ptrace(status))
         yama_scope = 0;   /* CAP_SYS_PTRACE passes Yama: no exception needed */
     bool killed = false;
+    /* Stopping costs wakeups per thread: a big process gets at least 0.2 ms per thread. */
+    if (threads / 5 > timeout_ms)
+        timeout_ms = (int)(threads / 5);
     long long deadline = hp_stop_now_ns() + (long long)timeout_ms * 1000000;
     if (stop_window(deadline, &killed) == 0) {
         out->threads = hp_stop_arrays.states;

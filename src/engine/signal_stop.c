@@ -382,6 +382,11 @@ int hp_signal_stop(struct hp_stopped *out, int timeout_ms)
     settle_lingering();
     if (choose_signal(out) != 0 || install_handler(out) != 0)
         return -1;
+    /* Stopping costs wakeups per thread: a big process gets at least 0.2 ms per thread. */
+    if ((long)(hp_stop_arrays.count / 5) > timeout_ms) {
+        timeout_ms = (int)(hp_stop_arrays.count / 5);
+        deadline = hp_stop_now_ns() + (long long)timeout_ms * 1000000;
+    }
     struct hp_stop_arrays *a = &hp_stop_arrays;
     pid_t pid = (pid_t)hp_sys0(SYS_getpid), self = (pid_t)hp_sys0(SYS_gettid);
     int gen = ++generation;
