@@ -692,6 +692,20 @@ HP_STOPPED_WINDOW void hp_ptrace_quiesce(void)
     }
 }
 
+/* When libhotpatch is unloaded (or the process exits normally), an idle helper is told to
+ * exit and waited for: it must not run code that is about to be unmapped. */
+__attribute__((destructor)) static void end_idle_helper(void)
+{
+    if (ctl.owner != getpid() || !atomic_load(&ctl.alive))
+        return;
+    hp_ptrace_quiesce();
+    int idle = H_IDLE;
+    if (atomic_compare_exchange_strong(&ctl.state, &idle, H_EXITING)) {
+        futex_wake(&ctl.state);
+        end_helper(100000000LL);
+    }
+}
+
 HP_STOPPED_WINDOW void hp_ptrace_resume(void)
 {
     int s = H_STOPPED;

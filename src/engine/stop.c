@@ -500,6 +500,7 @@ enum method { METHOD_AUTO, METHOD_PTRACE, METHOD_SIGNAL };
 static enum method wanted = METHOD_AUTO;   /* HOTPATCH_STOP or hp_threads_stop_prefer */
 static bool wanted_read;
 static char ptrace_refused[200];           /* why ptrace was given up for good ("" = it was not) */
+static char ptrace_not_now[200];           /* why this stop is not a ptrace stop ("" = it is) */
 static const char *last_method = "none";   /* the method of the last successful stop */
 static int active;                         /* the method holding the threads now, or 0 */
 
@@ -564,7 +565,7 @@ const char *hp_threads_stop_method(void)
 const char *hp_threads_stop_fallback_reason(void)
 {
     const char *why = ptrace_excluded();
-    return why ? why : "";
+    return why ? why : ptrace_not_now;
 }
 
 int hp_threads_stop(struct hp_stopped *out, int timeout_ms)
@@ -575,6 +576,7 @@ int hp_threads_stop(struct hp_stopped *out, int timeout_ms)
         return -1;
     }
     const char *excluded = ptrace_excluded();
+    ptrace_not_now[0] = '\0';
     if (!excluded) {
         enum hp_stop_failure kind = HP_STOP_FAIL_NONE;
         if (hp_ptrace_stop(out, timeout_ms, &kind) == 0) {
@@ -587,6 +589,8 @@ int hp_threads_stop(struct hp_stopped *out, int timeout_ms)
         if (kind == HP_STOP_FAIL_REFUSED) {
             snprintf(ptrace_refused, sizeof ptrace_refused, "%s", out->why);
             hp_log("the thread stop falls back to signals from now on: %s", out->why);
+        } else {
+            snprintf(ptrace_not_now, sizeof ptrace_not_now, "%s", out->why);
         }
         memset(out, 0, sizeof *out);
     }
