@@ -18,6 +18,8 @@
  *                   keeps running; under the signal stop every write is refused at once and
  *                   the other threads' progress during the refusals is at least half of what
  *                   it is without them (a ratio of counts, not a time limit)
+ *   altstack        one thread spends most of its time in a handler on a sigaltstack: every
+ *                   flip succeeds (the signal stop retries with backoff, issue 11 defect 9)
  *   threads         THREADS threads (64 KiB stacks) blocked in futex, read, nanosleep and
  *                   epoll_wait while 2 call the target: every flip succeeds, every call
  *                   returns one version's result
@@ -463,6 +465,74 @@ static int mode_blocker(int n_flips, bool ptrace_mode)
     return 0;
 }
 
+/* ---- a thread that lives in a handler on an alternate stack ------------------------------------- */
+
+static atomic_long in_handler_calls;
+
+static void busy_handler(int sig)
+{
+    (void)sig;
+    /* Most of this thread's time is spent here, on its sigaltstack. */
+    for (int i = 0; i < 200000 && atomic_load(&running); i++) {
+        int r = call_target(1, 2);
+        if (r != 3 && r != 103)
+            abort();
+        in_handler_calls++;
+    }
+}
+
+static void *altstack_main(void *arg)
+{
+    (void)arg;
+    stack_t ss = {.ss_sp = malloc(1 << 16), .ss_size = 1 << 16, .ss_flags = 0};
+    sigaltstack(&ss, NULL);
+    while (atomic_load(&running))
+        pause();
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    return NULL;
+}
+
+static int mode_altstack(int n_flips)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = busy_handler;
+    sa.sa_flags = SA_ONSTACK | SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);       /* only the altstack thread takes it */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_t t;
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    t = spawn(altstack_main, NULL, 0);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_attr_destroy(&attr);
+    usleep(10000);
+    int ok = 0;
+    for (int i = 0; i < n_flips; i++) {
+        pthread_kill(t, SIGUSR1);
+        usleep(200);
+        ok += flips(1);
+    }
+    atomic_store(&running, 0);
+    pthread_kill(t, SIGUSR1);
+    pthread_join(t, NULL);
+    printf("altstack: %d flips, %d succeeded (%s stop), %ld calls in the handler\n", n_flips, ok,
+           hp_threads_stop_method(), (long)in_handler_calls);
+    if (ok != n_flips)
+        return fail("a flip was refused: %s", last_why);
+    if (in_handler_calls == 0)
+        return fail("%s", "the handler never ran");
+    printf("stop_probe: PASS\n");
+    return 0;
+}
+
 /* ---- many threads ------------------------------------------------------------------------------ */
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -566,6 +636,8 @@ int main(int argc, char **argv)
         return mode_blocker(n_flips, ptrace_mode);
     if (strcmp(mode, "threads") == 0)
         return mode_threads(n_flips, n_threads);
+    if (strcmp(mode, "altstack") == 0)
+        return mode_altstack(n_flips);
     fprintf(stderr, "stop_probe: unknown mode %s\n", mode);
     return 2;
 }
