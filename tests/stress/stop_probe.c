@@ -487,9 +487,11 @@ static void *altstack_main(void *arg)
     stack_t ss = {.ss_sp = malloc(1 << 16), .ss_size = 1 << 16, .ss_flags = 0};
     sigaltstack(&ss, NULL);
     while (atomic_load(&running))
-        pause();
+        usleep(1000);                /* not pause(): the last signal may come before it */
+    void *mem = ss.ss_sp;
     ss.ss_flags = SS_DISABLE;
     sigaltstack(&ss, NULL);
+    free(mem);
     return NULL;
 }
 
