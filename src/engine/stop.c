@@ -41,9 +41,25 @@
  *      (signal-delivery-stop) and handed back, unchanged, when it lets the thread go: none is
  *      lost or added, and a group stop (SIGSTOP) stays in force;
  *    - the helper runs only code of the section hotpatch_stopped (raw system calls, no libc,
- *      no thread pointer: it shares the creating thread's TLS), blocks every signal, dies with
- *      the thread that created it (PR_SET_PDEATHSIG) and can dump no core. When the helper dies
- *      (killed, a seccomp filter) the kernel lets every thread it held go.
+ *      no thread pointer: it shares the creating thread's TLS), blocks every signal and can
+ *      dump no core. When the helper dies (killed, a seccomp filter) the kernel lets every
+ *      thread it held go;
+ *    - one helper serves a burst of stops: it sleeps on a futex between them and exits after a
+ *      second without one (a new helper waited milliseconds for a CPU behind the program's
+ *      busy threads; a woken one, with the 0.1 ms slice it asks for, preempts them). It is
+ *      cloned through an intermediate that exits at once, so that init adopts it and reaps it:
+ *      it is never a zombie among the program's children (in a process that is itself a child
+ *      subreaper, which would adopt it and get SIGCHLD, it stays a direct child that exits
+ *      after each stop and is reaped with __WCLONE). While it holds threads it checks every
+ *      100 ms that the process is still there with the same memory (kill 0, kcmp), and a fork
+ *      child never uses its parent's helper;
+ *    - hp_threads_resume only tells the helper to let the threads go (those blocked in system
+ *      calls first, running ones last); the next stop waits for it or, when it is still at it,
+ *      hands it the next stop directly. Deciding a rewind costs two ptrace requests
+ *      (PTRACE_GETSIGMASK, PTRACE_PEEKSIGINFO), and the process's dispositions and shared queue
+ *      are read once per release;
+ *    - waiting is per tid (wait4(tid)): wait4(-1) walks every tracee on each call. The closing
+ *      listing is skipped when the kernel's thread count is the caller plus the threads held.
  *    When ptrace cannot work, the helper says why and the signal stop is used: Yama
  *    ptrace_scope 1 is met with prctl(PR_SET_PTRACER, helper) for the stop (Yama cannot tell
  *    us an exception the program set itself, which this replaces; Yama drops ours when the
@@ -64,7 +80,14 @@
  *
  * Failures: every failure is an error with a reason (out->why) and leaves no thread stopped.
  * A thread that does not stop within the timeout (uninterruptible sleep, a vfork parent)
- * fails the stop with its tid and state.
+ * fails the stop with its tid and state; the timeout is at least 0.2 ms per thread.
+ *
+ * What runs in the window: every function called between hp_threads_stop's return and
+ * hp_threads_resume's is HP_STOPPED_WINDOW code (the scan and its callbacks, the code write,
+ * the maps reader, the helper); the callers' own straight-line code around those calls (in
+ * patch.c) calls nothing else. The vfork child of a thread blocked in vfork shares our memory
+ * and is not stopped: it runs until it execs (posix_spawn's child code) and is assumed not to
+ * run a function being patched.
  *
  * Memory: the per-thread arrays are mmap'ed and grow with mremap, so there is no thread limit
  * and nothing is allocated while a thread may hold malloc's lock. Everything that runs while
