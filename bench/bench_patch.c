@@ -256,6 +256,8 @@ static double pair_ms(const char *method, int reps, char *why)
     struct hp_patch_origin o = {"bench", "f_near_v1", (void *)f_near_v1};
     double v[64];
     reps = reps > 64 ? 64 : reps;
+    struct hp_patch_stats before, after;
+    hp_patch_get_stats(&before);
     for (int i = -1; i < reps; i++) {              /* one warm-up pair */
         double t0 = now_ns();
         if (hp_patch_upgrade(&t, &o, why, HP_ERROR_MAX) != 0 || rollback(f_near_target, why) != 0) {
@@ -266,6 +268,11 @@ static double pair_ms(const char *method, int reps, char *why)
             v[i] = (now_ns() - t0) / 1e6;
     }
     hp_threads_stop_prefer("auto");
+    hp_patch_get_stats(&after);
+    unsigned long writes = after.stopped_pokes - before.stopped_pokes;
+    if (writes && after.stops - before.stops > writes)
+        printf("  (%s: %lu stops for %lu code writes: a calling thread was inside the jump's "
+               "bytes, and the write waited for it)\n", method, after.stops - before.stops, writes);
     return median(v, reps);
 }
 
