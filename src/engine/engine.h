@@ -7,10 +7,10 @@
  *   patch.c         the engine: one record per patched function with its stack of versions,
  *                   relay slots within +-2 GB, the unload check. Every entry point below takes
  *                   the engine lock (see patch.c for its scope).
- *   stop.c          stopping every other thread of the process for a moment (a real-time
- *                   signal whose handler parks the thread and records its registers), used to
- *                   prove where threads are: around every code write, and before a library is
- *                   unmapped.
+ *   stop.c          stopping every other thread of the process for a moment, used to prove
+ *                   where threads are: around every code write, and before a library is
+ *                   unmapped. ptrace_stop.c does it with ptrace from a helper process (the
+ *                   primary stop), signal_stop.c with a real-time signal (the fallback).
  *   maps.c          /proc/self/maps of any size, read without malloc or libc calls (maps.h).
  *   symbols.c       name -> address and size, from the ELF symbol tables of mapped objects
  *                   (symbol versions, full paths as OBJECT).
@@ -32,17 +32,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/*
- * Code that runs while other threads of the process are stopped lives in a section of its own,
- * hotpatch_stopped: a stopped thread may hold any lock (the allocator's, stdio's, the loader's)
- * or be inside any function a patch replaced, so this code calls nothing outside the section
- * but raw system calls (tests/stopped_window_check.py proves it on the built library).
- * noinline keeps its callers from copying it out of the section; no_sanitize and no stack
- * protector keep the instrumentation's calls out.
- */
-#define HP_STOPPED_WINDOW                                                                   \
-    __attribute__((section("hotpatch_stopped"), noinline,                                  \
-                   no_sanitize("address", "undefined", "thread")))
+#include "stopped_window.h"
 
 /* ---- patch.c: the engine --------------------------------------------------------------- */
 
@@ -173,39 +163,54 @@ bool hp_engine_owns(const void *addr, char *what, size_t what_cap);
 
 /* ---- stop.c: stopping the other threads ------------------------------------------------ */
 
-/* What a stopped thread was doing when the signal arrived. */
+/* Where a stopped thread was. */
 struct hp_thread_state {
     pid_t tid;
     uintptr_t pc, sp;
-    uintptr_t regs[23];             /* the general registers of the interrupted context */
+    uintptr_t regs[23];             /* its general registers (ptrace: r15 ... gs_base of
+                                     * user_regs_struct; signal stop: the ucontext's gregs) */
     int n_regs;
-    bool on_altstack;               /* interrupted on a sigaltstack: its real stack is unknown */
+    bool on_altstack;               /* stopped in a handler on a sigaltstack, where its own
+                                     * stack cannot be found: hp_threads_scan says -EAGAIN */
 };
 
 struct hp_stopped {
     struct hp_thread_state *threads;
     size_t count;
-    pid_t missing;                  /* 0, or a thread that did not answer in time */
+    pid_t missing;                  /* 0, or a thread that did not stop in time */
     char why[160];                  /* set when the stop failed */
 };
 
 /*
- * Stops every thread of the process except the caller: each one parks in a signal handler
- * until hp_threads_resume(). Returns 0 with the threads' states in *out, or -1 with a reason
- * in out->why (a thread did not answer within timeout_ms, no free real-time signal, ...), in
- * which case every thread has been released already. The caller must hold the engine lock.
+ * Stops every thread of the process except the caller, with ptrace from a helper process when
+ * that works here, else with a signal (stop.c says how and why). Returns 0 with the threads'
+ * states in *out (valid until hp_threads_resume), or -1 with a reason in out->why (a thread did
+ * not stop within timeout_ms, a thread blocks every signal the fallback could use, ...), in
+ * which case every thread runs again already. No thread limit; the timeout is at least 0.2 ms
+ * per thread of the process (stopping costs a wakeup each). The caller must hold the engine
+ * lock, and until hp_threads_resume may run only code of the section hotpatch_stopped.
  */
 int hp_threads_stop(struct hp_stopped *out, int timeout_ms);
-/* Releases the threads and frees the states. */
+/* Lets the threads go (system calls the stop interrupted are restarted, ptrace mode). */
 void hp_threads_resume(struct hp_stopped *s);
 /*
- * Calls scan(ctx, word) for every register of every stopped thread and every aligned word of
- * its stack from 128 bytes below its stack pointer to the end of the stack's mapping. Returns
- * the first non-zero value of scan, or -1 with a reason when a stack cannot be read.
+ * Calls scan(ctx, tid, word, is_pc) for every register of every stopped thread and every
+ * aligned word of its stack from 128 bytes below its stack pointer to the end of the stack's
+ * mapping. Returns the first non-zero value of scan; -EAGAIN with a reason when a thread is in
+ * a handler on an alternate stack (try again a moment later, as for a PC inside a site); -1
+ * with a reason when a stack cannot be read. Runs in the stopped window: scan must be
+ * HP_STOPPED_WINDOW code too.
  */
 int hp_threads_scan(const struct hp_stopped *s, int (*scan)(void *ctx, pid_t tid, uintptr_t word,
                                                             bool is_pc),
                     void *ctx, char *why, size_t why_cap);
+/* "ptrace" or "signal": the method the next stop uses (status and version show it). */
+const char *hp_threads_stop_method(void);
+/* Why the signal stop is used instead of ptrace ("" when ptrace is used). */
+const char *hp_threads_stop_fallback_reason(void);
+/* Tests and settings: "auto" (default; HOTPATCH_STOP overrides), "ptrace" (never fall back)
+ * or "signal". 0, or -EINVAL for another word. Engine lock. */
+int hp_threads_stop_prefer(const char *method);
 
 /* ---- symbols.c: name -> address -------------------------------------------------------- */
 

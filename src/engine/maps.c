@@ -110,19 +110,21 @@ HP_STOPPED_WINDOW static const char *line_end(const char *p, const char *end)
 struct reader {
     int fd;
     size_t have;               /* bytes in buf */
+    size_t pos;                /* the next line starts here */
     bool skipping;             /* discarding the rest of an over-long line */
+    bool eof, failed;
     char buf[CHUNK];
 };
 
 HP_STOPPED_WINDOW static int open_maps(void)
 {
-    long fd = hp_raw_syscall3(SYS_open, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+    long fd = hp_sys3(SYS_open, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
     return fd < 0 ? -1 : (int)fd;
 }
 
 HP_STOPPED_WINDOW static void close_fd(int fd)
 {
-    hp_raw_syscall3(SYS_close, fd, 0, 0);
+    hp_sys3(SYS_close, fd, 0, 0);
 }
 
 /* Moves the unparsed tail [from, have) to the front. A volatile copy: a compiler must not turn
@@ -135,94 +137,92 @@ HP_STOPPED_WINDOW static void keep_tail(struct reader *r, size_t from)
     r->have -= from;
 }
 
-/* Parses the line [p, eol) unless the reader is skipping; the visitor's value or 0. */
-HP_STOPPED_WINDOW static int visit_line(struct reader *r, const char *p, const char *eol,
-                                        int (*visit)(void *, const struct hp_mapping *),
-                                        void *ctx)
+HP_STOPPED_WINDOW static void open_reader(struct reader *r)
 {
-    struct hp_mapping m;
-    if (r->skipping || !parse_line(p, eol, &m))
-        return 0;
-    return visit(ctx, &m);
+    r->fd = open_maps();
+    r->have = r->pos = 0;
+    r->skipping = r->eof = false;
+    r->failed = r->fd < 0;
+}
+
+/* Reads the next chunk after the unparsed tail. */
+HP_STOPPED_WINDOW static void fill(struct reader *r)
+{
+    keep_tail(r, r->pos);
+    r->pos = 0;
+    for (;;) {
+        long n = hp_sys3(SYS_read, r->fd, (long)(r->buf + r->have),
+                         (long)(sizeof r->buf - r->have));
+        if (n == -4 /* EINTR */)
+            continue;
+        if (n < 0)
+            r->failed = true;
+        else if (n == 0)
+            r->eof = true;
+        else
+            r->have += (size_t)n;
+        return;
+    }
 }
 
 /*
- * Parses every complete line in the buffer, calling visit; keeps a partial last line for the
- * next chunk. Returns the visitor's non-zero value, or 0.
+ * The next mapping: 1 with *m filled, 0 at the end, -1 when the map cannot be read. A line
+ * longer than the buffer is parsed from its start (where every field but the path is) and its
+ * rest skipped. No callback, so that the stopped window makes no indirect call.
  */
-HP_STOPPED_WINDOW static int parse_buffer(struct reader *r, bool at_eof,
-                                          int (*visit)(void *, const struct hp_mapping *),
-                                          void *ctx)
+HP_STOPPED_WINDOW static int next_mapping(struct reader *r, struct hp_mapping *m)
 {
-    const char *p = r->buf, *end = r->buf + r->have;
-    int rc = 0;
-    while (rc == 0 && p < end) {
-        const char *eol = line_end(p, end);
-        if (eol < end) {
-            rc = visit_line(r, p, eol, visit, ctx);
-            r->skipping = false;
-            p = eol + 1;
-        } else if (at_eof) {
-            rc = visit_line(r, p, end, visit, ctx);
-            p = end;
-        } else if (p == r->buf && r->have == sizeof r->buf) {
-            /* One line fills the buffer: its fields are all at its start; skip the rest. */
-            rc = visit_line(r, p, end, visit, ctx);
-            r->skipping = true;
-            p = end;
-        } else {
-            break;                              /* a partial line: wait for the rest */
+    while (!r->failed) {
+        const char *p = r->buf + r->pos, *end = r->buf + r->have;
+        const char *eol = p < end ? line_end(p, end) : end;
+        bool whole = eol < end || (r->eof && p < end) ||
+                     (r->pos == 0 && r->have == sizeof r->buf);
+        if (!whole) {
+            if (r->eof)
+                return 0;
+            fill(r);
+            continue;
         }
+        bool skip = r->skipping;
+        r->skipping = eol == end && !r->eof;     /* cut by the buffer: skip its remainder */
+        r->pos = eol < end ? (size_t)(eol + 1 - r->buf) : r->have;
+        if (!skip && parse_line(p, eol, m))
+            return 1;
     }
-    keep_tail(r, (size_t)(p - r->buf));
-    return rc;
+    return -1;
 }
 
-HP_STOPPED_WINDOW int hp_maps_each(int (*visit)(void *ctx, const struct hp_mapping *m), void *ctx)
+int hp_maps_each(int (*visit)(void *ctx, const struct hp_mapping *m), void *ctx)
 {
     struct reader r;
-    r.fd = open_maps();
-    r.have = 0;
-    r.skipping = false;
-    if (r.fd < 0)
-        return -1;
-    int rc = 0;
-    for (;;) {
-        long n = hp_raw_syscall3(SYS_read, r.fd, (long)(r.buf + r.have),
-                                 (long)(sizeof r.buf - r.have));
-        if (n == -4 /* EINTR */)
-            continue;
-        if (n < 0) {
-            rc = -1;
-            break;
-        }
-        r.have += (size_t)n;
-        rc = parse_buffer(&r, n == 0, visit, ctx);
-        if (rc != 0 || n == 0)
-            break;
-    }
-    close_fd(r.fd);
+    open_reader(&r);
+    struct hp_mapping m;
+    int rc = 0, got;
+    while (rc == 0 && (got = next_mapping(&r, &m)) == 1)
+        rc = visit(ctx, &m);
+    if (rc == 0 && got < 0)
+        rc = -1;
+    if (r.fd >= 0)
+        close_fd(r.fd);
     return rc;
-}
-
-struct lookup {
-    uintptr_t addr;
-    struct hp_mapping *out;
-};
-
-HP_STOPPED_WINDOW static int holds(void *ctx, const struct hp_mapping *m)
-{
-    struct lookup *q = ctx;
-    if (q->addr < m->start || q->addr >= m->end)
-        return m->start > q->addr ? 2 : 0;    /* sorted by address: past it means unmapped */
-    *q->out = *m;
-    return 1;
 }
 
 HP_STOPPED_WINDOW bool hp_maps_lookup(uintptr_t addr, struct hp_mapping *out)
 {
-    struct lookup q = {addr, out};
-    return hp_maps_each(holds, &q) == 1;
+    struct reader r;
+    open_reader(&r);
+    struct hp_mapping m;
+    bool found = false;
+    while (!found && next_mapping(&r, &m) == 1) {
+        if (m.start > addr)
+            break;                               /* sorted by address: past it, unmapped */
+        found = addr < m.end;
+    }
+    if (found)
+        *out = m;
+    if (r.fd >= 0)
+        close_fd(r.fd);
+    return found;
 }
 
 HP_STOPPED_WINDOW int hp_maps_protection(uintptr_t addr)
@@ -239,12 +239,12 @@ static size_t text_cap;
 
 HP_STOPPED_WINDOW static bool grow_text(size_t cap)
 {
-    long mem = hp_raw_syscall6(SYS_mmap, 0, (long)cap, PROT_READ | PROT_WRITE,
+    long mem = hp_sys6(SYS_mmap, 0, (long)cap, PROT_READ | PROT_WRITE,
                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem < 0 && mem > -4096)
         return false;
     if (text)
-        hp_raw_syscall3(SYS_munmap, (long)text, (long)text_cap, 0);
+        hp_sys3(SYS_munmap, (long)text, (long)text_cap, 0);
     text = (char *)mem;
     text_cap = cap;
     return true;
@@ -259,7 +259,7 @@ HP_STOPPED_WINDOW static int read_whole(void)
     size_t used = 0;
     long n = 0;
     while (used < text_cap - 1) {
-        n = hp_raw_syscall3(SYS_read, fd, (long)(text + used), (long)(text_cap - 1 - used));
+        n = hp_sys3(SYS_read, fd, (long)(text + used), (long)(text_cap - 1 - used));
         if (n == -4 /* EINTR */)
             continue;
         if (n <= 0)

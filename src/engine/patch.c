@@ -84,6 +84,7 @@
 #include "branch_proof.h"
 #include "maps.h"
 #include "arch/arch.h"
+#include "arch/x86_64_syscall.h"
 
 #define RELAY_SLOTS 512
 #define STOP_TIMEOUT_MS 1000
@@ -336,9 +337,12 @@ static bool slot_reaches(const uint8_t *site, const uint8_t *slot)
     return hp_arch_near(site, slot);
 }
 
+static long relay_page_size = 4096;   /* the page size relay regions were mapped with */
+
 static struct relay_region *map_region_at(uintptr_t at)
 {
     long page = sysconf(_SC_PAGESIZE);
+    relay_page_size = page;
     void *mem = mmap((void *)at, 2 * (size_t)page, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
     if (mem == MAP_FAILED)
@@ -442,9 +446,10 @@ static int assign_relay(struct patched *p, char *why, size_t why_cap)
     return 0;
 }
 
-static bool in_relay_code(uintptr_t pc)
+/* Runs in the stopped window (the unload check's scan): no libc. */
+HP_STOPPED_WINDOW static bool in_relay_code(uintptr_t pc)
 {
-    long page = sysconf(_SC_PAGESIZE);
+    long page = relay_page_size;
     for (struct relay_region *r = relays; r; r = r->next)
         if (pc >= (uintptr_t)r->code && pc < (uintptr_t)r->code + (uintptr_t)page)
             return true;
@@ -477,7 +482,7 @@ struct inside_check {
     uintptr_t word;
 };
 
-static int word_inside(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
+HP_STOPPED_WINDOW static int word_inside(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
 {
     (void)is_pc;
     struct inside_check *c = ctx;
@@ -495,7 +500,7 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static bool site_mapped_executable(const struct patched *p)
+HP_STOPPED_WINDOW static bool site_mapped_executable(const struct patched *p)
 {
     const int need = PROT_READ | PROT_EXEC;
     int first = hp_maps_protection((uintptr_t)p->site);
@@ -505,22 +510,23 @@ static bool site_mapped_executable(const struct patched *p)
 
 /*
  * The site still holds exactly what the engine last wrote there (the original bytes before the
- * first patch), in executable memory. Uses no malloc, so it also runs with threads stopped.
+ * first patch), in executable memory. Raw system calls only, so it also runs with threads
+ * stopped.
  */
-static int site_unchanged(const struct patched *p, char *why, size_t why_cap)
+HP_STOPPED_WINDOW static int site_unchanged(const struct patched *p, char *why, size_t why_cap)
 {
     if (p->broken) {
-        snprintf(why, why_cap, "%s was left inconsistent by a failed write earlier; the engine "
+        hp_stop_fmt(why, why_cap, "%s was left inconsistent by a failed write earlier; the engine "
                  "will not write its code again", p->name);
         return -ENOTRECOVERABLE;
     }
     if (!site_mapped_executable(p)) {
-        snprintf(why, why_cap, "the code of %s at %p is no longer mapped executable (its "
+        hp_stop_fmt(why, why_cap, "the code of %s at %p is no longer mapped executable (its "
                  "library was unloaded?); nothing written", p->name, (void *)p->site);
         return -ESTALE;
     }
-    if (memcmp(p->site, p->written, p->site_len) != 0) {
-        snprintf(why, why_cap, "%s at %p no longer holds the bytes the engine wrote there "
+    if (hp_raw_differ(p->site, p->written, p->site_len)) {
+        hp_stop_fmt(why, why_cap, "%s at %p no longer holds the bytes the engine wrote there "
                  "(unloaded and reloaded, or changed by someone else); nothing written",
                  p->name, (void *)p->site);
         return -ESTALE;
@@ -529,7 +535,7 @@ static int site_unchanged(const struct patched *p, char *why, size_t why_cap)
 }
 
 /* With every thread stopped and outside the site: verifies the site, then writes `code`. */
-static int write_while_stopped(struct patched *p, const uint8_t *code, char *why,
+HP_STOPPED_WINDOW static int write_while_stopped(struct patched *p, const uint8_t *code, char *why,
                                size_t why_cap)
 {
     int rc = site_unchanged(p, why, why_cap);
@@ -538,12 +544,14 @@ static int write_while_stopped(struct patched *p, const uint8_t *code, char *why
     rc = hp_arch_poke_stopped(p->site, code, p->site_len, why, why_cap);
     stats.stopped_pokes++;
     if (rc == 0) {
-        memcpy(p->written, code, p->site_len);
+        hp_raw_copy(p->written, code, p->site_len);
     } else if (rc == -ENOTRECOVERABLE) {
         p->broken = true;
     } else {
-        size_t used = strlen(why);
-        snprintf(why + used, why_cap - used, "; the previous bytes are back, nothing changed");
+        size_t used = 0;
+        while (used < why_cap && why[used])
+            used++;
+        hp_stop_fmt(why + used, why_cap - used, "; the previous bytes are back, nothing changed");
     }
     return rc;
 }
@@ -581,6 +589,11 @@ static int write_site_stopped(struct patched *p, const uint8_t *code, char *why,
         hp_threads_resume(&stopped);
         if (found == 0)
             return rc;
+        if (found == -EAGAIN && attempt + 1 < STOP_ATTEMPTS) {
+            /* A thread in a handler on an alternate stack: retry as for a PC inside. */
+            sleep_ms(attempt < 5 ? 1 << attempt : 50);
+            continue;
+        }
         if (found < 0) {
             snprintf(why, why_cap, "cannot check the threads before writing the code of %s: "
                      "%s; nothing changed", p->name, scan_why);
@@ -1208,7 +1221,7 @@ void hp_patch_get_stats(struct hp_patch_stats *out)
 
 /* ---- the unload check ------------------------------------------------------------------------ */
 
-static bool in_ranges(uintptr_t a, const struct hp_range *r, size_t n)
+HP_STOPPED_WINDOW static bool in_ranges(uintptr_t a, const struct hp_range *r, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (a >= r[i].start && a < r[i].end)
@@ -1258,7 +1271,7 @@ struct range_check {
     bool is_pc, in_relay;
 };
 
-static int word_in_library(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
+HP_STOPPED_WINDOW static int word_in_library(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
 {
     struct range_check *c = ctx;
     bool relay = is_pc && in_relay_code(word);
@@ -1272,7 +1285,7 @@ static int word_in_library(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
 }
 
 /* Points relay cells that still name the library (unreachable leftovers) at their function. */
-static void clear_stale_cells(const struct hp_range *ranges, size_t n)
+HP_STOPPED_WINDOW static void clear_stale_cells(const struct hp_range *ranges, size_t n)
 {
     for (size_t i = 0; i < n_functions; i++) {
         struct patched *p = functions[i];

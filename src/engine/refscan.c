@@ -28,8 +28,8 @@
  * SCAN_MAX_NS of time; past either the scan stops and the caller refuses, saying which. The
  * threads stay stopped for the whole scan, so the bound is also the longest pause it causes.
  *
- * Runs while other threads are stopped: only raw system calls (through syscall(2), which the
- * engine refuses to patch) and this file's own parsing, one static buffer, no malloc.
+ * Runs while other threads are stopped: only raw system calls (arch/x86_64_syscall.h) and this
+ * file's own parsing, one static buffer, no malloc.
  * Engine lock.
  */
 #include <stdint.h>
@@ -40,6 +40,7 @@
 
 #include "engine.h"
 #include "maps.h"
+#include "arch/x86_64_syscall.h"
 
 #define SCAN_MAX_BYTES ((unsigned long long)HP_SCAN_MAX_MIB << 20)
 #define SCAN_MAX_NS ((long long)HP_SCAN_MAX_MS * 1000000ll)
@@ -57,7 +58,7 @@ struct map_line {
 HP_STOPPED_WINDOW static long long monotonic_ns(void)
 {
     struct timespec ts;
-    syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
+    hp_sys2(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&ts);
     return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
@@ -177,7 +178,8 @@ HP_STOPPED_WINDOW static int scan_range(struct scan *sc, uintptr_t from, uintptr
     while (from < to) {
         size_t len = to - from < CHUNK ? to - from : CHUNK;
         struct iovec local = {chunk, len}, remote = {(void *)from, len};
-        long got = syscall(SYS_process_vm_readv, (long)getpid(), &local, 1, &remote, 1, 0);
+        long got = hp_sys6(SYS_process_vm_readv, hp_sys0(SYS_getpid), (long)&local, 1,
+                           (long)&remote, 1, 0);
         if (got <= 0)
             return 0;                    /* vanished or unreadable: nothing there to run */
         size_t words = (size_t)got / sizeof(uintptr_t);

@@ -1,397 +1,809 @@
 /*
- * stop.c — stopping every other thread of the process for a moment, to prove where they
- * are.
+ * stop.c — stopping every other thread of the process for a moment, to prove where they are.
  *
  * The engine needs this around every code write (no thread may run while bytes change, nor be
  * paused between two of the instructions being overwritten), and before a library is unmapped
- * (no thread may still run in it or return into it).
+ * (no thread may still run in it or return into it). The promise is that the program cannot
+ * tell a stop happened: no EINTR, no early return from a sleep, no signal lost or added, no
+ * mask or disposition changed, no thread frozen beyond the write itself.
  *
- * How: the caller sends a real-time signal to each thread listed in /proc/self/task with
- * rt_tgsigqueueinfo, carrying a generation number. The handler records the interrupted
- * registers and stack pointer in a static slot, counts itself in, and parks on a futex until
- * the caller releases that generation — and only then: there is no timeout after which a
- * parked thread leaves on its own. The caller re-reads the task list until no thread it did
- * not signal has appeared (a thread created just before its parent parked). A thread that does
- * not answer within the timeout (it blocks the signal, or is stopped by a debugger) makes the
- * stop fail with its tid: the caller refuses rather than guess.
+ * Two methods, chosen per stop (hp_threads_stop_method() says which one is in use):
  *
- * The signal: the highest real-time signal whose disposition is SIG_DFL, checked at every stop.
- * Our handler is installed only for the duration of a stop; afterwards the disposition is set
- * to SIG_IGN (which discards a signal still pending in a thread that never answered, so it
- * cannot kill the process later) and then restored to what the program had.
+ * 1. ptrace from a helper (ptrace_stop.c), the primary stop. The helper is a separate thread
+ *    group sharing our memory, made with a raw clone(CLONE_VM | CLONE_FS | CLONE_FILES |
+ *    CLONE_UNTRACED) and no exit signal:
+ *    - not fork(): no at-fork handler of the program runs, nothing is copied, the helper sees
+ *      the threads' stacks and our arrays directly; no exit signal, so the program gets no
+ *      SIGCHLD and its plain waitpid() never reaps it (we reap it with __WCLONE);
+ *    - a separate thread group, because ptrace refuses to attach to one's own group;
+ *    - it PTRACE_SEIZEs and PTRACE_INTERRUPTs every thread of /proc/PID/task but the caller,
+ *      then lists the directory again until a listing finds no thread it does not hold while
+ *      every thread it holds is stopped (no stopped thread can create another, so that listing
+ *      is final); each listing is linear in the number of threads (a hash of the tids);
+ *    - a stop by PTRACE_INTERRUPT needs no signal: a thread that blocks every signal stops as
+ *      well, nothing is queued, no handler of ours exists, no mask or disposition changes;
+ *    - the registers come from PTRACE_GETREGSET: the real ones, with no signal frame to read
+ *      (so a thread running a handler on an alternate stack is seen as it is);
+ *    - system calls: the interrupt makes a blocked call return to user mode. The kernel itself
+ *      restarts, when no handler runs, every call that ended with -ERESTARTSYS, -ERESTARTNOINTR,
+ *      -ERESTARTNOHAND or -ERESTART_RESTARTBLOCK (read, futex, accept, wait4, poll, select,
+ *      pause, nanosleep and clock_nanosleep with their remaining time...), exactly as after
+ *      SIGSTOP/SIGCONT. What it does not restart is what returns -EINTR itself after any stop
+ *      (signal(7), "Interruption of system calls ... by stop signals"): epoll_wait/epoll_pwait
+ *      (/2), semop/semtimedop, rt_sigtimedwait, io_getevents, and socket calls with
+ *      SO_RCVTIMEO/SO_SNDTIMEO. The helper rewinds those before it lets the thread go, as the
+ *      kernel does for a restart: the program counter back over the 2-byte `syscall`, rax =
+ *      orig_rax (arch/x86_64_regs.c has the list and the details). It does not when a signal
+ *      that would run a handler in that thread is pending (then the EINTR is the program's own),
+ *      nor for calls that are not safe to run twice (close, connect, io_uring_enter...). A
+ *      restarted timed wait starts its timeout afresh: it can end later, never earlier;
+ *    - a signal that arrives while the helper holds a thread is reported to the helper
+ *      (signal-delivery-stop) and handed back, unchanged, when it lets the thread go: none is
+ *      lost or added, and a group stop (SIGSTOP) stays in force;
+ *    - the helper runs only code of the section hotpatch_stopped (raw system calls, no libc,
+ *      no thread pointer: it shares the creating thread's TLS), blocks every signal and can
+ *      dump no core. When the helper dies (killed, a seccomp filter) the kernel lets every
+ *      thread it held go;
+ *    - one helper serves a burst of stops: it sleeps on a futex between them and exits after a
+ *      second without one (a new helper waited milliseconds for a CPU behind the program's
+ *      busy threads; a woken one, with the 0.1 ms slice it asks for, preempts them). It is
+ *      cloned through an intermediate that exits at once, so that init adopts it and reaps it:
+ *      it is never a zombie among the program's children (in a process that is itself a child
+ *      subreaper, which would adopt it and get SIGCHLD, it stays a direct child that exits
+ *      after each stop and is reaped with __WCLONE). While it holds threads it checks every
+ *      100 ms that the process is still there with the same memory (kill 0, kcmp), and a fork
+ *      child never uses its parent's helper;
+ *    - hp_threads_resume only tells the helper to let the threads go (those blocked in system
+ *      calls first, running ones last); the next stop waits for it or, when it is still at it,
+ *      hands it the next stop directly. Deciding a rewind costs two ptrace requests
+ *      (PTRACE_GETSIGMASK, PTRACE_PEEKSIGINFO), and the process's dispositions and shared queue
+ *      are read once per release;
+ *    - waiting is per tid (wait4(tid)): wait4(-1) walks every tracee on each call. The closing
+ *      listing is skipped when the kernel's thread count is the caller plus the threads held.
+ *    When ptrace cannot work, the helper says why and the signal stop is used: Yama
+ *    ptrace_scope 1 is met with prctl(PR_SET_PTRACER, helper) for the stop (Yama cannot tell
+ *    us an exception the program set itself, which this replaces; Yama drops ours when the
+ *    helper exits), scope 2 needs CAP_SYS_PTRACE, scope 3 never works; a process that is
+ *    being debugged (TracerPid), that made itself undumpable, or whose LSM refuses, gets the
+ *    signal stop. Under ThreadSanitizer the signal stop is used: a thread stopped anywhere may
+ *    hold TSan's internal locks, which the engine's instrumented code takes while it writes.
  *
- * While the threads are parked, one of them may hold a libc lock (malloc, stdio, the loader's).
- * So between stop and resume the caller must not allocate or use stdio; this file reads
- * /proc/self/maps with open/read into a static buffer and keeps states in static slots.
+ * 2. The signal stop (signal_stop.c), repaired: a real-time signal that no thread blocks, no
+ *    thread has pending and the program has no handler for, chosen by reading every thread's
+ *    SigBlk/SigPnd before anyone is stopped; a thread that blocks every real-time signal makes
+ *    the stop refused before any thread is stopped (no one is frozen for it). The handler parks
+ *    the thread on a futex and records its interrupted context. What it cannot avoid: a handler
+ *    runs, so calls that the kernel restarts only for SA_RESTART handlers or never (poll,
+ *    select, nanosleep, sleep(), pause, epoll_wait, sigtimedwait, semop...) may return EINTR
+ *    or early in the threads that were blocked in them; and a signalfd or sigwait that takes
+ *    every signal sees our signal once.
  *
- * State (all static, owned by the engine and used under its lock, except what the handler
- * touches, which is atomic): the slots, the generation counters, the chosen signal.
+ * Failures: every failure is an error with a reason (out->why) and leaves no thread stopped.
+ * A thread that does not stop within the timeout (uninterruptible sleep, a vfork parent)
+ * fails the stop with its tid and state; the timeout is at least 0.2 ms per thread.
+ *
+ * What runs in the window: every function called between hp_threads_stop's return and
+ * hp_threads_resume's is HP_STOPPED_WINDOW code (the scan and its callbacks, the code write,
+ * the maps reader, the helper); the callers' own straight-line code around those calls (in
+ * patch.c) calls nothing else. The vfork child of a thread blocked in vfork shares our memory
+ * and is not stopped: it runs until it execs (posix_spawn's child code) and is assumed not to
+ * run a function being patched.
+ *
+ * Memory: the per-thread arrays are mmap'ed and grow with mremap, so there is no thread limit
+ * and nothing is allocated while a thread may hold malloc's lock. Everything that runs while
+ * threads are stopped (the helper, the scan, the resume) is in the section hotpatch_stopped
+ * (HP_STOPPED_WINDOW) and uses raw system calls (tests/stopped_window_check.py).
+ *
+ * State: the arrays, the chosen method and the reasons, owned by the engine lock (patch.c):
+ * one stop at a time.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "base/base.h"
 #include "engine.h"
-#include "maps.h"
+#include "stop_internal.h"
 #include "arch/arch.h"
+#include "arch/x86_64_syscall.h"
 
-#define MAX_THREADS 1024
+/* ---- per-thread arrays ------------------------------------------------------------------- */
 
-static struct hp_thread_state slots[MAX_THREADS];
-static atomic_int next_slot;       /* handler: index of the next free slot */
-static atomic_int arrived;         /* handler: slots completely written */
-static atomic_int active_gen;      /* generation being stopped now; 0 = none */
-static atomic_int released_gen;    /* futex word: generations <= this one may leave */
-static atomic_int inflight;        /* threads inside the handler */
-static int generation;             /* last generation used (engine lock) */
-static pid_t signaled[MAX_THREADS];/* tids signaled in the current stop (engine lock) */
-static size_t n_signaled;
-static int stop_signal;            /* chosen signal (engine lock) */
-static bool need_drain;            /* the last stop failed: a late thread may still be inside */
-static struct sigaction saved_action;
+struct hp_stop_arrays hp_stop_arrays;
 
-static long futex(atomic_int *word, int op, int val, const struct timespec *timeout)
+HP_STOPPED_WINDOW static void *grow_mapping(void *old, size_t old_size, size_t new_size)
 {
-    return syscall(SYS_futex, word, op, val, timeout, NULL, 0);
+    long p;
+    if (old)
+        p = hp_sys4(SYS_mremap, (long)old, (long)old_size, (long)new_size, MREMAP_MAYMOVE);
+    else
+        p = hp_sys6(SYS_mmap, 0, (long)new_size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return hp_sys_failed(p) ? NULL : (void *)p;
 }
 
-static long long now_ns(void)
+HP_STOPPED_WINDOW static size_t page_round(size_t n)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return (n + 4095) & ~(size_t)4095;
 }
 
-static pid_t current_tid(void)
+HP_STOPPED_WINDOW static void set_insert(struct hp_tid_slot *set, size_t cap, pid_t tid,
+                                         size_t index)
 {
-    return (pid_t)syscall(SYS_gettid);
+    size_t i = ((uint32_t)tid * 2654435761u) & (cap - 1);
+    while (set[i].tid != 0 && set[i].tid != tid)
+        i = (i + 1) & (cap - 1);
+    set[i].tid = tid;
+    set[i].index = (uint32_t)index;
 }
 
-/* ---- the handler (runs in the stopped threads) --------------------------------------------- */
-
-static void record_state(const void *ucontext)
+HP_STOPPED_WINDOW bool hp_stop_reserve(size_t n)
 {
-    int idx = atomic_fetch_add(&next_slot, 1);
-    if (idx >= MAX_THREADS)
-        return;
-    struct hp_thread_state *s = &slots[idx];
-    stack_t ss;
-    s->tid = current_tid();
-    s->pc = hp_arch_context_pc(ucontext);
-    s->sp = hp_arch_context_sp(ucontext);
-    s->n_regs = hp_arch_context_regs(ucontext, s->regs, (int)(sizeof s->regs / sizeof s->regs[0]));
-    s->on_altstack = sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_ONSTACK);
-    atomic_fetch_add(&arrived, 1);
-    futex(&arrived, FUTEX_WAKE_PRIVATE, 1, NULL);
-}
-
-/*
- * A parked thread leaves only when the engine releases its generation: no timeout. A thread
- * that left on its own (after a SIGSTOP, a debugger, a long preemption) could run the bytes the
- * engine is writing at that very moment. The engine always releases (every path of
- * hp_threads_stop and hp_threads_resume does), and it never waits for anything a parked thread
- * holds between stop and resume (no malloc, no stdio, no locks), so waiting cannot deadlock.
- */
-static void park(int gen)
-{
-    for (;;) {
-        int released = atomic_load(&released_gen);
-        if (released >= gen)
-            return;
-        futex(&released_gen, FUTEX_WAIT_PRIVATE, released, NULL);
-    }
-}
-
-static void stop_handler(int sig, siginfo_t *info, void *ucontext)
-{
-    (void)sig;
-    int saved_errno = errno;
-    atomic_fetch_add(&inflight, 1);
-    int gen = info->si_value.sival_int;
-    if (info->si_code == SI_QUEUE && info->si_pid == getpid() && gen != 0 &&
-        gen == atomic_load(&active_gen)) {
-        record_state(ucontext);
-        park(gen);
-    }
-    atomic_fetch_sub(&inflight, 1);
-    errno = saved_errno;
-}
-
-/* ---- choosing and installing the signal ------------------------------------------------------ */
-
-static bool signal_is_free(int sig)
-{
-    struct sigaction sa;
-    return sigaction(sig, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
-           sa.sa_handler == SIG_DFL;
-}
-
-static int choose_signal(char *why, size_t why_cap)
-{
-    if (stop_signal && signal_is_free(stop_signal))
-        return 0;
-    for (int sig = SIGRTMAX; sig >= SIGRTMIN + 4; sig--) {
-        if (signal_is_free(sig)) {
-            stop_signal = sig;
-            return 0;
-        }
-    }
-    snprintf(why, why_cap, "no free real-time signal to stop the threads with (all have "
-                           "handlers)");
-    return -1;
-}
-
-static int install_handler(char *why, size_t why_cap)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = stop_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    /* Block everything while parked: no handler of the program runs (and touches its locks or
-     * the code being written) in a thread that is supposed to be frozen. */
-    sigfillset(&sa.sa_mask);
-    if (sigaction(stop_signal, &sa, &saved_action) != 0) {
-        snprintf(why, why_cap, "cannot install the stop signal handler: %s", strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* SIG_IGN first discards a copy still pending in a thread that never answered. */
-static void uninstall_handler(void)
-{
-    struct sigaction ignore;
-    memset(&ignore, 0, sizeof ignore);
-    ignore.sa_handler = SIG_IGN;
-    sigaction(stop_signal, &ignore, NULL);
-    sigaction(stop_signal, &saved_action, NULL);
-}
-
-/* ---- signaling the threads -------------------------------------------------------------------- */
-
-static bool was_signaled(pid_t tid)
-{
-    for (size_t i = 0; i < n_signaled; i++)
-        if (signaled[i] == tid)
-            return true;
-    return false;
-}
-
-static int send_stop(pid_t tid, int gen)
-{
-    siginfo_t info;
-    memset(&info, 0, sizeof info);
-    info.si_signo = stop_signal;
-    info.si_code = SI_QUEUE;
-    info.si_pid = getpid();
-    info.si_uid = getuid();
-    info.si_value.sival_int = gen;
-    return (int)syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, stop_signal, &info);
-}
-
-/*
- * Signals every thread of /proc/self/task not yet signaled (except the caller). Returns how many
- * were newly signaled, or -1 with a reason. Uses getdents64 on a raw descriptor: no malloc.
- */
-static int signal_new_threads(int gen, char *why, size_t why_cap)
-{
-    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(why, why_cap, "cannot list threads: /proc/self/task: %s", strerror(errno));
-        return -1;
-    }
-    pid_t self = current_tid();
-    int added = 0;
-    char buf[4096];
-    long n;
-    while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
-        for (long off = 0; off < n;) {
-            struct {
-                unsigned long long ino;
-                long long off;
-                unsigned short reclen;
-                unsigned char type;
-                char name[];
-            } *d = (void *)(buf + off);
-            off += d->reclen;
-            pid_t tid = (pid_t)atoi(d->name);
-            if (tid <= 0 || tid == self || was_signaled(tid))
-                continue;
-            if (n_signaled >= MAX_THREADS) {
-                close(fd);
-                snprintf(why, why_cap, "more than %d threads: too many to stop", MAX_THREADS);
-                return -1;
-            }
-            if (send_stop(tid, gen) != 0)
-                continue;  /* the thread has exited */
-            signaled[n_signaled++] = tid;
-            added++;
-        }
-    }
-    close(fd);
-    return added;
-}
-
-static bool thread_has_arrived(pid_t tid)
-{
-    int count = atomic_load(&arrived);
-    for (int i = 0; i < count && i < MAX_THREADS; i++)
-        if (slots[i].tid == tid)
-            return true;
-    return false;
-}
-
-static bool thread_exists(pid_t tid)
-{
-    return syscall(SYS_tgkill, getpid(), tid, 0) == 0;
-}
-
-/* The first signaled thread that neither arrived nor exited; 0 when none. */
-static pid_t first_missing(void)
-{
-    for (size_t i = 0; i < n_signaled; i++) {
-        pid_t tid = signaled[i];
-        if (!thread_has_arrived(tid) && thread_exists(tid))
-            return tid;
-    }
-    return 0;
-}
-
-static void wait_arrivals(long long deadline)
-{
-    struct timespec slice = {0, 2 * 1000 * 1000};
-    for (;;) {
-        int count = atomic_load(&arrived);
-        if (first_missing() == 0 || now_ns() > deadline)
-            return;
-        futex(&arrived, FUTEX_WAIT_PRIVATE, count, &slice);
-    }
-}
-
-static bool drain_previous_handlers(long long deadline)
-{
-    while (atomic_load(&inflight) != 0) {
-        if (now_ns() > deadline)
-            return false;
-        sched_yield();
-    }
+    struct hp_stop_arrays *a = &hp_stop_arrays;
+    if (n <= a->cap)
+        return true;
+    size_t cap = a->cap ? a->cap : 256;
+    while (cap < n)
+        cap *= 2;
+    void *states = grow_mapping(a->states, page_round(a->cap * sizeof *a->states),
+                                page_round(cap * sizeof *a->states));
+    if (!states)
+        return false;
+    a->states = states;
+    void *traced = grow_mapping(a->traced, page_round(a->cap * sizeof *a->traced),
+                                page_round(cap * sizeof *a->traced));
+    if (!traced)
+        return false;
+    a->traced = traced;
+    size_t set_cap = 4 * cap;
+    struct hp_tid_slot *set = grow_mapping(NULL, 0, page_round(set_cap * sizeof *set));
+    if (!set)
+        return false;
+    if (a->tid_set)
+        hp_sys2(SYS_munmap, (long)a->tid_set, (long)page_round(a->set_cap * sizeof *set));
+    for (size_t i = 0; i < a->count; i++)
+        set_insert(set, set_cap, a->traced[i].tid, i);
+    a->tid_set = set;
+    a->set_cap = set_cap;
+    a->cap = cap;
     return true;
 }
 
-static void release_generation(int gen)
+HP_STOPPED_WINDOW bool hp_stop_set_add(pid_t tid, size_t index)
 {
-    atomic_store(&active_gen, 0);
-    atomic_store(&released_gen, gen);
-    futex(&released_gen, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL);
-    uninstall_handler();
+    struct hp_stop_arrays *a = &hp_stop_arrays;
+    size_t i = ((uint32_t)tid * 2654435761u) & (a->set_cap - 1);
+    while (a->tid_set[i].tid != 0) {
+        if (a->tid_set[i].tid == tid)
+            return false;
+        i = (i + 1) & (a->set_cap - 1);
+    }
+    a->tid_set[i].tid = tid;
+    a->tid_set[i].index = (uint32_t)index;
+    return true;
 }
 
-static bool read_sigblk(pid_t tid, unsigned long long *mask);
-
-static void describe_missing(pid_t tid, char *why, size_t why_cap)
+HP_STOPPED_WINDOW long hp_stop_index_of(pid_t tid)
 {
-    unsigned long long mask;
-    if (read_sigblk(tid, &mask) && (mask & (1ULL << (stop_signal - 1))))
-        snprintf(why, why_cap, "thread %d blocks signal %d, so it cannot be stopped to check "
-                 "where it is", tid, stop_signal);
+    struct hp_stop_arrays *a = &hp_stop_arrays;
+    if (!a->tid_set)
+        return -1;
+    size_t i = ((uint32_t)tid * 2654435761u) & (a->set_cap - 1);
+    while (a->tid_set[i].tid != 0) {
+        if (a->tid_set[i].tid == tid)
+            return a->tid_set[i].index;
+        i = (i + 1) & (a->set_cap - 1);
+    }
+    return -1;
+}
+
+HP_STOPPED_WINDOW void hp_stop_clear(void)
+{
+    struct hp_stop_arrays *a = &hp_stop_arrays;
+    if (a->tid_set)
+        hp_raw_fill(a->tid_set, 0, a->set_cap * sizeof *a->tid_set);
+    a->count = 0;
+}
+
+/* ---- raw helpers ---------------------------------------------------------------------------- */
+
+HP_STOPPED_WINDOW long long hp_stop_now_ns(void)
+{
+    struct timespec ts = {0, 0};
+    hp_sys2(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+HP_STOPPED_WINDOW void hp_stop_sleep_ns(long ns)
+{
+    struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
+    hp_sys2(SYS_nanosleep, (long)&ts, 0);
+}
+
+HP_STOPPED_WINDOW long hp_stop_read_file(const char *path, char *buf, size_t cap)
+{
+    long fd = hp_sys4(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_CLOEXEC, 0);
+    if (hp_sys_failed(fd))
+        return fd;
+    size_t used = 0;
+    while (used + 1 < cap) {
+        long n = hp_sys3(SYS_read, fd, (long)(buf + used), (long)(cap - 1 - used));
+        if (n == -EINTR)
+            continue;
+        if (hp_sys_failed(n)) {
+            hp_sys1(SYS_close, fd);
+            return n;
+        }
+        if (n == 0)
+            break;
+        used += (size_t)n;
+    }
+    hp_sys1(SYS_close, fd);
+    buf[used] = '\0';
+    return (long)used;
+}
+
+/* Start of the value after "\nNAME:" and its blanks, or NULL. */
+HP_STOPPED_WINDOW static const char *status_field(const char *text, const char *name)
+{
+    for (const char *p = text; *p; p++) {
+        if (p != text && p[-1] != '\n')
+            continue;
+        size_t i = 0;
+        while (name[i] && p[i] == name[i])
+            i++;
+        if (name[i] || p[i] != ':')
+            continue;
+        p += i + 1;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        return p;
+    }
+    return NULL;
+}
+
+HP_STOPPED_WINDOW bool hp_stop_status_hex(const char *text, const char *name,
+                                          unsigned long long *out)
+{
+    const char *p = status_field(text, name);
+    if (!p)
+        return false;
+    unsigned long long v = 0;
+    int digits = 0;
+    for (;; p++, digits++) {
+        int d;
+        if (*p >= '0' && *p <= '9')
+            d = *p - '0';
+        else if (*p >= 'a' && *p <= 'f')
+            d = *p - 'a' + 10;
+        else if (*p >= 'A' && *p <= 'F')
+            d = *p - 'A' + 10;
+        else
+            break;
+        v = v << 4 | (unsigned)d;
+    }
+    *out = v;
+    return digits > 0;
+}
+
+HP_STOPPED_WINDOW bool hp_stop_status_dec(const char *text, const char *name, long *out)
+{
+    const char *p = status_field(text, name);
+    if (!p)
+        return false;
+    bool neg = *p == '-';
+    p += neg;
+    long v = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++)
+        v = v * 10 + (*p - '0');
+    *out = neg ? -v : v;
+    return digits > 0;
+}
+
+HP_STOPPED_WINDOW void hp_stop_proc_path(char *buf, size_t cap, pid_t pid, pid_t tid,
+                                         const char *leaf)
+{
+    if (tid)
+        hp_stop_fmt(buf, cap, "/proc/%d/task/%d/%s", pid, tid, leaf);
     else
-        snprintf(why, why_cap, "thread %d did not answer the stop signal in time (stopped by "
-                 "a debugger, or starved of CPU)", tid);
+        hp_stop_fmt(buf, cap, "/proc/%d/%s", pid, leaf);
+}
+
+HP_STOPPED_WINDOW char hp_stop_task_state(pid_t pid, pid_t tid)
+{
+    char path[64], buf[512];
+    hp_stop_proc_path(path, sizeof path, pid, tid, "stat");
+    if (hp_stop_read_file(path, buf, sizeof buf) <= 0)
+        return 0;
+    /* "tid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'. */
+    const char *close = NULL;
+    for (const char *p = buf; *p; p++)
+        if (*p == ')')
+            close = p;
+    return close && close[1] == ' ' ? close[2] : 0;
+}
+
+HP_STOPPED_WINDOW bool hp_stop_task_is_io_worker(pid_t pid, pid_t tid)
+{
+    char path[64], buf[512];
+    hp_stop_proc_path(path, sizeof path, pid, tid, "stat");
+    if (hp_stop_read_file(path, buf, sizeof buf) <= 0)
+        return false;
+    const char *p = NULL;
+    for (const char *q = buf; *q; q++)
+        if (*q == ')')
+            p = q;
+    if (!p)
+        return false;
+    /* ") S ppid pgrp session tty_nr tpgid flags": flags is the sixth field after the state. */
+    int field = 0;
+    for (p++; *p && field < 6; p++)
+        if (*p == ' ')
+            field++;
+    unsigned long flags = 0;
+    for (; *p >= '0' && *p <= '9'; p++)
+        flags = flags * 10 + (unsigned long)(*p - '0');
+    return flags & 0x10;   /* PF_IO_WORKER */
+}
+
+/* ---- a tiny formatter ------------------------------------------------------------------------ */
+
+struct fmt_out {
+    char *buf;
+    size_t cap, used;
+};
+
+HP_STOPPED_WINDOW static void put_char(struct fmt_out *o, char c)
+{
+    if (o->used + 1 < o->cap)
+        o->buf[o->used++] = c;
+}
+
+HP_STOPPED_WINDOW static void put_unsigned(struct fmt_out *o, unsigned long long v, unsigned base,
+                                           bool alt)
+{
+    char digits[24];
+    int n = 0;
+    if (alt && base == 16) {
+        put_char(o, '0');
+        put_char(o, 'x');
+    }
+    do {
+        unsigned d = (unsigned)(v % base);
+        digits[n++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
+        v /= base;
+    } while (v);
+    while (n)
+        put_char(o, digits[--n]);
+}
+
+HP_STOPPED_WINDOW void hp_stop_vfmt(char *buf, size_t cap, const char *fmt, va_list ap)
+{
+    struct fmt_out o = {buf, cap, 0};
+    if (cap == 0)
+        return;
+    for (const char *p = fmt; *p; p++) {
+        if (*p != '%') {
+            put_char(&o, *p);
+            continue;
+        }
+        p++;
+        bool alt = false, lng = false, size = false;
+        if (*p == '#')
+            alt = true, p++;
+        if (*p == 'l')
+            lng = true, p++;
+        if (*p == 'l')
+            p++;
+        if (*p == 'z')
+            size = true, p++;
+        switch (*p) {
+        case 's': {
+            const char *s = va_arg(ap, const char *);
+            for (s = s ? s : "(null)"; *s; s++)
+                put_char(&o, *s);
+            break;
+        }
+        case 'c':
+            put_char(&o, (char)va_arg(ap, int));
+            break;
+        case 'd': {
+            long long v = lng ? va_arg(ap, long) : va_arg(ap, int);
+            if (v < 0) {
+                put_char(&o, '-');
+                put_unsigned(&o, (unsigned long long)-(v + 1) + 1, 10, false);
+            } else {
+                put_unsigned(&o, (unsigned long long)v, 10, false);
+            }
+            break;
+        }
+        case 'u':
+        case 'x': {
+            unsigned long long v = size  ? va_arg(ap, size_t)
+                                   : lng ? va_arg(ap, unsigned long)
+                                         : va_arg(ap, unsigned);
+            put_unsigned(&o, v, *p == 'x' ? 16 : 10, alt);
+            break;
+        }
+        case 'p': {
+            void *ptr = va_arg(ap, void *);
+            put_unsigned(&o, (uintptr_t)ptr, 16, true);
+            break;
+        }
+        case '%':
+            put_char(&o, '%');
+            break;
+        case '\0':
+            p--;
+            break;
+        default:
+            put_char(&o, '?');
+        }
+    }
+    o.buf[o.used] = '\0';
+}
+
+HP_STOPPED_WINDOW void hp_stop_fmt(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    hp_stop_vfmt(buf, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- listing the threads ---------------------------------------------------------------------- */
+
+struct linux_dirent64 {
+    unsigned long long d_ino;
+    long long d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+HP_STOPPED_WINDOW long hp_stop_list_new(pid_t pid, pid_t skip)
+{
+    struct hp_stop_arrays *a = &hp_stop_arrays;
+    char path[48];
+    hp_stop_proc_path(path, sizeof path, pid, 0, "task");
+    long fd = hp_sys4(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (hp_sys_failed(fd))
+        return fd;
+    long added = 0;
+    char buf[8192] __attribute__((aligned(8)));
+    for (;;) {
+        long n = hp_sys3(SYS_getdents64, fd, (long)buf, sizeof buf);
+        if (n == -EINTR)
+            continue;
+        if (hp_sys_failed(n)) {
+            hp_sys1(SYS_close, fd);
+            return n;
+        }
+        if (n == 0)
+            break;
+        for (long off = 0; off < n;) {
+            struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+            off += d->d_reclen;
+            long tid = 0;
+            const char *c = d->d_name;
+            for (; *c >= '0' && *c <= '9'; c++)
+                tid = tid * 10 + (*c - '0');
+            if (*c || tid <= 0 || tid == skip)
+                continue;
+            if (!hp_stop_reserve(a->count + 1)) {
+                hp_sys1(SYS_close, fd);
+                return -ENOMEM;
+            }
+            if (!hp_stop_set_add((pid_t)tid, a->count))
+                continue;
+            hp_raw_fill(&a->states[a->count], 0, sizeof a->states[0]);
+            hp_raw_fill(&a->traced[a->count], 0, sizeof a->traced[0]);
+            a->states[a->count].tid = (pid_t)tid;
+            a->traced[a->count].tid = (pid_t)tid;
+            a->count++;
+            added++;
+        }
+    }
+    hp_sys1(SYS_close, fd);
+    return added;
+}
+
+/* ---- choosing the method ------------------------------------------------------------------------ */
+
+enum method { METHOD_AUTO, METHOD_PTRACE, METHOD_SIGNAL };
+
+static enum method wanted = METHOD_AUTO;   /* HOTPATCH_STOP or hp_threads_stop_prefer */
+static bool wanted_read;
+static char ptrace_refused[200];           /* why ptrace was given up for good ("" = it was not) */
+static char ptrace_not_now[200];           /* why this stop is not a ptrace stop ("" = it is) */
+static const char *last_method = "none";   /* the method of the last successful stop */
+static int active;                         /* the method holding the threads now, or 0 */
+
+#if defined(__SANITIZE_THREAD__)
+#define HP_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HP_UNDER_TSAN 1
+#endif
+#endif
+#ifndef HP_UNDER_TSAN
+#define HP_UNDER_TSAN 0
+#endif
+
+/* A program built with TSan that links an uninstrumented libhotpatch still has its runtime. */
+extern void __tsan_init(void) __attribute__((weak));
+
+static void read_wanted(void)
+{
+    if (wanted_read)
+        return;
+    wanted_read = true;
+    const char *v = hp_env("HOTPATCH_STOP");
+    if (v && strcmp(v, "ptrace") == 0)
+        wanted = METHOD_PTRACE;
+    else if (v && strcmp(v, "signal") == 0)
+        wanted = METHOD_SIGNAL;
+}
+
+int hp_threads_stop_prefer(const char *method)
+{
+    wanted_read = true;
+    if (!method || strcmp(method, "auto") == 0)
+        wanted = METHOD_AUTO;
+    else if (strcmp(method, "ptrace") == 0)
+        wanted = METHOD_PTRACE;
+    else if (strcmp(method, "signal") == 0)
+        wanted = METHOD_SIGNAL;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* Why the ptrace stop is not used, or NULL when it is. */
+static const char *ptrace_excluded(void)
+{
+    read_wanted();
+    if (wanted == METHOD_SIGNAL)
+        return "the signal stop was asked for (HOTPATCH_STOP=signal)";
+    if (HP_UNDER_TSAN || __tsan_init)
+        return "ThreadSanitizer: a thread stopped anywhere may hold its locks";
+    if (ptrace_refused[0])
+        return ptrace_refused;
+    return hp_ptrace_unusable();
+}
+
+const char *hp_threads_stop_method(void)
+{
+    return ptrace_excluded() ? "signal" : "ptrace";
+}
+
+const char *hp_threads_stop_fallback_reason(void)
+{
+    const char *why = ptrace_excluded();
+    return why ? why : ptrace_not_now;
 }
 
 int hp_threads_stop(struct hp_stopped *out, int timeout_ms)
 {
     memset(out, 0, sizeof *out);
-    long long deadline = now_ns() + (long long)timeout_ms * 1000000;
-    /* After a successful stop every signaled thread has recorded its state and is leaving;
-     * it touches nothing but `inflight` any more, so only a failed stop needs draining. */
-    if (need_drain && !drain_previous_handlers(deadline)) {
-        snprintf(out->why, sizeof out->why, "a thread is still leaving the previous stop");
+    if (active) {
+        snprintf(out->why, sizeof out->why, "the threads are stopped already");
         return -1;
     }
-    need_drain = false;
-    if (choose_signal(out->why, sizeof out->why) != 0 ||
-        install_handler(out->why, sizeof out->why) != 0)
-        return -1;
-    int gen = ++generation;
-    atomic_store(&next_slot, 0);
-    atomic_store(&arrived, 0);
-    n_signaled = 0;
-    atomic_store(&active_gen, gen);
-    int added;
-    do {
-        added = signal_new_threads(gen, out->why, sizeof out->why);
-        if (added > 0)
-            wait_arrivals(deadline);
-    } while (added > 0 && first_missing() == 0);
-    pid_t missing = added < 0 ? 0 : first_missing();
-    if (added < 0 || missing != 0) {
-        release_generation(gen);
-        need_drain = true;
-        if (missing) {
-            out->missing = missing;
-            describe_missing(missing, out->why, sizeof out->why);
+    const char *excluded = ptrace_excluded();
+    ptrace_not_now[0] = '\0';
+    if (!excluded) {
+        enum hp_stop_failure kind = HP_STOP_FAIL_NONE;
+        if (hp_ptrace_stop(out, timeout_ms, &kind) == 0) {
+            active = METHOD_PTRACE;
+            last_method = "ptrace";
+            return 0;
         }
-        return -1;
+        if (kind == HP_STOP_FAIL_BUSY || wanted == METHOD_PTRACE)
+            return -1;
+        if (kind == HP_STOP_FAIL_REFUSED) {
+            snprintf(ptrace_refused, sizeof ptrace_refused, "%s", out->why);
+            hp_log("the thread stop falls back to signals from now on: %s", out->why);
+        } else {
+            snprintf(ptrace_not_now, sizeof ptrace_not_now, "%s", out->why);
+        }
+        memset(out, 0, sizeof *out);
     }
-    out->threads = slots;
-    out->count = (size_t)atomic_load(&arrived);
+    hp_ptrace_quiesce();           /* no thread may still be held by the helper */
+    if (hp_signal_stop(out, timeout_ms) != 0)
+        return -1;
+    active = METHOD_SIGNAL;
+    last_method = "signal";
     return 0;
 }
 
-void hp_threads_resume(struct hp_stopped *s)
+HP_STOPPED_WINDOW void hp_threads_resume(struct hp_stopped *s)
 {
-    if (s->threads)
-        release_generation(generation);
     /* The recorded registers hold code addresses; left behind they would look like live
      * references to the unload scan (refscan.c). */
     for (size_t i = 0; s->threads && i < s->count; i++)
-        s->threads[i] = (struct hp_thread_state){0};
+        hp_raw_fill(&s->threads[i], 0, sizeof s->threads[i]);
+    if (active == METHOD_PTRACE)
+        hp_ptrace_resume();
+    else if (active == METHOD_SIGNAL)
+        hp_signal_resume();
+    active = 0;
     s->threads = NULL;
     s->count = 0;
 }
 
-/* ---- blocked signals ------------------------------------------------------------------------- */
+/* ---- scanning the stopped threads ---------------------------------------------------------------- */
 
-/* Reads the "SigBlk:" mask of a thread from /proc/self/task/TID/status; false on failure. */
-static bool read_sigblk(pid_t tid, unsigned long long *mask)
+/*
+ * The stack of a stopped thread is the mapping that holds its stack pointer. Found with the
+ * PROCMAP_QUERY ioctl of /proc/self/maps (Linux 6.11) when the kernel has it: one call per
+ * thread; else from the text of /proc/self/maps, parsed once per scan into a sorted array
+ * (binary search per thread): linear in threads and mappings either way.
+ */
+struct procmap_query {
+    uint64_t size, query_flags, query_addr, vma_start, vma_end, vma_flags, vma_page_size,
+        vma_offset, inode;
+    uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+    uint64_t vma_name_addr, build_id_addr;
+};
+#define HP_PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
+#define HP_PROCMAP_READABLE 0x01
+
+struct map_range {
+    uintptr_t start, end;
+    bool readable;
+};
+
+static struct {
+    char *text;                 /* /proc/self/maps, mmap'ed, grown as needed */
+    size_t text_cap;
+    struct map_range *ranges;   /* parsed from it, mmap'ed */
+    size_t ranges_cap, n_ranges;
+    long query_fd;              /* /proc/self/maps for PROCMAP_QUERY, or -1 */
+    bool query_unsupported;
+} scan_maps = {.query_fd = -1};
+
+HP_STOPPED_WINDOW static bool load_maps_text(void)
 {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
-    const char *line = strstr(buf, "\nSigBlk:");
-    return line && sscanf(line + 8, "%llx", mask) == 1;
+    for (;;) {
+        if (scan_maps.text_cap == 0) {
+            scan_maps.text = grow_mapping(NULL, 0, 1 << 20);
+            if (!scan_maps.text)
+                return false;
+            scan_maps.text_cap = 1 << 20;
+        }
+        long n = hp_stop_read_file("/proc/self/maps", scan_maps.text, scan_maps.text_cap);
+        if (n < 0)
+            return false;
+        if ((size_t)n + 1 < scan_maps.text_cap)
+            return true;
+        char *grown = grow_mapping(scan_maps.text, scan_maps.text_cap, 2 * scan_maps.text_cap);
+        if (!grown)
+            return false;
+        scan_maps.text = grown;
+        scan_maps.text_cap *= 2;
+    }
 }
 
-/* ---- scanning the stopped threads -------------------------------------------------------------- */
-
-/* A conservative scan reads whole stacks of parked threads, red zones and sanitizer poison
- * included: sanitizers must not instrument this one read. */
-__attribute__((no_sanitize("address", "thread"))) static uintptr_t read_word(const uintptr_t *w)
+HP_STOPPED_WINDOW static uintptr_t parse_hex(const char **p)
 {
-    return *(const volatile uintptr_t *)w;
+    uintptr_t v = 0;
+    for (;; (*p)++) {
+        char c = **p;
+        if (c >= '0' && c <= '9')
+            v = v << 4 | (uintptr_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v = v << 4 | (uintptr_t)(c - 'a' + 10);
+        else
+            return v;
+    }
 }
 
-static int scan_thread(const char *maps, const struct hp_thread_state *t,
-                       int (*scan)(void *, pid_t, uintptr_t, bool), void *ctx, char *why,
-                       size_t why_cap)
+HP_STOPPED_WINDOW static bool parse_maps(void)
+{
+    if (!load_maps_text())
+        return false;
+    scan_maps.n_ranges = 0;
+    for (const char *p = scan_maps.text; *p;) {
+        if (scan_maps.n_ranges == scan_maps.ranges_cap) {
+            size_t cap = scan_maps.ranges_cap ? 2 * scan_maps.ranges_cap : 4096;
+            struct map_range *r = grow_mapping(scan_maps.ranges,
+                                               page_round(scan_maps.ranges_cap * sizeof *r),
+                                               page_round(cap * sizeof *r));
+            if (!r)
+                return false;
+            scan_maps.ranges = r;
+            scan_maps.ranges_cap = cap;
+        }
+        struct map_range *r = &scan_maps.ranges[scan_maps.n_ranges++];
+        r->start = parse_hex(&p);
+        if (*p == '-')
+            p++;
+        r->end = parse_hex(&p);
+        r->readable = p[0] == ' ' && p[1] == 'r';
+        while (*p && *p != '\n')
+            p++;
+        if (*p)
+            p++;
+    }
+    return true;
+}
+
+/* The readable mapping holding addr: true with its bounds. */
+HP_STOPPED_WINDOW static bool find_mapping(uintptr_t addr, uintptr_t *start, uintptr_t *end,
+                                           bool *readable)
+{
+    if (!scan_maps.query_unsupported && scan_maps.query_fd >= 0) {
+        struct procmap_query q;
+        hp_raw_fill(&q, 0, sizeof q);
+        q.size = sizeof q;
+        q.query_addr = addr;
+        long rc = hp_sys3(SYS_ioctl, scan_maps.query_fd, (long)HP_PROCMAP_QUERY, (long)&q);
+        if (rc == 0) {
+            *start = q.vma_start;
+            *end = q.vma_end;
+            *readable = q.vma_flags & HP_PROCMAP_READABLE;
+            return addr >= q.vma_start;
+        }
+        if (rc == -ENOENT)
+            return false;
+        scan_maps.query_unsupported = true;   /* ENOTTY, EINVAL: an older kernel */
+        if (!parse_maps())
+            return false;
+    }
+    size_t lo = 0, hi = scan_maps.n_ranges;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct map_range *r = &scan_maps.ranges[mid];
+        if (addr < r->start)
+            hi = mid;
+        else if (addr >= r->end)
+            lo = mid + 1;
+        else {
+            *start = r->start;
+            *end = r->end;
+            *readable = r->readable;
+            return true;
+        }
+    }
+    return false;
+}
+
+HP_STOPPED_WINDOW static bool open_maps_for_scan(void)
+{
+    scan_maps.query_fd = -1;
+    if (!scan_maps.query_unsupported) {
+        long fd = hp_sys4(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC,
+                          0);
+        if (!hp_sys_failed(fd)) {
+            scan_maps.query_fd = fd;
+            return true;
+        }
+    }
+    scan_maps.query_unsupported = true;
+    return parse_maps();
+}
+
+HP_STOPPED_WINDOW static void close_maps_for_scan(void)
+{
+    if (scan_maps.query_fd >= 0)
+        hp_sys1(SYS_close, scan_maps.query_fd);
+    scan_maps.query_fd = -1;
+}
+
+/* A conservative scan reads whole stacks of stopped threads, red zones and sanitizer poison
+ * included: uninstrumented (HP_STOPPED_WINDOW), one volatile load per word. */
+HP_STOPPED_WINDOW static int scan_thread(const struct hp_thread_state *t,
+                                         int (*scan)(void *, pid_t, uintptr_t, bool), void *ctx,
+                                         char *why, size_t why_cap)
 {
     int rc = scan(ctx, t->tid, t->pc, true);
     for (int r = 0; rc == 0 && r < t->n_regs; r++)
@@ -399,38 +811,39 @@ static int scan_thread(const char *maps, const struct hp_thread_state *t,
     if (rc != 0)
         return rc;
     if (t->on_altstack) {
-        snprintf(why, why_cap, "thread %d is in a signal handler on an alternate stack; its "
-                 "stack cannot be scanned", t->tid);
+        hp_stop_fmt(why, why_cap, "thread %d is in a signal handler on an alternate stack, "
+                    "where its own stack cannot be found; try again", t->tid);
+        return -EAGAIN;
+    }
+    uintptr_t start, end;
+    bool readable;
+    if (!find_mapping(t->sp, &start, &end, &readable) || !readable) {
+        hp_stop_fmt(why, why_cap, "the stack of thread %d (sp %#lx) is not a readable mapping",
+                    t->tid, (unsigned long)t->sp);
         return -1;
     }
-    struct hp_mapping m;
     uintptr_t from = t->sp >= 128 ? t->sp - 128 : 0;
-    if (!hp_maps_find(maps, t->sp, &m) || !m.readable) {
-        snprintf(why, why_cap, "the stack of thread %d (sp %#lx) is not a readable mapping",
-                 t->tid, (unsigned long)t->sp);
-        return -1;
-    }
-    if (from < m.start)
-        from = m.start;
+    if (from < start)
+        from = start;
     from &= ~(uintptr_t)7;
-    for (const uintptr_t *w = (const uintptr_t *)from; rc == 0 && (uintptr_t)w < m.end; w++)
-        rc = scan(ctx, t->tid, read_word(w), false);
+    for (const volatile uintptr_t *w = (const uintptr_t *)from; rc == 0 && (uintptr_t)w < end;
+         w++)
+        rc = scan(ctx, t->tid, *w, false);
     return rc;
 }
 
-int hp_threads_scan(const struct hp_stopped *s, int (*scan)(void *ctx, pid_t tid, uintptr_t word,
-                                                            bool is_pc),
-                    void *ctx, char *why, size_t why_cap)
+HP_STOPPED_WINDOW int hp_threads_scan(const struct hp_stopped *s,
+                                      int (*scan)(void *ctx, pid_t tid, uintptr_t word,
+                                                  bool is_pc),
+                                      void *ctx, char *why, size_t why_cap)
 {
-    const char *maps = hp_maps_text();
-    if (!maps) {
-        snprintf(why, why_cap, "cannot read /proc/self/maps to find the threads' stacks");
+    if (!open_maps_for_scan()) {
+        hp_stop_fmt(why, why_cap, "cannot read /proc/self/maps to find the threads' stacks");
         return -1;
     }
-    for (size_t i = 0; i < s->count; i++) {
-        int rc = scan_thread(maps, &s->threads[i], scan, ctx, why, why_cap);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < s->count; i++)
+        rc = scan_thread(&s->threads[i], scan, ctx, why, why_cap);
+    close_maps_for_scan();
+    return rc;
 }

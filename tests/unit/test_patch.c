@@ -502,8 +502,9 @@ static void test_threads_blocking_sigtrap_survive_flips(void **state)
     assert_int_equal(call_add(1, 2), 3);
 }
 
-/* A thread that blocks every signal cannot be stopped: every code write is refused, cleanly and
- * in one line, nothing changes, and a relay slot taken for the refused far upgrade is given
+/* A thread that blocks every signal: the ptrace stop stops it like any other (issue 11, defect
+ * 5); the signal stop (the fallback) refuses every code write before it stops anyone, cleanly
+ * and in one line, nothing changes, and a relay slot taken for the refused far upgrade is given
  * back (review bug 9). */
 static void *block_all_and_wait(void *arg)
 {
@@ -523,10 +524,34 @@ static void *cell_of(void *fn)
     return hp_arch_indirect_cell(site, site);
 }
 
+static void test_thread_blocking_every_signal_is_stopped(void **state)
+{
+    (void)state;
+    NEEDS_THREAD_STOP();
+    if (strcmp(hp_threads_stop_method(), "ptrace") != 0)
+        skip();
+    char why[HP_ERROR_MAX] = "";
+    int depth, stop = 0;
+    pthread_t t;
+    pthread_create(&t, NULL, block_all_and_wait, &stop);
+    usleep(20000);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(upgrade((void *)target_add, "t", "r1", (void *)repl_near_1, why), 0);
+        assert_int_equal(call_add(1, 2), 12);
+        assert_int_equal(rollback((void *)target_add, &depth, why), 0);
+    }
+    assert_string_equal(hp_threads_stop_method(), "ptrace");
+    __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+    pthread_join(t, NULL);
+    assert_int_equal(call_add(1, 2), 3);
+}
+
 static void test_unstoppable_thread_refuses_cleanly(void **state)
 {
     (void)state;
     NEEDS_THREAD_STOP();
+    assert_int_equal(hp_threads_stop_prefer("signal"), 0);
+    assert_string_equal(hp_threads_stop_method(), "signal");
     char why[HP_ERROR_MAX] = "";
     int depth;
     void *far1 = dlsym(far_lib(), "far_replacement");
@@ -541,7 +566,7 @@ static void test_unstoppable_thread_refuses_cleanly(void **state)
     pthread_create(&t, NULL, block_all_and_wait, &stop);
     usleep(20000);
     assert_int_equal(upgrade((void *)slot_target_b, "far", "far_replacement", far1, why), -EBUSY);
-    assert_non_null(strstr(why, "blocks signal"));
+    assert_non_null(strstr(why, "blocks every real-time signal"));
     assert_non_null(strstr(why, "nothing changed"));
     assert_null(strchr(why, '\n'));
     assert_memory_equal((void *)slot_target_b, before, sizeof before);
@@ -557,6 +582,7 @@ static void test_unstoppable_thread_refuses_cleanly(void **state)
     assert_int_equal(rollback((void *)slot_target_b, &depth, why), 0);
     assert_int_equal(rollback((void *)slot_target_a, &depth, why), 0);
     assert_memory_equal((void *)slot_target_b, before, sizeof before);
+    assert_int_equal(hp_threads_stop_prefer("auto"), 0);
 }
 
 /* ---- branches into the overwritten bytes (review bug 1) ----------------------------------------- */
@@ -1092,6 +1118,7 @@ int main(void)
         cmocka_unit_test(test_threads_stop_and_resume),
         cmocka_unit_test(test_flips_under_load),
         cmocka_unit_test(test_threads_blocking_sigtrap_survive_flips),
+        cmocka_unit_test(test_thread_blocking_every_signal_is_stopped),
         cmocka_unit_test(test_unstoppable_thread_refuses_cleanly),
         cmocka_unit_test(test_branch_into_site_is_refused),
         cmocka_unit_test(test_far_through_relay_slot_when_six_bytes_are_not_safe),

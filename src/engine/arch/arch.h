@@ -91,4 +91,23 @@ uintptr_t hp_arch_context_sp(const void *ucontext);
 /* Copies the general registers of the context; returns how many (<= cap). */
 int hp_arch_context_regs(const void *ucontext, uintptr_t *regs, int cap);
 
+/* ---- x86_64_regs.c: the ptrace stop's registers, system call rewinding, helper clone ------- */
+
+struct user_regs_struct;
+/* The pc, sp and general registers (at most cap) in the registers PTRACE_GETREGSET returned;
+ * returns how many registers were copied. */
+int hp_arch_regs_to_state(const struct user_regs_struct *r, uintptr_t *pc, uintptr_t *sp,
+                          uintptr_t *regs, int cap);
+/* The same from a signal handler's ucontext (the signal stop). */
+int hp_arch_ucontext_to_state(const void *ucontext, uintptr_t *pc, uintptr_t *sp,
+                              uintptr_t *regs, int cap);
+/* True when r is a thread stopped on its way out of a system call that failed with EINTR
+ * because of the stop, and that may safely run again (x86_64_regs.c lists them). */
+bool hp_arch_interrupted_eintr(const struct user_regs_struct *r);
+/* Makes the thread run that system call again when it resumes (as the kernel's restart). */
+void hp_arch_rewind_syscall(struct user_regs_struct *r);
+/* clone(flags) on `stack_top` whose child runs hp_stop_helper_entry(arg) and exits; the
+ * child's tid or -errno. The child shares the caller's thread pointer. */
+long hp_arch_clone_helper(unsigned long flags, void *stack_top, int *child_tid, void *arg);
+
 #endif /* HOTPATCH_ARCH_H */

@@ -50,6 +50,8 @@
 
 #include "arch.h"
 #include "engine/maps.h"
+#include "engine/stopped_window.h"
+#include "x86_64_syscall.h"
 
 #define OP_JMP_REL32 0xE9
 #define OP_INT3 0xCC
@@ -146,6 +148,13 @@ int hp_arch_context_regs(const void *ucontext, uintptr_t *regs, int cap)
 }
 
 /* ---- serializing every core ------------------------------------------------------------------ */
+/*
+ * From here on, everything runs while the other threads are stopped (HP_STOPPED_WINDOW): raw
+ * system calls (arch/x86_64_syscall.h), no libc (a stopped thread may hold its locks, or a
+ * program may have patched its functions), messages formed with hp_stop_fmt.
+ */
+
+static long page_size = 4096;      /* set by hp_arch_text_init, read in the window */
 
 static long membarrier(int cmd)
 {
@@ -156,6 +165,9 @@ int hp_arch_text_init(char *why, size_t why_cap)
 {
     if (membarrier_ready)
         return 0;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0)
+        page_size = page;
     long supported = membarrier(MEMBARRIER_CMD_QUERY);
     if (supported < 0 || !(supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)) {
         snprintf(why, why_cap, "the kernel lacks membarrier SYNC_CORE (Linux 4.16 or later is "
@@ -171,60 +183,77 @@ int hp_arch_text_init(char *why, size_t why_cap)
     return 0;
 }
 
-void hp_arch_sync_cores(void)
+HP_STOPPED_WINDOW void hp_arch_sync_cores(void)
 {
     /* Cannot fail once registered (hp_arch_text_init is called before any write). */
-    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE);
+    hp_sys3(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
 }
 
 /* ---- writing bytes into code pages ---------------------------------------------------------- */
 
-static bool write_through_proc_mem(void *addr, const void *bytes, size_t len)
+HP_STOPPED_WINDOW static const char *errno_name(long err)
+{
+    switch (err) {
+    case EPERM: return "Operation not permitted";
+    case EACCES: return "Permission denied";
+    case ENOMEM: return "Cannot allocate memory";
+    case EINVAL: return "Invalid argument";
+    case EFAULT: return "Bad address";
+    case EIO: return "Input/output error";
+    default: return "error";
+    }
+}
+
+HP_STOPPED_WINDOW static bool write_through_proc_mem(void *addr, const void *bytes, size_t len)
 {
     if (proc_mem_refused)
         return false;
-    int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        proc_mem_refused = errno == EPERM || errno == EACCES;
+    long fd = hp_sys4(SYS_openat, AT_FDCWD, (long)"/proc/self/mem", O_RDWR | O_CLOEXEC, 0);
+    if (hp_sys_failed(fd)) {
+        proc_mem_refused = fd == -EPERM || fd == -EACCES;
         return false;
     }
-    ssize_t n = pwrite(fd, bytes, len, (off_t)(uintptr_t)addr);
-    int err = errno;
-    close(fd);
+    long n;
+    while ((n = hp_sys4(SYS_pwrite64, fd, (long)bytes, (long)len, (long)(uintptr_t)addr)) ==
+           -EINTR)
+        ;
+    hp_sys1(SYS_close, fd);
     /* Only a refusal means this kernel forbids it (stop trying); EIO/EFAULT on an address that
      * is not mapped, or a short write, says nothing about the next write. */
-    if (n < 0 && (err == EPERM || err == EACCES))
+    if (n == -EPERM || n == -EACCES)
         proc_mem_refused = true;
-    return n == (ssize_t)len;
+    return n == (long)len;
 }
 
-static int write_through_mprotect(void *addr, const void *bytes, size_t len, char *why,
-                                  size_t why_cap)
+HP_STOPPED_WINDOW static int write_through_mprotect(void *addr, const void *bytes, size_t len,
+                                                    char *why, size_t why_cap)
 {
-    long page = sysconf(_SC_PAGESIZE);
+    long page = page_size;
     uintptr_t first = (uintptr_t)addr & ~(uintptr_t)(page - 1);
     uintptr_t last = ((uintptr_t)addr + len - 1) & ~(uintptr_t)(page - 1);
     int prot = hp_maps_protection((uintptr_t)addr);
     if (prot < 0 || (last != first && hp_maps_protection(last) != prot)) {
-        snprintf(why, why_cap, "cannot write code at %p: its mapping was not found", addr);
+        hp_stop_fmt(why, why_cap, "cannot write code at %p: its mapping was not found", addr);
         return -EFAULT;
     }
     size_t span = last + page - first;
-    if (mprotect((void *)first, span, prot | PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
-        int err = errno;
-        snprintf(why, why_cap, "cannot write code at %p: /proc/self/mem refused and "
-                 "mprotect(RWX) failed: %s", addr, strerror(err));
-        return -err;
+    long rc = hp_sys3(SYS_mprotect, (long)first, (long)span,
+                      prot | PROT_READ | PROT_WRITE | PROT_EXEC);
+    if (hp_sys_failed(rc)) {
+        hp_stop_fmt(why, why_cap, "cannot write code at %p: /proc/self/mem refused and "
+                    "mprotect(RWX) failed: %s", addr, errno_name(-rc));
+        return (int)rc;
     }
-    /* Every other thread is parked outside these bytes: plain byte stores are enough. */
+    /* Every other thread is stopped outside these bytes: plain byte stores are enough. */
     volatile uint8_t *dst = addr;
     for (size_t i = 0; i < len; i++)
         dst[i] = ((const uint8_t *)bytes)[i];
-    mprotect((void *)first, span, prot);
+    hp_sys3(SYS_mprotect, (long)first, (long)span, prot);
     return 0;
 }
 
-int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why, size_t why_cap)
+HP_STOPPED_WINDOW int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why,
+                                         size_t why_cap)
 {
     if (write_through_proc_mem(addr, bytes, len))
         return 0;
@@ -234,8 +263,8 @@ int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why, siz
 /* ---- the protocols ---------------------------------------------------------------------------- */
 
 /* Writes through the method that was not tried first: the mprotect path, or /proc/self/mem. */
-static int write_the_other_way(void *addr, const void *bytes, size_t len, char *why,
-                               size_t why_cap)
+HP_STOPPED_WINDOW static int write_the_other_way(void *addr, const void *bytes, size_t len,
+                                                 char *why, size_t why_cap)
 {
     if (write_through_mprotect(addr, bytes, len, why, why_cap) == 0)
         return 0;
@@ -243,30 +272,30 @@ static int write_the_other_way(void *addr, const void *bytes, size_t len, char *
 }
 
 /* After a failed write: puts `before` back, verified. 0 when the site is as it was. */
-static int restore(uint8_t *addr, const uint8_t *before, size_t len)
+HP_STOPPED_WINDOW static int restore(uint8_t *addr, const uint8_t *before, size_t len)
 {
     char ignored[160];
-    if (memcmp(addr, before, len) == 0)
+    if (!hp_raw_differ(addr, before, len))
         return 0;
     write_the_other_way(addr, before, len, ignored, sizeof ignored);
-    if (memcmp(addr, before, len) != 0)
+    if (hp_raw_differ(addr, before, len))
         hp_arch_write_text(addr, before, len, ignored, sizeof ignored);
     hp_arch_sync_cores();
-    return memcmp(addr, before, len) == 0 ? 0 : -EIO;
+    return hp_raw_differ(addr, before, len) ? -EIO : 0;
 }
 
-int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len, char *why,
-                         size_t why_cap)
+HP_STOPPED_WINDOW int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len,
+                                           char *why, size_t why_cap)
 {
     uint8_t before[16];
     if (len > sizeof before)
         return -EINVAL;
-    memcpy(before, addr, len);
-    if (memcmp(addr, bytes, len) == 0)
+    hp_raw_copy(before, addr, len);
+    if (!hp_raw_differ(addr, bytes, len))
         return 0;
     int rc = hp_arch_write_text(addr, bytes, len, why, why_cap);
-    if (rc == 0 && memcmp(addr, bytes, len) != 0) {
-        snprintf(why, why_cap, "the code at %p did not take the new bytes", (void *)addr);
+    if (rc == 0 && hp_raw_differ(addr, bytes, len)) {
+        hp_stop_fmt(why, why_cap, "the code at %p did not take the new bytes", (void *)addr);
         rc = -EIO;
     }
     hp_arch_sync_cores();
@@ -274,8 +303,10 @@ int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len, char *
         return 0;
     if (restore(addr, before, len) == 0)
         return rc;  /* nothing changed */
-    size_t used = strlen(why);
-    snprintf(why + used, why_cap - used, "; restoring the previous bytes failed too: the code "
-             "at %p is left inconsistent and must not be run", (void *)addr);
+    size_t used = 0;
+    while (used < why_cap && why[used])
+        used++;
+    hp_stop_fmt(why + used, why_cap - used, "; restoring the previous bytes failed too: the "
+                "code at %p is left inconsistent and must not be run", (void *)addr);
     return -ENOTRECOVERABLE;
 }
