@@ -133,6 +133,11 @@ struct hp_patch_stats {
 };
 void hp_patch_get_stats(struct hp_patch_stats *out);
 
+/* The memory the thread stop keeps for itself (its per-thread arrays, its copies of the map,
+ * the helper's stacks): copies of threads' registers, never references of the program's. The
+ * unload scan skips them. Returns how many ranges it wrote (at most cap). Engine lock. */
+size_t hp_threads_owned_ranges(struct hp_range *out, size_t cap);
+
 /* ---- refscan.c: pointers into a library's code ---------------------------------------- */
 struct hp_stopped;
 #define HP_SCAN_MAX_MIB 1024        /* the scan's bounds, also the longest pause it causes */

@@ -937,3 +937,14 @@ unsigned long hp_ptrace_helpers(void)
     return ctl.helpers;
 }
 
+
+HP_STOPPED_WINDOW size_t hp_ptrace_owned_ranges(struct hp_range *out, size_t cap)
+{
+    size_t n = 0;
+    if (helper_stack && n < cap)
+        out[n++] = (struct hp_range){(uintptr_t)helper_stack - 4096,
+                                     (uintptr_t)helper_stack + HELPER_STACK};
+    if (spawn_stack && n < cap)
+        out[n++] = (struct hp_range){(uintptr_t)spawn_stack, (uintptr_t)spawn_stack + 16384};
+    return n;
+}

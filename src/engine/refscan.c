@@ -20,7 +20,9 @@
  *   - the scanning thread's own stack: it runs hotpatch's code, whose frames hold the very
  *     ranges being checked (the agent's thread is checked with the others by the thread stop);
  *   - device mappings (/dev/..., other than /dev/shm and /dev/zero): reading them may have
- *     effects on the device.
+ *     effects on the device;
+ *   - the thread stop's own memory (hp_threads_owned_ranges): its copies of the registers of
+ *     the threads it stopped.
  * Only code addresses count: the loader's own records point into the library's headers and
  * data until dlclose clears them, and are no hazard.
  *
@@ -149,6 +151,8 @@ HP_STOPPED_WINDOW static uintptr_t demangle(uintptr_t w, uintptr_t guard)
 }
 
 struct scan {
+    const struct hp_range *owned;        /* the engine's own memory */
+    size_t n_owned;
     const struct hp_range *code;         /* the library's executable ranges */
     size_t n_code;
     const struct hp_range *all;          /* every range of the library */
@@ -206,7 +210,8 @@ HP_STOPPED_WINDOW static bool worth_scanning(const struct map_line *m, const str
 {
     bool own_stack = own_sp >= m->start && own_sp < m->end;
     return m->readable && m->writable && !own_stack && !is_device(m->path) &&
-           !overlaps_ranges(m->start, m->end, sc->all, sc->n_all);
+           !overlaps_ranges(m->start, m->end, sc->all, sc->n_all) &&
+           !overlaps_ranges(m->start, m->end, sc->owned, sc->n_owned);
 }
 
 HP_STOPPED_WINDOW int hp_scan_references(const struct hp_stopped *stopped,
@@ -222,6 +227,8 @@ HP_STOPPED_WINDOW int hp_scan_references(const struct hp_stopped *stopped,
         found->unreadable_maps = true;
         return -1;
     }
+    struct hp_range owned[16];
+    size_t n_owned = hp_threads_owned_ranges(owned, 16);
     /* The library's executable ranges: the code that must not be reachable. */
     struct hp_range code[32];
     size_t n_code = 0;
@@ -229,7 +236,7 @@ HP_STOPPED_WINDOW int hp_scan_references(const struct hp_stopped *stopped,
     for (const char *p = maps; (p = parse_line(p, &m)) != NULL;)
         if (m.executable && n_code < 32 && overlaps_ranges(m.start, m.end, ranges, n_ranges))
             code[n_code++] = (struct hp_range){m.start, m.end};
-    struct scan sc = {code, n_code, ranges, n_ranges, pointer_guard(), 0,
+    struct scan sc = {owned, n_owned, code, n_code, ranges, n_ranges, pointer_guard(), 0,
                       monotonic_ns() + SCAN_MAX_NS, found};
     uintptr_t own_sp = (uintptr_t)__builtin_frame_address(0);
     for (const char *p = maps; (p = parse_line(p, &m)) != NULL;) {

@@ -847,3 +847,24 @@ HP_STOPPED_WINDOW int hp_threads_scan(const struct hp_stopped *s,
     close_maps_for_scan();
     return rc;
 }
+
+HP_STOPPED_WINDOW size_t hp_threads_owned_ranges(struct hp_range *out, size_t cap)
+{
+    const struct hp_stop_arrays *a = &hp_stop_arrays;
+    size_t n = 0;
+    const struct {
+        const void *p;
+        size_t size;
+    } blocks[] = {
+        {a->states, page_round(a->cap * sizeof *a->states)},
+        {a->traced, page_round(a->cap * sizeof *a->traced)},
+        {a->tid_set, page_round(a->set_cap * sizeof *a->tid_set)},
+        {scan_maps.text, scan_maps.text_cap},
+        {scan_maps.ranges, page_round(scan_maps.ranges_cap * sizeof *scan_maps.ranges)},
+    };
+    for (size_t i = 0; i < HP_ARRAY_SIZE(blocks) && n < cap; i++)
+        if (blocks[i].p && blocks[i].size)
+            out[n++] = (struct hp_range){(uintptr_t)blocks[i].p,
+                                         (uintptr_t)blocks[i].p + blocks[i].size};
+    return n + hp_ptrace_owned_ranges(out + n, cap - n);
+}

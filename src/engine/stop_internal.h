@@ -49,6 +49,9 @@ struct hp_stop_arrays {
 };
 extern struct hp_stop_arrays hp_stop_arrays;
 
+/* The ptrace helper's own stacks (their dead frames hold copies of the threads' registers). */
+size_t hp_ptrace_owned_ranges(struct hp_range *out, size_t cap);
+
 /* Makes room for n entries (keeping the first `count`); false when memory cannot be had. */
 bool hp_stop_reserve(size_t n) HP_STOPPED_WINDOW;
 /* Adds tid (entry `index`) to the set; false when it was already there. The set must have
