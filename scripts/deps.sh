@@ -15,6 +15,8 @@ packages=(
   libcapstone-dev          # x86-64 decoder: no branch may land inside a patched jump
   rocksdb-tools            # db_bench: a third-party prebuilt program using Debian's gflags
   util-linux               # setpriv, for the other-user tests
+  scdoc                    # renders the man pages (docs/man/)
+  groff-base man-db        # the man page tests render with groff; man and lexgrog read them
 )
 
 # Two unprivileged users for the tests that attack the agent as another local user
