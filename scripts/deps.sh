@@ -17,6 +17,7 @@ packages=(
   util-linux               # setpriv, for the other-user tests
   scdoc                    # renders the man pages (docs/man/)
   groff-base man-db        # the man page tests render with groff; man and lexgrog read them
+  debhelper dh-python lintian # make deb: build the Debian packages and check them
 )
 
 # Two unprivileged users for the tests that attack the agent as another local user

@@ -134,7 +134,8 @@ def metadata_text(meta):
 
 
 def dist_info_files(meta):
-    """The .dist-info files other than RECORD, as (name, bytes)."""
+    """The .dist-info files other than RECORD, as (name, bytes). (No top_level.txt: that is
+    setuptools' own, and nothing reading a wheel needs it.)"""
     files = [("METADATA", metadata_text(meta).encode()),
              ("WHEEL", b"Wheel-Version: 1.0\nGenerator: hotpatch_backend\n"
                        b"Root-Is-Purelib: true\nTag: py3-none-any\n")]
@@ -142,7 +143,6 @@ def dist_info_files(meta):
     if scripts:
         entries = "".join(f"{name} = {target}\n" for name, target in sorted(scripts.items()))
         files.append(("entry_points.txt", f"[console_scripts]\n{entries}".encode()))
-    files.append(("top_level.txt", f"{PACKAGE}\n".encode()))
     return files
 
 

@@ -6,14 +6,15 @@
 # a program that has gflags (BUILD's prebuilt_server) and must answer there.
 #
 # find_package and pkg_config use the install prefix BUILD/test-prefix (the CTest fixture
-# prefix_install makes it) and its CLI; subdirectory builds hotpatch from this source tree as
-# part of the consumer and uses the CLI built there.
+# prefix_install makes it), or $HOTPATCH_PREFIX (/usr for the installed Debian packages), and
+# its CLI; subdirectory builds hotpatch from this source tree as part of the consumer and uses
+# the CLI built there.
 set -euo pipefail
 WAY=$1
 BUILD=$(cd "$2" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 SOURCE=$(cd "$HERE/../.." && pwd)
-PREFIX=$BUILD/test-prefix
+PREFIX=${HOTPATCH_PREFIX:-$BUILD/test-prefix}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 fail() { echo "consumer $WAY: $*" >&2; exit 1; }
@@ -25,7 +26,9 @@ build_consumer() {
       && cmake --build "$WORK" -j2 >>"$WORK.log" 2>&1 || { cat "$WORK.log"; fail "build failed"; }
     CLI=$PREFIX/bin/hotpatch ;;
   pkg_config)
-    export PKG_CONFIG_PATH=$(dirname "$(find "$PREFIX" -name hotpatch.pc -print -quit)")
+    pc=$(find "$PREFIX/lib" -maxdepth 3 -name hotpatch.pc -print -quit)
+    [ -n "$pc" ] || fail "no hotpatch.pc under $PREFIX/lib"
+    export PKG_CONFIG_PATH=${pc%/*}
     make -C "$HERE/pkg_config" OUT="$WORK" >"$WORK.log" 2>&1 || { cat "$WORK.log"; fail "build failed"; }
     CLI=$PREFIX/bin/hotpatch ;;
   subdirectory)
