@@ -68,5 +68,5 @@ if(HOTPATCH_BUILD_PYTHON)
     COMMAND ${HOTPATCH_PYTEST} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_python_package.py)
   set_tests_properties(python_package PROPERTIES
     ENVIRONMENT "HOTPATCH_BUILD_DIR=${PROJECT_BINARY_DIR};HOTPATCH_WHEEL=${HOTPATCH_WHEEL}"
-    TIMEOUT 600)
+    TIMEOUT 600 RESOURCE_LOCK ns_last_pid)   # venvs and pip fork a lot; see tests/CMakeLists.txt
 endif()
