@@ -51,7 +51,7 @@ drive() {
   local pid=$! set ok
   for set in "$@"; do
     ok=
-    for _ in $(seq 1 200); do
+    for _ in $(seq 1 500); do
       "$CLI" -p $pid var set "${set%%=*}" "${set#*=}" >/dev/null 2>&1 && { ok=1; break; }
       sleep 0.02
     done
@@ -70,8 +70,9 @@ check_preload() {
   [ -f "$PRELOAD" ] || fail "no preload agent at '$PRELOAD'"
   LD_PRELOAD=$PRELOAD "$BUILD/bin/prebuilt_server" --interval_ms 100 >/dev/null 2>&1 &
   local pid=$! value=
-  for _ in $(seq 1 200); do
-    value=$("$CLI" -p $pid gflags get interval_ms 2>/dev/null) && break
+  for _ in $(seq 1 500); do
+    value=$("$CLI" -p $pid gflags get interval_ms 2>/dev/null)
+    [ "$value" = 100 ] && break   # until main has parsed the command line
     sleep 0.02
   done
   kill $pid
@@ -83,7 +84,7 @@ check_preload() {
 check_gflags_adapter() {
   "$GFLAGS_PROGRAM" >/dev/null 2>&1 &
   local pid=$! value=
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 500); do
     value=$("$CLI" -p $pid gflags get consumer_flag 2>&1) && break
     sleep 0.02
   done

@@ -56,8 +56,9 @@ cd /
 where=$(env -u PYTHONPATH /usr/bin/python3 -c 'import hotpatch; print(hotpatch.__file__)')
 [ "$where" = /usr/lib/python3/dist-packages/hotpatch/__init__.py ] || fail "python3 imports $where"
 value=
-for _ in $(seq 1 200); do
-  value=$(env -u PYTHONPATH /usr/bin/python3 -m hotpatch -p $pid gflags get interval_ms 2>/dev/null) && break
+for _ in $(seq 1 500); do
+  value=$(env -u PYTHONPATH /usr/bin/python3 -m hotpatch -p $pid gflags get interval_ms 2>/dev/null)
+  [ "$value" = 100 ] && break   # until main has parsed the command line
   sleep 0.02
 done
 [ "$value" = 100 ] || fail "python3 -m hotpatch gflags get: '$value'"

@@ -39,7 +39,7 @@ readelf -d "$PREFIX/bin/simple_server" | grep -q 'RUNPATH.*\[\$ORIGIN/\.\./lib\]
   || fail "simple_server has no \$ORIGIN/../lib runpath"
 env -i "$PREFIX/bin/simple_server" --interval-ms 50 >"$PREFIX/server.out" 2>&1 &
 pid=$!
-for _ in $(seq 1 200); do
+for _ in $(seq 1 500); do
   env -i "$PREFIX/bin/hotpatch" -p $pid var set age 42 >/dev/null 2>&1 && break
   sleep 0.02
 done
