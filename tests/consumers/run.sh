@@ -71,7 +71,7 @@ check_preload() {
   LD_PRELOAD=$PRELOAD "$BUILD/bin/prebuilt_server" --interval_ms 100 >/dev/null 2>&1 &
   local pid=$! value=
   for _ in $(seq 1 500); do
-    value=$("$CLI" -p $pid gflags get interval_ms 2>/dev/null)
+    value=$("$CLI" -p $pid gflags get interval_ms 2>/dev/null) || true
     [ "$value" = 100 ] && break   # until main has parsed the command line
     sleep 0.02
   done

@@ -57,7 +57,7 @@ where=$(env -u PYTHONPATH /usr/bin/python3 -c 'import hotpatch; print(hotpatch._
 [ "$where" = /usr/lib/python3/dist-packages/hotpatch/__init__.py ] || fail "python3 imports $where"
 value=
 for _ in $(seq 1 500); do
-  value=$(env -u PYTHONPATH /usr/bin/python3 -m hotpatch -p $pid gflags get interval_ms 2>/dev/null)
+  value=$(env -u PYTHONPATH /usr/bin/python3 -m hotpatch -p $pid gflags get interval_ms 2>/dev/null) || true
   [ "$value" = 100 ] && break   # until main has parsed the command line
   sleep 0.02
 done
