@@ -7,6 +7,7 @@
 #   make install PREFIX=/usr/local
 #   make sanitize   ASan+UBSan build in build-asan/ and its tests;  make tsan: TSan in build-tsan/
 #   make fuzz       libFuzzer (clang, ASan+UBSan) over the request path for FUZZ_SECONDS (60)
+#   make deb        the Debian packages in build/deb/ (debhelper), checked with lintian
 #
 # Each target first checks the system packages it needs (scripts/deps.sh): as root it installs
 # what is missing with apt-get; otherwise it prints the exact command to run.
@@ -16,7 +17,7 @@ PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all build deps test demo bench install sanitize tsan fuzz clean
+.PHONY: all build deps test demo bench install sanitize tsan fuzz deb clean
 
 all: build
 
@@ -50,6 +51,9 @@ tsan:
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+deb: deps
+	@scripts/deb.sh $(BUILD)/deb
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -5,10 +5,15 @@
 # The engine's ELF reader (symbols and the branch proof share it).
 target_sources(hotpatch_objects PRIVATE src/engine/elf.c src/engine/branch_proof.c)
 
+# The rest is tests: only for the top-level project (or HOTPATCH_BUILD_TESTS).
+if(NOT HOTPATCH_BUILD_TESTS)
+  return()
+endif()
+
 # ---- the maps reader on a map of several MiB (a process of its own) ---------------------------
 add_executable(test_maps tests/unit/test_maps.c)
 target_link_libraries(test_maps PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA)
-target_include_directories(test_maps PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(test_maps PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(test_maps PRIVATE _GNU_SOURCE)
 add_test(NAME unit_maps COMMAND test_maps)
 set_tests_properties(unit_maps PROPERTIES TIMEOUT 120)
@@ -16,7 +21,7 @@ set_tests_properties(unit_maps PROPERTIES TIMEOUT 120)
 # ---- versioned symbols and full-path objects --------------------------------------------------
 add_library(hp_versioned SHARED tests/unit/reach/versioned.c)
 target_link_options(hp_versioned PRIVATE
-  -Wl,--version-script=${CMAKE_SOURCE_DIR}/tests/unit/reach/versioned.map)
+  -Wl,--version-script=${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach/versioned.map)
 # The same library without .symtab: its versions are then only in .gnu.version.
 add_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/lib/libhp_versioned_stripped.so
   COMMAND ${CMAKE_OBJCOPY} --strip-all $<TARGET_FILE:hp_versioned>
@@ -25,7 +30,7 @@ add_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/lib/libhp_versioned_stripped.so
 add_custom_target(hp_versioned_stripped ALL DEPENDS ${CMAKE_BINARY_DIR}/lib/libhp_versioned_stripped.so)
 add_executable(test_symbols tests/unit/test_symbols.c)
 target_link_libraries(test_symbols PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA)
-target_include_directories(test_symbols PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(test_symbols PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(test_symbols PRIVATE _GNU_SOURCE
   VERSIONED_LIB="$<TARGET_FILE:hp_versioned>"
   VERSIONED_STRIPPED_LIB="${CMAKE_BINARY_DIR}/lib/libhp_versioned_stripped.so")
@@ -38,22 +43,22 @@ add_test(NAME unit_symbols COMMAND test_symbols)
 find_program(HOTPATCH_GCC NAMES gcc REQUIRED)
 set(HOTPATCH_SHAPES_DIR ${CMAKE_BINARY_DIR}/lib/reach)
 set(HOTPATCH_SHAPE_SOURCES
-  ${CMAKE_SOURCE_DIR}/tests/unit/reach/hotcold.c ${CMAKE_SOURCE_DIR}/tests/unit/reach/hotcold_helpers.c
-  ${CMAKE_SOURCE_DIR}/tests/unit/reach/asm_shapes.c ${CMAKE_SOURCE_DIR}/tests/unit/reach/tiny.c
-  ${CMAKE_SOURCE_DIR}/tests/unit/reach/build_shapes.sh)
+  ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach/hotcold.c ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach/hotcold_helpers.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach/asm_shapes.c ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach/tiny.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach/build_shapes.sh)
 add_custom_command(OUTPUT ${HOTPATCH_SHAPES_DIR}/libhp_hotcold_O2.so
-  COMMAND ${CMAKE_SOURCE_DIR}/tests/unit/reach/build_shapes.sh ${HOTPATCH_GCC} ${CMAKE_OBJCOPY}
-          ${CMAKE_SOURCE_DIR}/tests/unit/reach ${HOTPATCH_SHAPES_DIR}
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach/build_shapes.sh ${HOTPATCH_GCC} ${CMAKE_OBJCOPY}
+          ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach ${HOTPATCH_SHAPES_DIR}
   DEPENDS ${HOTPATCH_SHAPE_SOURCES}
   COMMENT "gcc-built branch-proof test objects (tests/unit/reach)")
 add_custom_target(hp_shapes ALL DEPENDS ${HOTPATCH_SHAPES_DIR}/libhp_hotcold_O2.so)
 add_test(NAME reach_shapes
-  COMMAND ${CMAKE_SOURCE_DIR}/tests/unit/reach/check_shapes.sh ${HOTPATCH_SHAPES_DIR})
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/reach/check_shapes.sh ${HOTPATCH_SHAPES_DIR})
 set_tests_properties(reach_shapes PROPERTIES FIXTURES_SETUP reach_shapes)
 
 add_executable(test_branch_proof tests/unit/test_branch_proof.c)
 target_link_libraries(test_branch_proof PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA)
-target_include_directories(test_branch_proof PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(test_branch_proof PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(test_branch_proof PRIVATE _GNU_SOURCE
   SHAPES_DIR="${HOTPATCH_SHAPES_DIR}")
 add_dependencies(test_branch_proof hp_shapes)
@@ -64,14 +69,14 @@ set_tests_properties(unit_branch_proof PROPERTIES TIMEOUT 120 FIXTURES_REQUIRED 
 # Links libhotpatch.a and no capstone: the test also proves the archive needs no -lcapstone.
 add_executable(test_lazy_decoder tests/unit/test_lazy_decoder.c)
 target_link_libraries(test_lazy_decoder PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA)
-target_include_directories(test_lazy_decoder PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(test_lazy_decoder PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(test_lazy_decoder PRIVATE _GNU_SOURCE)
 add_test(NAME unit_lazy_decoder COMMAND test_lazy_decoder)
 
 # The preload agent in coreutils' sleep: no capstone mapped until a patch, then mapped.
 if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
 add_test(NAME integration_idle
-  COMMAND ${HOTPATCH_PYTEST} ${CMAKE_SOURCE_DIR}/tests/integration/test_idle.py)
+  COMMAND ${HOTPATCH_PYTEST} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_idle.py)
 set_tests_properties(integration_idle PROPERTIES
   ENVIRONMENT "HOTPATCH_BUILD_DIR=${CMAKE_BINARY_DIR};HOTPATCH_SANITIZE=${HOTPATCH_SANITIZE}"
   TIMEOUT 120)

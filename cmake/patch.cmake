@@ -14,13 +14,16 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(PATCH_CAPSTONE REQUIRED capstone)
 target_include_directories(hotpatch_objects PRIVATE ${PATCH_CAPSTONE_INCLUDE_DIRS})
 
+# Everything below is examples, tests and the benchmark.
+if(NOT HOTPATCH_BUILD_TESTS)
+  return()
+endif()
+
 # ---- example patch libraries for simple_server's add_func -------------------------------------
 foreach(n 1 2)
   add_library(add_func_patch${n} SHARED examples/add_func_patch${n}.c)
 endforeach()
 
-enable_testing()
-find_package(PkgConfig REQUIRED)
 pkg_check_modules(PATCH_CMOCKA REQUIRED IMPORTED_TARGET cmocka)
 
 # ---- unit tests ---------------------------------------------------------------------------------
@@ -31,7 +34,7 @@ add_library(patch_test_unload SHARED tests/unit/patch_test_unload.c)
 add_executable(test_patch tests/unit/test_patch.c)
 target_compile_options(test_patch PRIVATE -fcf-protection=full)
 target_link_libraries(test_patch PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA)
-target_include_directories(test_patch PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(test_patch PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(test_patch PRIVATE _GNU_SOURCE
   PATCH_TEST_FAR_LIB="$<TARGET_FILE:patch_test_far>"
   PATCH_TEST_UNLOAD_LIB="$<TARGET_FILE:patch_test_unload>")
@@ -48,7 +51,7 @@ foreach(opt O0 O2)
   add_executable(stress_patch_${opt} tests/stress/stress_patch.c)
   # The flavour's -O level comes last so it wins over the build type's.
   target_compile_options(stress_patch_${opt} PRIVATE -fcf-protection=full -${opt})
-  target_include_directories(stress_patch_${opt} PRIVATE ${CMAKE_SOURCE_DIR}/src)
+  target_include_directories(stress_patch_${opt} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
   target_compile_definitions(stress_patch_${opt} PRIVATE _GNU_SOURCE
     BUILD_FLAVOR="-${opt} -fcf-protection=full PIE"
     STRESS_TARGET_LIB="$<TARGET_FILE:stress_target>"
@@ -70,20 +73,20 @@ add_library(bench_far SHARED bench/bench_lib.c)
 target_compile_options(bench_far PRIVATE -O2)
 add_executable(bench_patch bench/bench_patch.c)
 target_compile_options(bench_patch PRIVATE -O2)
-target_include_directories(bench_patch PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(bench_patch PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(bench_patch PRIVATE _GNU_SOURCE
   BENCH_FAR_LIB="$<TARGET_FILE:bench_far>")
 target_link_libraries(bench_patch PRIVATE hotpatch_static)
 add_dependencies(bench_patch bench_far)
 if(NOT TARGET bench)
-  add_custom_target(bench COMMAND ${CMAKE_SOURCE_DIR}/bench/run.sh
+  add_custom_target(bench COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/bench/run.sh
     DEPENDS bench_patch USES_TERMINAL
     COMMENT "patch benchmark (bench/run.sh)")
 endif()
 if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
-add_test(NAME bench_patch_smoke COMMAND ${CMAKE_SOURCE_DIR}/bench/run.sh --smoke)
+add_test(NAME bench_patch_smoke COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/bench/run.sh --smoke)
 set_tests_properties(bench_patch_smoke PROPERTIES TIMEOUT 300
-  ENVIRONMENT "BUILD_DIR=${CMAKE_BINARY_DIR}")
+  ENVIRONMENT "BUILD_DIR=${PROJECT_BINARY_DIR}")
 endif()
 
 # ---- integration tests: the func commands end to end ---------------------------------------------
@@ -91,14 +94,14 @@ endif()
 # there (cleanly); unit_patch covers what can run under TSan.
 if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
 add_test(NAME integration_func
-  COMMAND ${HOTPATCH_PYTEST} ${CMAKE_SOURCE_DIR}/tests/integration/test_func.py)
+  COMMAND ${HOTPATCH_PYTEST} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_func.py)
 set_tests_properties(integration_func PROPERTIES
-  ENVIRONMENT "HOTPATCH_BUILD_DIR=${CMAKE_BINARY_DIR}" TIMEOUT 600)
+  ENVIRONMENT "HOTPATCH_BUILD_DIR=${PROJECT_BINARY_DIR}" TIMEOUT 600)
 endif()
 
 # ---- the thread stop's probes (issue 11): tests/stress/stop_probe.c ------------------------------
 add_executable(stop_probe tests/stress/stop_probe.c)
-target_include_directories(stop_probe PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(stop_probe PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(stop_probe PRIVATE _GNU_SOURCE)
 target_compile_options(stop_probe PRIVATE -O2)
 target_link_libraries(stop_probe PRIVATE hotpatch_static)
@@ -130,6 +133,6 @@ set_source_files_properties(src/engine/stop.c src/engine/ptrace_stop.c src/engin
 find_program(HOTPATCH_OBJDUMP objdump)
 if(HOTPATCH_OBJDUMP)
   add_test(NAME stopped_window_check
-    COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/stopped_window_check.py
+    COMMAND ${HOTPATCH_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/tests/stopped_window_check.py
             $<TARGET_FILE:hotpatch> $<TARGET_FILE:hotpatch_static>)
 endif()

@@ -33,7 +33,7 @@ extern "C" {
 #endif
 
 /* The version of this library and of the control protocol it speaks. */
-#define HOTPATCH_VERSION "0.1.0"
+#define HOTPATCH_VERSION "0.2.0"
 #define HOTPATCH_PROTOCOL_VERSION 1
 
 /* The type of a registered variable; the protocol spells them as in the comments. */

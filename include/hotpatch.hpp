@@ -92,6 +92,7 @@ inline std::string ReadString(const char *name)
     return n >= 0 || n == -ENAMETOOLONG ? std::string(buf) : std::string();
 }
 
+/* hotpatch_unregister(), hotpatch_start() and hotpatch_stop() of the C API. */
 inline int Unregister(const char *name) { return hotpatch_unregister(name); }
 inline int Start() { return hotpatch_start(); }
 inline int Stop() { return hotpatch_stop(); }

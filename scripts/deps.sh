@@ -16,6 +16,9 @@ packages=(
   rocksdb-tools            # db_bench: a third-party prebuilt program using Debian's gflags
   util-linux               # setpriv for the other-user tests; unshare for the container tests
   ansible-core             # the example playbook (examples/ansible) is run against localhost
+  scdoc                    # renders the man pages (docs/man/)
+  groff-base man-db        # the man page tests render with groff; man and lexgrog read them
+  debhelper dh-python lintian # make deb: build the Debian packages and check them
 )
 
 # Two unprivileged users for the tests that attack the agent as another local user

@@ -34,7 +34,7 @@ from .errors import (
 )
 
 #: The client's version; the C client of the same release reports the same one.
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 #: The protocol version this client speaks.
 PROTOCOL_VERSION = 1
 

@@ -12,9 +12,11 @@
  * process).
  *
  * Where the adapter is: $HOTPATCH_GFLAGS_ADAPTER if set; else next to the object this code is
- * linked into (build/lib/ for libhotpatch.so and libhotpatch_preload.so, the install libdir);
- * else ../lib/ from it (an executable in build/bin/ that links libhotpatch.a); else the
- * configured install libdir.
+ * linked into (build/lib/ for libhotpatch.so and libhotpatch_preload.so; the installed preload
+ * agent, which shares the private directory LIBDIR/hotpatch/ with it); else in hotpatch/ below
+ * it (the installed libhotpatch.so in LIBDIR, so any install prefix works); else ../lib/ from it
+ * (an executable in build/bin/ that links libhotpatch.a); else the configured private
+ * directory.
  *
  * State: the loaded adapter is owned by this file and guarded by loader_lock, which is held
  * only while loading (commands run on the agent thread, but unit tests and a future second
@@ -36,7 +38,10 @@
 #include "agent/agent.h"
 
 #ifndef HOTPATCH_INSTALL_LIBDIR
-#define HOTPATCH_INSTALL_LIBDIR "/usr/local/lib"
+#define HOTPATCH_INSTALL_LIBDIR "/usr/local/lib/hotpatch"
+#endif
+#ifndef HOTPATCH_PRIVATE_SUBDIR
+#define HOTPATCH_PRIVATE_SUBDIR "hotpatch"
 #endif
 
 /* `void google::GetAllFlags(std::vector<google::CommandLineFlagInfo>*)`, the call the adapter
@@ -114,8 +119,9 @@ static bool find_adapter(char *path, size_t cap, char *why, size_t why_cap)
     }
     char dir[PATH_MAX] = "";
     bool have_dir = own_directory(dir, sizeof dir);
-    const char *candidates[3][2] = {
+    const char *candidates[4][2] = {
         {have_dir ? dir : NULL, "/" HP_GFLAGS_ADAPTER_FILE},
+        {have_dir ? dir : NULL, "/" HOTPATCH_PRIVATE_SUBDIR "/" HP_GFLAGS_ADAPTER_FILE},
         {have_dir ? dir : NULL, "/../lib/" HP_GFLAGS_ADAPTER_FILE},
         {HOTPATCH_INSTALL_LIBDIR, "/" HP_GFLAGS_ADAPTER_FILE},
     };

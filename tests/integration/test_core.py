@@ -120,8 +120,8 @@ def test_nc_one_request_prints_and_returns(server):
     assert nc(server.socket, "var set string user_name \"from nc\"\n") == \
         "user_name = from nc (was myname)\n"
     assert nc(server.socket, "var get string user_name\n") == "from nc\n"
-    assert nc(server.socket, "help\n").startswith("hotpatch 0.1.0, protocol 1. Commands:\n")
-    assert nc(server.socket, "version\n").startswith("hotpatch 0.1.0 protocol 1\n")
+    assert nc(server.socket, "help\n").startswith("hotpatch 0.2.0, protocol 1. Commands:\n")
+    assert nc(server.socket, "version\n").startswith("hotpatch 0.2.0 protocol 1\n")
     assert nc(server.socket, "bogus words\n").startswith("error: unknown command 'bogus'")
 
 
@@ -432,7 +432,7 @@ def test_cli_help_version_and_usage_errors():
     r = cli("--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: hotpatch [-p PID[,PID...] | --pgrep PATTERN")
     r = cli("--version")
-    assert r.returncode == 0 and r.stdout == "hotpatch 0.1.0 (protocol 1)\n"
+    assert r.returncode == 0 and r.stdout == "hotpatch 0.2.0 (protocol 1)\n"
     assert cli("var", "list").returncode == 2
     assert "exactly one of -p PID (or --pgrep, --all) or -s SOCKET" in cli("var", "list").stderr
     r = cli("-p", "abc", "var", "list")

@@ -43,7 +43,7 @@ static void commands_dispatch_to_their_handlers(void **state)
     expect("var set age 11", "age = 11 (was 10)\n");
     expect("help", "hotpatch ");
     expect("help var", "hotpatch ");
-    expect("version", "hotpatch 0.1.0 protocol 1\ncapabilities: var, lib, func, patch, gflags, glog, json, session");
+    expect("version", "hotpatch 0.2.0 protocol 1\ncapabilities: var, lib, func, patch, gflags, glog, json, session");
 }
 
 static void refusals_name_what_was_wrong(void **state)
