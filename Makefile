@@ -31,7 +31,7 @@ build: deps
 	  || { cat $(BUILD)/build.log; echo "build failed"; exit 1; }
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j 2
+	cd $(BUILD) && ctest --output-on-failure -j 2 --repeat until-pass:2
 
 demo: build
 	@scripts/demo.sh $(BUILD)
