@@ -59,13 +59,19 @@ static void cmd_status(const struct hp_request *req, struct hp_reply *reply)
     field_number(reply, "libraries", (long long)counts.libraries);
     field_number(reply, "patched_functions", (long long)patched);
     field_number(reply, "changes", (long long)hp_history_recorded());
+    const char *stop = hp_threads_stop_method();
+    const char *fallback = hp_threads_stop_fallback_reason();
+    hp_reply_field(reply, "stop", stop, HP_JSON_STRING);
+    if (fallback && *fallback)
+        hp_reply_field(reply, "stop_fallback_reason", fallback, HP_JSON_STRING);
     hp_reply_plain(reply,
                    "hotpatch %s, protocol %d, %s agent in process %ld on %s, up %lld s\n"
                    "variables %zu, functions %zu, libraries %zu, patched functions %zu, "
-                   "changes %llu",
+                   "changes %llu; threads are stopped by %s%s%s",
                    HOTPATCH_VERSION, HOTPATCH_PROTOCOL_VERSION, hp_agent_origin(), (long)getpid(),
                    socket_path, uptime, counts.variables, counts.functions, counts.libraries,
-                   patched, hp_history_recorded());
+                   patched, hp_history_recorded(), stop, fallback && *fallback ? ": " : "",
+                   fallback && *fallback ? fallback : "");
 }
 
 /* ---- history -------------------------------------------------------------------------------- */

@@ -16,6 +16,7 @@ def test_status_says_what_the_agent_is_and_holds(spawn):
     assert s["socket"] == p.socket and s["protocol"] == 1
     assert s["variables"] == 3 and s["functions"] == 1 and s["libraries"] == 0
     assert s["patched_functions"] == 0 and s["changes"] == 0 and s["uptime_s"] >= 0
+    assert s["stop"] in ("ptrace", "signal")
     cli("-p", p.pid, "lib", "load", "p1", LIB / "libadd_func_patch1.so")
     cli("-p", p.pid, "func", "upgrade", "p1", "add_func")
     s = j(p, "status")
