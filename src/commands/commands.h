@@ -40,6 +40,11 @@ extern const struct hp_command hp_patch_commands[];
  */
 int hp_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap);
 
+/* For `CMD [OPTION] ARG`: *given tells whether the first word is OPTION; false with the
+ * reply's error set when it is another word. */
+bool hp_request_option(const struct hp_request *req, const char *option, bool *given,
+                       struct hp_reply *reply);
+
 /*
  * The descriptor of the library to load for a request, checked: the one the client sent, or
  * PATH opened by the trusted walk (agent/trust.c). A new descriptor, or -1 with the reply's

@@ -86,6 +86,18 @@ static bool path_acceptable(const char *path, struct hp_reply *reply)
  * in the operator's own namespace), or PATH opened by the trusted walk. A new descriptor the
  * caller owns, or -1 with the reply's error set.
  */
+bool hp_request_option(const struct hp_request *req, const char *option, bool *given,
+                       struct hp_reply *reply)
+{
+    *given = req->argc >= 2;
+    if (*given && strcmp(req->argv[0], option) != 0) {
+        hp_reply_error(reply, "unknown option '%.64s'; the only option here is %s",
+                       req->argv[0], option);
+        return false;
+    }
+    return true;
+}
+
 int hp_lib_open_checked(const struct hp_request *req, const char *path, struct hp_reply *reply)
 {
     char why[HP_ERROR_MAX];
@@ -205,12 +217,9 @@ static void retire_library(const char *name, const struct hp_library_view *lib,
 
 static void cmd_lib_unload(const struct hp_request *req, struct hp_reply *reply)
 {
-    bool retire = req->argc == 2;
-    if (retire && strcmp(req->argv[0], "--retire") != 0) {
-        hp_reply_error(reply, "unknown option '%.64s'; usage: lib unload [--retire] NAME",
-                       req->argv[0]);
+    bool retire;
+    if (!hp_request_option(req, "--retire", &retire, reply))
         return;
-    }
     const char *name = req->argv[retire ? 1 : 0];
     struct hp_library_view lib;
     if (hp_registry_find_library(name, &lib) != 0) {

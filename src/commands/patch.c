@@ -253,12 +253,9 @@ static void apply(const struct hp_request *req, const char *path, bool check_onl
 
 static void cmd_patch_apply(const struct hp_request *req, struct hp_reply *reply)
 {
-    bool check_only = req->argc == 2;
-    if (check_only && strcmp(req->argv[0], "--check") != 0) {
-        hp_reply_error(reply, "unknown option '%.64s'; usage: patch apply [--check] PATH",
-                       req->argv[0]);
+    bool check_only;
+    if (!hp_request_option(req, "--check", &check_only, reply))
         return;
-    }
     apply(req, req->argv[check_only ? 1 : 0], check_only, reply);
 }
 

@@ -168,4 +168,4 @@ def test_retire_forgets_a_library_and_keeps_it_mapped(server):
     ok(server, "func", "rollback", "add_func")
     shows(server, 3)
     ok(server, "lib", "load", "p1", P1)       # the name is free again
-    assert "unknown option '--force'" in refused(server, "lib", "unload", "--force", "p1")
+    assert "unknown option '--force'; the only option here is --retire" in refused(server, "lib", "unload", "--force", "p1")
