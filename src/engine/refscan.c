@@ -22,7 +22,10 @@
  *   - device mappings (/dev/..., other than /dev/shm and /dev/zero): reading them may have
  *     effects on the device;
  *   - the thread stop's own memory (hp_threads_owned_ranges): its copies of the registers of
- *     the threads it stopped.
+ *     the threads it stopped;
+ *   - in a sanitizer build only, single mappings of 4 GiB or more: the sanitizer runtime's
+ *     shadow memory and allocator reservations, sparse, far larger than any bound, and the
+ *     runtime's own (a production build scans every mapping).
  * Only code addresses count: the loader's own records point into the library's headers and
  * data until dlclose clears them, and are no hazard.
  *
@@ -205,10 +208,18 @@ HP_STOPPED_WINDOW static int scan_range(struct scan *sc, uintptr_t from, uintptr
     return 0;
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZER_RESERVATION (4ull << 30)
+#else
+#define SANITIZER_RESERVATION 0ull
+#endif
+
 HP_STOPPED_WINDOW static bool worth_scanning(const struct map_line *m, const struct scan *sc,
                                              uintptr_t own_sp)
 {
     bool own_stack = own_sp >= m->start && own_sp < m->end;
+    if (SANITIZER_RESERVATION && m->end - m->start >= SANITIZER_RESERVATION)
+        return false;
     return m->readable && m->writable && !own_stack && !is_device(m->path) &&
            !overlaps_ranges(m->start, m->end, sc->all, sc->n_all) &&
            !overlaps_ranges(m->start, m->end, sc->owned, sc->n_owned);

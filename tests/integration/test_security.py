@@ -361,8 +361,14 @@ def test_a_name_planted_in_the_window_after_exec_cannot_silence_the_agent(spawn)
     p = spawn(["sh", "-c", f"exec env -u LD_PRELOAD sh -c '{inner}'"],
               env=env, wait_socket=False, stdin_pipe=True)
     name = f"/tmp/{p.pid}.socket"
-    wait_for(lambda: not os.path.exists(name) and
-             os.readlink(f"/proc/{p.pid}/exe").endswith("sh"), what="the window after exec")
+    def in_the_window():       # the inner shell: no agent, and no preload in its environment
+        try:
+            inner = (os.readlink(f"/proc/{p.pid}/exe").endswith("sh") and
+                     b"LD_PRELOAD=" not in open(f"/proc/{p.pid}/environ", "rb").read())
+        except OSError:
+            return False
+        return inner and not os.path.exists(name)
+    wait_for(in_the_window, what="the window after exec")
     plant("file", name)
     try:
         p.send("go\n")
