@@ -208,17 +208,22 @@ HP_STOPPED_WINDOW static int scan_range(struct scan *sc, uintptr_t from, uintptr
     return 0;
 }
 
+/* A mapping this large in a sanitizer build is the runtime's (see the top of the file). */
+HP_STOPPED_WINDOW static bool sanitizer_reservation(const struct map_line *m)
+{
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZER_RESERVATION (4ull << 30)
+    return m->end - m->start >= (4ull << 30);
 #else
-#define SANITIZER_RESERVATION 0ull
+    (void)m;
+    return false;
 #endif
+}
 
 HP_STOPPED_WINDOW static bool worth_scanning(const struct map_line *m, const struct scan *sc,
                                              uintptr_t own_sp)
 {
     bool own_stack = own_sp >= m->start && own_sp < m->end;
-    if (SANITIZER_RESERVATION && m->end - m->start >= SANITIZER_RESERVATION)
+    if (sanitizer_reservation(m))
         return false;
     return m->readable && m->writable && !own_stack && !is_device(m->path) &&
            !overlaps_ranges(m->start, m->end, sc->all, sc->n_all) &&
