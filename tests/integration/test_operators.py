@@ -147,7 +147,7 @@ def test_ps_lists_every_agent_linked_and_preloaded_with_its_status(procs):
     assert rc == 0 and lines[0].split() == ["PID", "USER", "STARTED", "UPTIME", "CHANGES",
                                             "PATCHED", "VERSION", "SOCKET", "COMMAND"]
     assert lines[1].split()[:3] == [str(linked.pid), "root", "linked"]
-    assert lines[1].split()[4:8] == ["3", "1", hotpatch.__version__, linked.socket]
+    assert lines[1].split()[4:8] == ["3", str(patched), hotpatch.__version__, linked.socket]
     assert lines[2].split()[2] == "preload" and len(lines) == 3
     # Options may come before or after the word.
     assert both("--json", "ps", mask=without_uptime)[1].count(b"\n") == 2
