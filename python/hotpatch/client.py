@@ -712,9 +712,36 @@ class Client:
         cannot be opened."""
         return self.call("lib", "load", name, os.fspath(path))
 
-    def lib_unload(self, name: str) -> dict[str, Any]:
-        """``lib unload NAME``: unloads the library; returns the reply (``message``)."""
-        return self.call("lib", "unload", name)
+    def lib_unload(self, name: str, retire: bool = False) -> dict[str, Any]:
+        """``lib unload [--retire] NAME``: unloads the library (or, with ``retire``, forgets it
+        and leaves it mapped); returns the reply (``message``)."""
+        return self.call("lib", "unload", *(["--retire"] if retire else []), name)
+
+    def status(self) -> dict[str, Any]:
+        """``status``: the agent's version, how it started, socket, pid, uptime and counts."""
+        return self.call("status")
+
+    def history(self) -> list[dict[str, Any]]:
+        """``history``: every change made through the agent since it started, oldest first."""
+        return self.call("history")
+
+    def diff(self) -> list[dict[str, Any]]:
+        """``diff``: the variables and flags that differ from their first-seen values."""
+        return self.call("diff")
+
+    def patch_list(self) -> list[dict[str, Any]]:
+        """``patch list``: the applied patches, one row each."""
+        return self.call("patch", "list")
+
+    def patch_apply(self, path: Union[str, "os.PathLike[str]"],
+                    check: bool = False) -> dict[str, Any]:
+        """``patch apply [--check] PATH``: checks the patch file and installs all its functions
+        in one step (``check``: only checks); returns the reply. PATH must be absolute."""
+        return self.call("patch", "apply", *(["--check"] if check else []), os.fspath(path))
+
+    def patch_revert(self, name: str) -> dict[str, Any]:
+        """``patch revert NAME``: takes all of a patch's functions out in one step."""
+        return self.call("patch", "revert", name)
 
     def func_list(self) -> list[dict[str, Any]]:
         """``func list``: the registered and upgraded functions, one row each."""

@@ -83,3 +83,16 @@ def test_diff_covers_gflags(spawn):
     assert items["minloglevel"]["kind"] == "flag"
     assert items["minloglevel"]["first"] == "0" and items["minloglevel"]["now"] == "1"
     assert items["minloglevel"]["changed_by"] == "agent"
+
+
+def test_the_python_api_reads_status_history_and_diff(spawn):
+    import sys
+    sys.path.insert(0, str(__import__("conftest").REPO / "python"))
+    import hotpatch
+    p = spawn([BIN / "simple_server", "--interval-ms", "1000"])
+    with hotpatch.Client(pid=p.pid) as agent:
+        agent.var_set("age", 12)
+        assert agent.status()["changes"] == 1
+        assert [c["request"] for c in agent.history()] == ["var set age 12"]
+        assert [(d["name"], d["changed_by"]) for d in agent.diff()] == [("age", "agent")]
+        assert agent.patch_list() == []
