@@ -332,8 +332,10 @@ def test_pgrep_and_all_select_processes(three):
 
 def _container(tmp_path):
     """simple_server in pid and mount namespaces of its own, with a /tmp of its own."""
-    script = f"mount -t tmpfs none /tmp && exec {BIN}/simple_server --interval-ms 1000"
-    outer = subprocess.Popen(["unshare", "--pid", "--mount", "--fork", "sh", "-c", script],
+    private_tmp = Path(__file__).parent / "private_tmp.sh"   # keeps a checkout under /tmp
+    outer = subprocess.Popen(["unshare", "--pid", "--mount", "--fork", private_tmp,
+                              str(Path(__file__).resolve().parents[2]), str(BIN.parent), "--",
+                              BIN / "simple_server", "--interval-ms", "1000"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 10
     while time.time() < deadline:
