@@ -6,14 +6,14 @@
 set -e
 keep=/run/hotpatch-private-tmp
 mkdir -p "$keep"
-mount --bind /tmp "$keep"
+mount --rbind /tmp "$keep"
 mount -t tmpfs -o mode=1777 none /tmp
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
   case "$1" in
     /tmp/*)
       rel=${1#/tmp/}
       mkdir -p "/tmp/$rel"
-      mount --bind "$keep/$rel" "/tmp/$rel"
+      mount --rbind "$keep/$rel" "/tmp/$rel"
       ;;
   esac
   shift
