@@ -187,12 +187,51 @@ static void reply_applied(const struct applied_patch *ap, bool check_only, struc
                          ap->meta.n_replaces == 1 ? "" : "s");
 }
 
+/* Loads the checked descriptor, fills the imports, installs every replacement in one stop and
+ * records the patch. fd is taken in every case. False (with the reply's error) when the patch
+ * is not applied; it is then unloaded again. */
+static bool load_and_install(const struct hp_request *req, struct applied_patch *ap,
+                             struct plan *plan, int fd, const char *path, struct hp_reply *reply)
+{
+    void **slots[HP_PATCH_MAX_FUNCTIONS];
+    char why[HP_ERROR_MAX];
+    ap->handle = hp_lib_dlopen_held(fd, path, &ap->file, reply);
+    if (!ap->handle)
+        return false;
+    if (!find_in_patch(ap, plan, slots, reply)) {
+        unload(ap);
+        return false;
+    }
+    for (size_t i = 0; i < ap->meta.n_imports; i++)
+        *slots[i] = plan->imports[i];        /* before any replacement can run */
+    if (hp_patch_upgrade_all(plan->changes, ap->meta.n_replaces, why, sizeof why) != 0) {
+        hp_reply_error(reply, "patch %s not applied: %s", ap->meta.name, why);
+        unload(ap);
+        return false;
+    }
+    struct link_map *map = NULL;
+    ap->base = dlinfo(ap->handle, RTLD_DI_LINKMAP, &map) == 0 && map ? map->l_addr : 0;
+    snprintf(ap->path, sizeof ap->path, "%s", path);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ap->applied_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    ap->uid = req->peer ? req->peer->uid : (uid_t)-1;
+    ap->n = ap->meta.n_replaces;
+    for (size_t i = 0; i < ap->n; i++) {
+        ap->entries[i] = plan->changes[i].target.entry;
+        ap->tops[i] = plan->changes[i].origin.address;
+    }
+    ap->next = patches;
+    patches = ap;
+    reply_applied(ap, false, reply);
+    return true;
+}
+
 static void apply(const struct hp_request *req, const char *path, bool check_only,
                   struct hp_reply *reply)
 {
     struct applied_patch *ap = calloc(1, sizeof *ap);
     struct plan *plan = calloc(1, sizeof *plan);
-    void **slots[HP_PATCH_MAX_FUNCTIONS];
     char why[HP_ERROR_MAX];
     int fd = ap && plan ? hp_lib_open_checked(req, path, reply) : -1;
     if (!ap || !plan) {
@@ -207,36 +246,11 @@ static void apply(const struct hp_request *req, const char *path, bool check_onl
                imports_resolve(&ap->meta, plan->imports, reply)) {
         if (check_only) {
             reply_applied(ap, true, reply);
-        } else if ((ap->handle = hp_lib_dlopen_held(fd, path, &ap->file, reply)) != NULL) {
-            fd = -1;   /* held by ap->file now */
-            if (find_in_patch(ap, plan, slots, reply)) {
-                for (size_t i = 0; i < ap->meta.n_imports; i++)
-                    *slots[i] = plan->imports[i];   /* before any replacement can run */
-                if (hp_patch_upgrade_all(plan->changes, ap->meta.n_replaces, why,
-                                         sizeof why) != 0) {
-                    hp_reply_error(reply, "patch %s not applied: %s", ap->meta.name, why);
-                } else {
-                    struct link_map *map = NULL;
-                    ap->base = dlinfo(ap->handle, RTLD_DI_LINKMAP, &map) == 0 && map
-                                   ? map->l_addr : 0;
-                    snprintf(ap->path, sizeof ap->path, "%s", path);
-                    struct timespec ts;
-                    clock_gettime(CLOCK_REALTIME, &ts);
-                    ap->applied_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-                    ap->uid = req->peer ? req->peer->uid : (uid_t)-1;
-                    ap->n = ap->meta.n_replaces;
-                    for (size_t i = 0; i < ap->n; i++) {
-                        ap->entries[i] = plan->changes[i].target.entry;
-                        ap->tops[i] = plan->changes[i].origin.address;
-                    }
-                    ap->next = patches;
-                    patches = ap;
-                    reply_applied(ap, false, reply);
-                    ap = NULL;
-                }
-            }
-            if (ap)
-                unload(ap);
+        } else {
+            bool applied = load_and_install(req, ap, plan, fd, path, reply);
+            fd = -1;                        /* ap->file's now, or closed by a failed load */
+            if (applied)
+                ap = NULL;                  /* kept in the list of applied patches */
         }
     }
     if (fd >= 0)

@@ -1091,14 +1091,21 @@ static void prefix_reason(const char *name, char *why, size_t why_cap)
     snprintf(why, why_cap, "%s: %s", name, reason);
 }
 
+/* A zeroed array of n batch items (at least one), or NULL with the reason. */
+static struct batch_item *new_batch(size_t n, char *why, size_t why_cap)
+{
+    struct batch_item *items = calloc(n ? n : 1, sizeof *items);
+    if (!items)
+        snprintf(why, why_cap, "out of memory");
+    return items;
+}
+
 int hp_patch_upgrade_all(const struct hp_patch_change *changes, size_t n, char *why,
                          size_t why_cap)
 {
-    struct batch_item *items = calloc(n ? n : 1, sizeof *items);
-    if (!items) {
-        snprintf(why, why_cap, "out of memory");
+    struct batch_item *items = new_batch(n, why, why_cap);
+    if (!items)
         return -ENOMEM;
-    }
     lock_engine();
     drop_unloaded_records();
     int rc = hp_arch_text_init(why, why_cap);
@@ -1127,11 +1134,9 @@ int hp_patch_upgrade_all(const struct hp_patch_change *changes, size_t n, char *
 int hp_patch_rollback_all(void *const *entries, const void *const *tops, size_t n, char *why,
                           size_t why_cap)
 {
-    struct batch_item *items = calloc(n ? n : 1, sizeof *items);
-    if (!items) {
-        snprintf(why, why_cap, "out of memory");
+    struct batch_item *items = new_batch(n, why, why_cap);
+    if (!items)
         return -ENOMEM;
-    }
     lock_engine();
     drop_unloaded_records();
     int rc = 0;
