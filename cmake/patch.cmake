@@ -4,6 +4,7 @@ target_sources(hotpatch_objects PRIVATE
   src/engine/patch.c src/engine/stop.c src/engine/ptrace_stop.c src/engine/signal_stop.c
   src/engine/maps.c src/engine/symbols.c src/engine/self.c src/engine/refscan.c
   src/engine/arch/x86_64_regs.c
+  src/engine/arch/x86_64_restart.c
   src/engine/arch/x86_64.c src/engine/arch/x86_64_decode.c
   src/commands/func.c)
 
@@ -129,6 +130,7 @@ endif()
 # Switch statements there must not become jump tables (indirect jumps the check cannot follow).
 set_source_files_properties(src/engine/stop.c src/engine/ptrace_stop.c src/engine/signal_stop.c
   src/engine/maps.c src/engine/patch.c src/engine/arch/x86_64.c src/engine/arch/x86_64_regs.c
+  src/engine/arch/x86_64_restart.c
   TARGET_DIRECTORY hotpatch_objects PROPERTIES COMPILE_OPTIONS "-fno-jump-tables")
 find_program(HOTPATCH_OBJDUMP objdump)
 if(HOTPATCH_OBJDUMP)

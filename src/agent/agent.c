@@ -15,6 +15,11 @@
  * A value that does not parse is ignored with a log line; the agent never refuses to start
  * because of a tuning knob.
  *
+ * Detach (the `detach` command, run on the server thread, which cannot join itself): the server
+ * thread removes its socket and ends after sending the reply; `running` keeps the ended server
+ * until the next start (an attach calls hotpatch_start again) or stop joins and frees it, and
+ * meanwhile counts as not running.
+ *
  * Exit: a destructor stops the agent so the socket disappears on normal exit. Fork: see
  * forget_parent_agent() below. Exec: see hp_agent_before_exec() below.
  */
@@ -121,6 +126,11 @@ HOTPATCH_API int hotpatch_socket_path(char *buf, size_t cap)
 /* Starts the agent; the caller holds agent_lock. delay_ms > 0 defers the socket (see fork). */
 static int start_locked(int delay_ms)
 {
+    if (running && hp_server_finished(running)) {
+        /* Detached earlier: its thread has ended (a join that cannot wait); start afresh. */
+        hp_server_stop(running);
+        set_running(NULL);
+    }
     if (running)
         return 0;
     char path[PATH_MAX];
@@ -180,7 +190,7 @@ static bool child_should_get_agent(void)
 /* Runs after the registry's and the engine's child hooks have released their locks. */
 static void forget_parent_agent(void)
 {
-    bool parent_had_agent = running != NULL;
+    bool parent_had_agent = running != NULL && !hp_server_finished(running);
     if (running)
         hp_server_abandon(running);
     set_running(NULL);
@@ -227,7 +237,7 @@ HOTPATCH_API int hotpatch_stop(void)
 HOTPATCH_API bool hotpatch_running(void)
 {
     pthread_mutex_lock(&agent_lock);
-    bool r = running != NULL;
+    bool r = running != NULL && !hp_server_finished(running);
     pthread_mutex_unlock(&agent_lock);
     return r;
 }
@@ -260,7 +270,7 @@ void hp_agent_before_exec(struct hp_exec_state *st)
     st->counted = st->mask_changed = false;
     if (__atomic_load_n(&owner_pid, __ATOMIC_ACQUIRE) != getpid() || !lock_agent_briefly())
         return;
-    st->counted = running != NULL;
+    st->counted = running != NULL && !hp_server_finished(running);
     if (st->counted)
         execs_in_flight++;
     if (st->counted && hidden_for_exec != running) {

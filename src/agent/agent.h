@@ -172,7 +172,8 @@ struct hp_peer {
 };
 
 /* How the server should treat the connection after a request. */
-enum hp_after { HP_AFTER_CLOSE, HP_AFTER_KEEP };
+enum hp_after { HP_AFTER_CLOSE, HP_AFTER_KEEP,
+                HP_AFTER_DETACH };   /* `detach`: close, then stop serving and remove the socket */
 
 struct hp_request {
     int argc;                    /* words after the family and verb */
@@ -416,6 +417,9 @@ struct hp_server_config {
 int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out);
 /* Wakes the thread, joins it, closes connections, unlinks the socket if still ours. */
 void hp_server_stop(struct hp_server *s);
+/* True when the thread ended itself after a `detach` (its socket file is gone); the server
+ * still has to be stopped (joined and freed) with hp_server_stop. Any thread. */
+bool hp_server_finished(const struct hp_server *s);
 /* True when called on the server's own thread. */
 bool hp_server_is_current_thread(const struct hp_server *s);
 /* Copies the path the server listens on (the configured one, or its private fallback) into

@@ -99,6 +99,8 @@ struct hp_server {
     struct owned_fd wake;        /* eventfd: written to make the loop look at the flags below */
     int stopping;                /* set (atomically) by hp_server_stop(): end the loop */
     int relisten;                /* set (atomically) after a failed exec: listen again */
+    bool detaching;              /* a `detach` was answered: end once its reply is sent */
+    int finished;                /* set (atomically) by the thread when a detach ended it */
     pthread_mutex_t file_lock;   /* guards `hidden` and every bind or unlink of path after start */
     bool hidden;                 /* an exec is in flight: the socket file must stay away */
     sigset_t program_mask;       /* the starting thread's mask, for an exec from this thread */
@@ -464,6 +466,10 @@ static void serve_line(struct hp_server *s, struct client *c, size_t len)
     struct hp_line line = {c->in, len, &c->peer, fd, c->in_session};
     hp_handle_request(&line, reply, &json, &after);
     release(&c->pending_fd);
+    if (after == HP_AFTER_DETACH) {
+        s->detaching = true;    /* the loop ends once this reply is out */
+        after = HP_AFTER_CLOSE;
+    }
     /* The reply that opens or closes a session is already in the session's JSON form. */
     bool session_reply = c->in_session || after == HP_AFTER_KEEP;
     c->in_session = after == HP_AFTER_KEEP;
@@ -764,6 +770,30 @@ static bool delayed_bind(struct hp_server *s)
     return rc == 0;
 }
 
+/* True while some connection still has a reply to send. */
+static bool replies_pending(const struct hp_server *s)
+{
+    for (size_t i = 0; i < s->client_count; i++)
+        if (s->clients[i]->state == WRITING)
+            return true;
+    return false;
+}
+
+/* After `detach`: the socket file goes and nothing more is accepted; the thread ends and says
+ * so. The server object stays for hp_server_stop (the next start, or exit) to join and free. */
+static void finish_detach(struct hp_server *s)
+{
+    while (s->client_count > 0)
+        close_client(s, s->client_count - 1);
+    pthread_mutex_lock(&s->file_lock);
+    hp_socket_file_remove(&s->file);
+    s->file.path[0] = 0;
+    pthread_mutex_unlock(&s->file_lock);
+    release(&s->listener);
+    hp_log("agent detached: socket %s removed, server stopped", s->wanted);
+    __atomic_store_n(&s->finished, 1, __ATOMIC_RELEASE);
+}
+
 static void *server_main(void *arg)
 {
     struct hp_server *s = arg;
@@ -776,13 +806,17 @@ static void *server_main(void *arg)
         return NULL;
     }
     while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
+        if (s->detaching && !replies_pending(s)) {
+            finish_detach(s);
+            break;
+        }
         check_descriptors(s);
         long long now = now_ms();
         for (size_t i = s->client_count; i-- > 0;)
             if (s->clients[i]->deadline_ms <= now)
                 expire(s, i);
         fds[0] = (struct pollfd){.fd = s->wake.fd, .events = POLLIN};
-        bool accepting = now >= s->accept_pause_until_ms;
+        bool accepting = now >= s->accept_pause_until_ms && !s->detaching;
         fds[1] = (struct pollfd){.fd = accepting ? s->listener.fd : -1, .events = POLLIN};
         for (size_t i = 0; i < s->client_count; i++) {
             struct client *c = s->clients[i];
@@ -908,6 +942,11 @@ void hp_server_unhide_after_exec(struct hp_server *s)
 const sigset_t *hp_server_program_mask(const struct hp_server *s)
 {
     return &s->program_mask;
+}
+
+bool hp_server_finished(const struct hp_server *s)
+{
+    return __atomic_load_n(&s->finished, __ATOMIC_ACQUIRE) != 0;
 }
 
 bool hp_server_is_current_thread(const struct hp_server *s)

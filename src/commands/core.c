@@ -1,5 +1,6 @@
 /*
- * core.c — the commands about the protocol itself: help, version, session, quit.
+ * core.c — the commands about the protocol and the agent itself: help, version, session, quit,
+ * detach.
  *
  * `help` and `version` are generated from the dispatch table (hp_for_each_command), so they
  * cannot drift from what the server accepts: a family that is compiled in shows up in both.
@@ -128,6 +129,22 @@ static void cmd_quit(const struct hp_request *req, struct hp_reply *reply)
     hp_reply_message(reply, "bye");
 }
 
+/* ---- detach -------------------------------------------------------------------------------- */
+
+/* The server sends this reply, removes its socket and ends its thread (server.c); the library
+ * and everything it changed stay, so a later `hotpatch -p PID attach` (or hotpatch_start())
+ * brings the same agent back. */
+static void cmd_detach(const struct hp_request *req, struct hp_reply *reply)
+{
+    *req->after = HP_AFTER_DETACH;
+    char path[4096];
+    if (hotpatch_socket_path(path, sizeof path) < 0)
+        snprintf(path, sizeof path, "its socket");
+    hp_reply_field(reply, "socket", path, HP_JSON_STRING);
+    hp_reply_message(reply, "detached: the server stops and %s is removed; the library stays "
+                     "loaded, and 'hotpatch -p PID attach' starts it again", path);
+}
+
 const struct hp_command hp_core_commands[] = {
     {"help", NULL, 0, 1, cmd_help, "help [FAMILY]", "list the commands (of one family)", 0},
     {"version", NULL, 0, 0, cmd_version, "version",
@@ -135,5 +152,8 @@ const struct hp_command hp_core_commands[] = {
     {"session", NULL, 0, 0, cmd_session, "session",
      "keep the connection open; every reply is then one JSON line", 0},
     {"quit", NULL, 0, 0, cmd_quit, "quit", "end the session and close the connection", 0},
+    {"detach", NULL, 0, 0, cmd_detach, "detach",
+     "stop serving and remove the socket; the library stays (attach starts it again)",
+     HP_CMD_MUTATES},
     {0},
 };

@@ -28,6 +28,15 @@
  *   - exec removes the socket file first; the new image inherits LD_PRELOAD and so gets an
  *     agent (and socket) of its own, at the same path when it is the same process.
  *
+ * Attach (cli/attach.c). `hotpatch -p PID attach` loads this same library into a process that
+ * was started with nothing: a loader thread the injector created dlopens it and then calls
+ * hotpatch_attach_start(). That thread names itself ATTACH_THREAD_NAME before the dlopen, and
+ * the constructor, which runs inside that dlopen, sees the name and stands aside: the entry
+ * starts the agent, with origin "attached" and the status the injector reads, and the
+ * constructor's LD_PRELOAD rules (HOTPATCH_DISABLE among them) are for LD_PRELOAD only; an
+ * operator who attaches asked for the agent. A later attach after `detach` finds the library
+ * mapped and calls the entry again, which restarts the same agent.
+ *
  * The log file is opened for each line rather than kept open: log lines are rare (changes and
  * failures), and a descriptor held for the life of the program could be closed by the program
  * (daemons close every descriptor) and then reused for one of its own files.
@@ -40,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
@@ -123,10 +133,38 @@ static bool program_has_own_agent(char *where, size_t cap)
 
 /* ---- life cycle ----------------------------------------------------------------------------- */
 
+/* The name the attach injector's loader thread gives itself (cli/inject_x86_64.c writes it). */
+#define ATTACH_THREAD_NAME "hotpatch-attach"
+
+static bool loaded_by_attach(void)
+{
+    char name[17] = {0};
+    return prctl(PR_GET_NAME, name, 0, 0, 0) == 0 && strcmp(name, ATTACH_THREAD_NAME) == 0;
+}
+
+/*
+ * The attach injector's entry: starts (or, after `detach`, restarts) the agent of this
+ * library as "attached". 0, or a negative errno (also logged). Called on the injector's loader
+ * thread; safe to call again (hotpatch_start is idempotent). Not part of the public API.
+ */
+HOTPATCH_API int hotpatch_attach_start(void)
+{
+    int saved_errno = errno;
+    static bool configured;      /* HOTPATCH_LOG applied; owned by the first caller */
+    if (!__atomic_exchange_n(&configured, true, __ATOMIC_ACQ_REL))
+        configure_log();
+    hp_agent_set_origin("attached");
+    int rc = hotpatch_start();
+    if (rc < 0)
+        hp_log("attached agent not started: %s", strerror(-rc));
+    errno = saved_errno;
+    return rc;
+}
+
 __attribute__((constructor)) static void preload_agent_start(void)
 {
     int saved_errno = errno;
-    if (env_says_off("HOTPATCH_DISABLE"))
+    if (loaded_by_attach() || env_says_off("HOTPATCH_DISABLE"))
         goto out;
     configure_log();
     char where[PATH_MAX];

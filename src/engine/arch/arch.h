@@ -102,7 +102,7 @@ int hp_arch_regs_to_state(const struct user_regs_struct *r, uintptr_t *pc, uintp
 int hp_arch_ucontext_to_state(const void *ucontext, uintptr_t *pc, uintptr_t *sp,
                               uintptr_t *regs, int cap);
 /* True when r is a thread stopped on its way out of a system call that failed with EINTR
- * because of the stop, and that may safely run again (x86_64_regs.c lists them). */
+ * because of the stop, and that may safely run again (x86_64_restart.c lists them). */
 bool hp_arch_interrupted_eintr(const struct user_regs_struct *r);
 /* Makes the thread run that system call again when it resumes (as the kernel's restart). */
 void hp_arch_rewind_syscall(struct user_regs_struct *r);

@@ -1,35 +1,9 @@
 /*
  * x86_64_regs.c — what the ptrace stop (engine/ptrace_stop.c) needs to know of x86-64: the
- * layout of the registers PTRACE_GETREGSET returns, which interrupted system calls it must
- * rewind so that the program never sees EINTR, and the raw clone that starts its helper.
- *
- * Rewinding a system call. A thread stopped by PTRACE_INTERRUPT while it was blocked in a call
- * is stopped on its way back to user mode: orig_rax holds the call's number (>= 0; every other
- * way into the kernel leaves -1 there) and rax its result. When the thread goes on and no
- * handler runs, the kernel itself restarts what ended in -ERESTARTSYS, -ERESTARTNOINTR,
- * -ERESTARTNOHAND (rip -= 2, rax = orig_rax) and -ERESTART_RESTARTBLOCK (restart_syscall, with
- * the time that was left). A call that ended in -EINTR is not restarted: that is what a
- * program sees after any stop (signal(7), "Interruption of system calls and library functions
- * by stop signals"). The helper does for those calls what the kernel does for a restart:
- * rip -= 2 (back over the `syscall` instruction, 0F 05, or `int $0x80`, CD 80: both 2 bytes)
- * and rax = orig_rax, so that the call runs again with the arguments it had (the registers
- * that carry them are preserved by the kernel). Only calls that are known to have done
- * nothing when they fail with EINTR, and whose second run means the same thing, are
- * rewound:
- *   epoll_wait, epoll_pwait, epoll_pwait2 (a signal mask given to epoll_pwait is put back by
- *       the kernel before the thread returns to user mode, and set again by the second run);
- *   rt_sigtimedwait (sigtimedwait, sigwaitinfo), semop, semtimedop, msgrcv, msgsnd,
- *       mq_timedreceive, mq_timedsend, io_getevents, io_pgetevents;
- *   the socket calls that fail with EINTR when they time out by SO_RCVTIMEO/SO_SNDTIMEO
- *       (accept, accept4, recvfrom, recvmsg, recvmmsg, sendto, sendmsg, sendmmsg) and read,
- *       readv, write, writev (which reach the same code on a socket): EINTR only when nothing
- *       was transferred.
- * A relative timeout starts afresh in the second run: the call can end later than it would
- * have, by at most the time it had already waited, never earlier. Not rewound: close (the
- * descriptor is gone already), connect (the second run would say EALREADY), io_uring_enter
- * (it may have submitted), ioctl and everything else: those keep their EINTR.
+ * layout of the registers PTRACE_GETREGSET returns and the raw clone that starts its helper.
+ * The rule for which interrupted system calls are rewound lives in x86_64_restart.c, which
+ * the attach injector (cli/) compiles too.
  */
-#include <errno.h>
 #include <stddef.h>
 #include <sys/syscall.h>
 #include <sys/user.h>
@@ -62,57 +36,6 @@ HP_STOPPED_WINDOW int hp_arch_ucontext_to_state(const void *ucontext, uintptr_t 
     for (int i = 0; i < n; i++)
         regs[i] = (uintptr_t)uc->uc_mcontext.gregs[i];
     return n;
-}
-
-HP_STOPPED_WINDOW static bool rewindable(long nr)
-{
-    switch (nr) {
-    case SYS_epoll_wait:
-    case SYS_epoll_pwait:
-#ifdef SYS_epoll_pwait2
-    case SYS_epoll_pwait2:
-#else
-    case 441:
-#endif
-    case SYS_rt_sigtimedwait:
-    case SYS_semop:
-    case SYS_semtimedop:
-    case SYS_msgrcv:
-    case SYS_msgsnd:
-    case SYS_mq_timedreceive:
-    case SYS_mq_timedsend:
-    case SYS_io_getevents:
-#ifdef SYS_io_pgetevents
-    case SYS_io_pgetevents:
-#endif
-    case SYS_accept:
-    case SYS_accept4:
-    case SYS_recvfrom:
-    case SYS_recvmsg:
-    case SYS_recvmmsg:
-    case SYS_sendto:
-    case SYS_sendmsg:
-    case SYS_sendmmsg:
-    case SYS_read:
-    case SYS_readv:
-    case SYS_write:
-    case SYS_writev:
-        return true;
-    default:
-        return false;
-    }
-}
-
-HP_STOPPED_WINDOW bool hp_arch_interrupted_eintr(const struct user_regs_struct *r)
-{
-    long nr = (long)r->orig_rax;
-    return nr >= 0 && (long)r->rax == -EINTR && rewindable(nr);
-}
-
-HP_STOPPED_WINDOW void hp_arch_rewind_syscall(struct user_regs_struct *r)
-{
-    r->rax = r->orig_rax;
-    r->rip -= 2;
 }
 
 /*
