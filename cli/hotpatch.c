@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attach.h"
 #include "exchange.h"
 #include "fleet.h"
 #include "message.h"
@@ -285,8 +286,25 @@ static int run_on_processes(const struct options *o, const struct request *req, 
 
 /* ---- main ---------------------------------------------------------------------------------- */
 
+/* `attach` is the client's own work (a ptrace injector), not a request: one process only. */
+static int run_attach_command(int argc, char **argv, const struct options *o)
+{
+    (void)argv;
+    if (argc != 1) {
+        say("attach takes no arguments: usage: hotpatch -p PID attach");
+        return EXIT_TROUBLE;
+    }
+    if (o->socket_path || o->pgrep || o->all || o->pids.count != 1) {
+        say("attach needs exactly one process: hotpatch -p PID attach");
+        return EXIT_TROUBLE;
+    }
+    return run_attach(o->pids.pids[0], o->json, o->timeout_ms);
+}
+
 static int run_command(int argc, char **argv, struct options *o)
 {
+    if (argc > 0 && strcmp(argv[0], "attach") == 0)
+        return run_attach_command(argc, argv, o);
     if (names_processes(o) == !!o->socket_path) {
         say("give exactly one of -p PID (or --pgrep, --all) or -s SOCKET");
         usage(stderr);
