@@ -390,15 +390,21 @@ struct libc_text {
     size_t len;
 };
 
-static int read_libc_text(struct traced_process *p, const struct target_image *img,
-                          struct libc_text *out)
+static int read_libc_text(pid_t pid, const struct target_image *img, struct libc_text *out)
 {
     out->start = img->libc.text_start;
     out->len = img->libc.text_end - img->libc.text_start;
     out->bytes = malloc(out->len);
     if (!out->bytes)
         return -ENOMEM;
-    return peek(p, out->start, out->bytes, out->len);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = pread(fd, out->bytes, out->len, (off_t)out->start);
+    close(fd);
+    return n == (ssize_t)out->len ? 0 : -EIO;
 }
 
 /* __restore_rt: mov $15, %rax; syscall — where a signal handler returns to. */
@@ -826,6 +832,8 @@ static bool resolve_functions(struct injection *in, const struct target_image *i
 
 enum attempt { ATTEMPT_DONE, ATTEMPT_RETRY, ATTEMPT_FAILED };
 
+/* What is read before any thread is held (none of it changes while the program runs): the
+ * memory map, libc's text, the functions the injection calls, the mapped agent's entry. */
 struct attach_plan {
     long pid;
     const char *library;
@@ -833,13 +841,85 @@ struct attach_plan {
     bool check_seccomp;              /* Seccomp: 2 — read and run its filters once, held */
     struct attach_report *report;
     struct choice_notes notes;
+    struct target_image img;
+    struct libc_text text;
+    struct injection template;       /* every field but the process and the thread */
     int status;                      /* ATTEMPT_FAILED: the exit status (said) */
 };
+
+static int prepare(struct attach_plan *plan)
+{
+    char why[WHY_CAP];
+    pid_t pid = (pid_t)plan->pid;
+    struct injection *in = &plan->template;
+    in->memfd = -1;
+    if (read_target_image(pid, &plan->img, why) != 0 ||
+        read_libc_text(pid, &plan->img, &plan->text) != 0) {
+        say("process %ld exited during attach", plan->pid);
+        return EXIT_TROUBLE;
+    }
+    in->p = &(struct traced_process){.pid = pid};
+    bool resolved = resolve_functions(in, &plan->img);
+    in->p = NULL;
+    if (!resolved) {
+        say("refusing to attach to process %ld: its C library %s lacks dlopen (glibc before "
+            "2.34 has it in libdl, which the process has not loaded) or pthread_create; start "
+            "it with LD_PRELOAD=%s instead", plan->pid, plan->img.libc.path, plan->library);
+        return EXIT_REFUSED;
+    }
+    in->syscall_insn = find_syscall_insn(&plan->text);
+    const struct mapped_object *agent = &plan->img.agent;
+    if (agent->found) {
+        in->entry_name = plan->img.agent_is_preload ? "hotpatch_attach_start" : "hotpatch_start";
+        in->entry = resolve_symbol(pid, agent, in->entry_name);
+        plan->report->restarted = in->entry != 0;
+        snprintf(plan->report->library, sizeof plan->report->library, "%s", agent->path);
+    }
+    if (!in->entry) {
+        in->entry_name = "hotpatch_attach_start";
+        snprintf(in->target_path, sizeof in->target_path, "%s", plan->library);
+        plan->report->memfd = plan->needs_memfd;
+    }
+    arch_loader_code(&in->code);
+    return 0;
+}
 
 static enum attempt failed(struct attach_plan *plan, int status)
 {
     plan->status = status;
     return ATTEMPT_FAILED;
+}
+
+/* Uses the chosen thread (every other one running again) and waits for the loader. */
+static enum attempt inject_with(struct attach_plan *plan, struct traced_process *p,
+                                size_t chosen)
+{
+    struct injection in = plan->template;
+    in.p = p;
+    in.tid = p->threads[chosen].tid;
+    struct traced_thread *t = &p->threads[chosen];
+    long nr = arch_syscall_nr(&t->regs);
+    snprintf(plan->report->thread_was, sizeof plan->report->thread_was, "%s",
+             nr >= 0 ? call_name(nr) : "program code");
+    plan->report->thread = in.tid;
+    release_all_but(p, chosen);
+    int rc = inject(&in, plan->library, plan->needs_memfd);
+    if (rc != -ESRCH)
+        release_thread(p, chosen);
+    plan->report->pause_ns = p->longest_pause_ns;
+    saved_state_free(&in.saved);
+    if (rc == -ESRCH) {
+        say("process %ld exited during attach", plan->pid);
+        return failed(plan, EXIT_TROUBLE);
+    }
+    if (rc) {
+        say("refusing to attach to process %ld: %s; the process is as it was", plan->pid,
+            in.why);
+        return failed(plan, EXIT_REFUSED);
+    }
+    plan->status = await_loader(&in, plan->report->library[0] ? plan->report->library
+                                                              : plan->library);
+    return plan->status == 0 ? ATTEMPT_DONE : ATTEMPT_FAILED;
 }
 
 static enum attempt attempt_once(struct attach_plan *plan)
@@ -848,88 +928,21 @@ static enum attempt attempt_once(struct attach_plan *plan)
     struct traced_process p;
     char why[WHY_CAP];
     int rc = trace_process(&p, (pid_t)plan->pid, why);
+    enum attempt result;
     if (rc == -ESRCH) {
         say("process %ld exited during attach", plan->pid);
-        traced_process_free(&p);
-        return failed(plan, EXIT_TROUBLE);
-    }
-    if (rc) {
+        result = failed(plan, EXIT_TROUBLE);
+    } else if (rc) {
         say("refusing to attach to process %ld: %s", plan->pid, why);
-        traced_process_free(&p);
-        return failed(plan, EXIT_REFUSED);
+        result = failed(plan, EXIT_REFUSED);
+    } else if (plan->check_seccomp && (plan->status = check_seccomp(p.pid)) != 0) {
+        result = ATTEMPT_FAILED;
+    } else {
+        plan->check_seccomp = false;
+        size_t chosen = choose_thread(&p, &plan->img, &plan->text, &plan->notes);
+        result = chosen == SIZE_MAX ? ATTEMPT_RETRY : inject_with(plan, &p, chosen);
     }
-    struct target_image img;
-    struct libc_text text = {0};
-    struct injection in = {.p = &p, .memfd = -1};
-    enum attempt result = ATTEMPT_FAILED;
-    if (plan->check_seccomp && (plan->status = check_seccomp(p.pid)) != 0)
-        goto out;
-    plan->check_seccomp = false;
-    if (read_target_image(p.pid, &img, why) != 0 || read_libc_text(&p, &img, &text) != 0) {
-        say("process %ld exited during attach", plan->pid);
-        plan->status = EXIT_TROUBLE;
-        goto out;
-    }
-    if (!resolve_functions(&in, &img)) {
-        say("refusing to attach to process %ld: its C library %s lacks dlopen (glibc before "
-            "2.34 has it in libdl, which the process has not loaded) or pthread_create; start "
-            "it with LD_PRELOAD=%s instead", plan->pid, img.libc.path, plan->library);
-        plan->status = EXIT_REFUSED;
-        goto out;
-    }
-    in.syscall_insn = find_syscall_insn(&text);
-    if (img.agent.found) {
-        in.entry_name = img.agent_is_preload ? "hotpatch_attach_start" : "hotpatch_start";
-        in.entry = resolve_symbol(p.pid, &img.agent, in.entry_name);
-        plan->report->restarted = in.entry != 0;
-        snprintf(plan->report->library, sizeof plan->report->library, "%s", img.agent.path);
-    }
-    if (!in.entry) {
-        in.entry_name = "hotpatch_attach_start";
-        snprintf(in.target_path, sizeof in.target_path, "%s", plan->library);
-        plan->report->memfd = plan->needs_memfd;
-    }
-    size_t chosen = choose_thread(&p, &img, &text, &plan->notes);
-    if (chosen == SIZE_MAX) {
-        result = ATTEMPT_RETRY;
-        goto out;
-    }
-    in.tid = p.threads[chosen].tid;
-    struct traced_thread *t = &p.threads[chosen];
-    long nr = arch_syscall_nr(&t->regs);
-    snprintf(plan->report->thread_was, sizeof plan->report->thread_was, "%s",
-             nr >= 0 ? call_name(nr) : "program code");
-    plan->report->thread = in.tid;
-    release_all_but(&p, chosen);
-    arch_loader_code(&in.code);
-    rc = inject(&in, plan->library, plan->needs_memfd);
-    if (rc == 0) {
-        /* The injected calls ran with T's interrupted system call set aside; T is let go
-         * from its stop as the other threads were. */
-        t->kind = STOP_EVENT;
-        t->signal = 0;
-    }
-    if (rc != -ESRCH)
-        release_thread(&p, chosen);
-    plan->report->pause_ns = p.longest_pause_ns;
-    if (rc == -ESRCH) {
-        say("process %ld exited during attach", plan->pid);
-        plan->status = EXIT_TROUBLE;
-        goto out;
-    }
-    if (rc) {
-        say("refusing to attach to process %ld: %s; the process is as it was", plan->pid,
-            in.why);
-        plan->status = EXIT_REFUSED;
-        goto out;
-    }
-    plan->status = await_loader(&in, plan->report->library[0] ? plan->report->library
-                                                              : plan->library);
-    result = plan->status == 0 ? ATTEMPT_DONE : ATTEMPT_FAILED;
-out:
     release_all_but(&p, SIZE_MAX);   /* whoever is still held (none after an injection) */
-    saved_state_free(&in.saved);
-    free(text.bytes);
     traced_process_free(&p);
     return result;
 }
@@ -1020,15 +1033,20 @@ static int attach_checked(long pid, struct attach_report *report, int timeout_ms
     struct attach_plan plan = {.pid = pid, .library = library, .report = report,
                                .needs_memfd = who.root[0] != 0,
                                .check_seccomp = seccomp_mode == 2};
-    for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
+    rc = prepare(&plan);
+    enum attempt a = ATTEMPT_RETRY;
+    for (int attempt = 0; rc == 0 && a == ATTEMPT_RETRY && attempt < ATTEMPTS; attempt++) {
         if (attempt)
             sleep_ms(10 << (attempt - 1));
-        enum attempt a = attempt_once(&plan);
-        if (a == ATTEMPT_FAILED)
-            return plan.status;
-        if (a == ATTEMPT_DONE)
-            return await_agent(pid, report, timeout_ms);
+        a = attempt_once(&plan);
     }
+    free(plan.text.bytes);
+    if (rc)
+        return rc;
+    if (a == ATTEMPT_FAILED)
+        return plan.status;
+    if (a == ATTEMPT_DONE)
+        return await_agent(pid, report, timeout_ms);
     say_no_safe_thread(pid, &plan.notes);
     return EXIT_REFUSED;
 }
