@@ -613,8 +613,10 @@ static int copy_into_memfd(struct injection *in, const char *library)
     static const char memfd_name[] = "hotpatch_preload";
     int rc = poke(in->p, name, memfd_name, sizeof memfd_name);
     long fd = -1;
-    if (rc == 0)
-        rc = syscall_in_page(in, SYS_memfd_create, (long)name, MFD_CLOEXEC, 0, 0, 0, 0, &fd);
+    const long args[6] = {(long)name, MFD_CLOEXEC, 0, 0, 0, 0};
+    if (rc == 0)            /* the code page is not executable yet: libc's `syscall` */
+        rc = remote_syscall_at(in->p, in->tid, &in->saved, in->syscall_insn, SYS_memfd_create,
+                               args, &fd, in->why);
     if (rc)
         return rc;
     if (fd < 0) {
@@ -740,6 +742,10 @@ static int await_loader(struct injection *in, const char *library)
     read_target_string(in->p, (uintptr_t)dlerror_at, text, sizeof text);
     uint32_t ack = 1;
     poke(in->p, data + DATA_ACK, &ack, sizeof ack);
+    /* The loader unmaps both pages next: wait for that, so nothing of the injector is left
+     * when attach returns (its thread ends right after). */
+    for (int waited = 0; waited < 2000 && peek(in->p, data, head, sizeof head) == 0; waited++)
+        sleep_ms(1);
     int32_t result = (int32_t)head[2];
     if (head[3] == 1) {
         say("refusing: process %d could not load %s: %s", in->p->pid, library,

@@ -158,8 +158,10 @@ struct mapped_object {
 };
 
 struct target_image {
-    struct mapped_object libc, loader, libdl, agent;
-    bool agent_is_preload;       /* agent: libhotpatch_preload (else libhotpatch.so) */
+    struct mapped_object libc, loader, libdl;
+    struct mapped_object preload, linked;   /* libhotpatch_preload (or its memfd copy), libhotpatch.so */
+    struct mapped_object agent;  /* the one to restart: preload if mapped, else linked */
+    bool agent_is_preload;
 };
 
 /* Reads /proc/PID/maps. */

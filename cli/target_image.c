@@ -46,12 +46,10 @@ static struct mapped_object *object_for(struct target_image *img, const char *pa
         return &img->loader;
     if (starts_with(name, "libdl.so") || starts_with(name, "libdl-2."))
         return &img->libdl;
-    if (starts_with(name, "libhotpatch_preload") || strstr(path, "memfd:hotpatch_preload")) {
-        img->agent_is_preload = true;
-        return &img->agent;
-    }
-    if (starts_with(name, "libhotpatch.so") && !img->agent_is_preload)
-        return &img->agent;
+    if (starts_with(name, "libhotpatch_preload") || strstr(path, "memfd:hotpatch_preload"))
+        return &img->preload;
+    if (starts_with(name, "libhotpatch.so"))
+        return &img->linked;
     return NULL;
 }
 
@@ -111,6 +109,10 @@ int read_target_image(pid_t pid, struct target_image *img, char *why)
     }
     free(line);
     fclose(f);
+    /* A preloaded agent serves even where the program links libhotpatch.so (it comes first in
+     * symbol lookup): it is the one to restart. */
+    img->agent_is_preload = img->preload.found;
+    img->agent = img->preload.found ? img->preload : img->linked;
     return 0;
 }
 

@@ -15,6 +15,9 @@
  *   --busy        the main thread spins in this program's own code, printing add_func(1, 2)
  *                 every ~50 ms, and nothing else runs (single-threaded busy loop)
  *   --seccomp-deny-memfd   a seccomp filter that fails memfd_create with EPERM
+ *   --no-safe-point   no thread is ever where attach may use it: the main thread holds a
+ *                 mutex and waits in msgrcv (a call glibc's lock holders might make, as far
+ *                 as attach knows), a second thread waits for that mutex (a lock wait)
  *
  * Without --busy the main thread reads commands on stdin (a blocking read on a pipe):
  *   report   prints "report eintr=N early=N errno=N corrupt=N sent=N received=N add=N"
@@ -34,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/msg.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -201,6 +205,15 @@ static void *signal_sender(void *arg)
     return NULL;
 }
 
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *lock_waiter(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&held_lock);  /* held by main for ever */
+    return NULL;
+}
+
 static void start(void *(*fn)(void *), void *arg)
 {
     pthread_t t;
@@ -254,6 +267,7 @@ static void report(void)
 int main(int argc, char **argv)
 {
     int blockers = 0, threads = 0, mallocs = 0, signals = 0, busy = 0, seccomp = 0;
+    int no_safe_point = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--blockers"))
             blockers = 1;
@@ -267,9 +281,11 @@ int main(int argc, char **argv)
             busy = 1;
         else if (!strcmp(argv[i], "--seccomp-deny-memfd"))
             seccomp = 1;
+        else if (!strcmp(argv[i], "--no-safe-point"))
+            no_safe_point = 1;
         else {
             fprintf(stderr, "usage: attach_target [--blockers] [--threads N] [--malloc N] "
-                            "[--signals] [--busy] [--seccomp-deny-memfd]\n");
+                            "[--signals] [--busy] [--seccomp-deny-memfd] [--no-safe-point]\n");
             return 2;
         }
     }
@@ -277,6 +293,18 @@ int main(int argc, char **argv)
         return 1;
     if (seccomp)
         deny_memfd();
+    if (no_safe_point) {
+        pthread_mutex_lock(&held_lock);
+        start(lock_waiter, NULL);
+        int queue = msgget(IPC_PRIVATE, 0600);
+        struct timespec settle = {0, 20 * 1000 * 1000};
+        nanosleep(&settle, NULL);   /* the waiter is in its futex wait by now */
+        printf("ready\n");
+        fflush(stdout);
+        struct { long type; char text[8]; } msg;
+        for (;;)
+            msgrcv(queue, &msg, sizeof msg.text, 0, 0);
+    }
     if (busy) {
         printf("ready\n");
         fflush(stdout);

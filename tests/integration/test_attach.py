@@ -1,0 +1,377 @@
+"""`hotpatch -p PID attach` and `detach`, on real processes started with nothing.
+
+Targets: tests/programs/attach_target.c (counts EINTRs, early returns, errno changes, signals
+and heap corruption, and reports them on stdin's `report`), /bin/sleep, the static
+static_sleeper, the C++ prebuilt_server (gflags + glog) and Debian's db_bench. Every refusal is
+checked to leave the process as it was: the same memory map, threads, descriptors and, per
+thread, the same signal mask and dispositions.
+"""
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, LIB, REPO, agent_answers, cli
+
+TARGET = BIN / "attach_target"
+STATIC = BIN / "static_sleeper"
+PREBUILT = BIN / "prebuilt_server"
+PATCH1 = LIB / "libadd_func_patch1.so"
+DB_BENCH = shutil.which("db_bench")
+SLEEP = shutil.which("sleep")
+T1 = "hotpatch-t1"
+
+
+def have_user(name):
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def attach(pid, *extra):
+    return cli("-p", pid, *extra, "attach", timeout=30)
+
+
+def attach_ok(pid):
+    r = attach(pid, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def detach_ok(pid):
+    r = cli("-p", pid, "detach")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("detached:")
+
+
+def agent_copies(pid):
+    """How many times the preload agent's code is mapped (1 after any number of attaches)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return sum(1 for l in lines if "libhotpatch_preload" in l and " r-xp " in l)
+
+
+def threads(pid):
+    return sorted(os.listdir(f"/proc/{pid}/task"))
+
+
+def settled_threads(pid, expected):
+    """The thread count once the loader thread (which ends after attach returns) has gone."""
+    deadline = time.time() + 5
+    while len(threads(pid)) != expected and time.time() < deadline:
+        time.sleep(0.01)
+    return len(threads(pid))
+
+
+def snapshot(pid):
+    """What a refused attach must leave exactly as it was."""
+    per_thread = {}
+    for tid in threads(pid):
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        per_thread[tid] = re.findall(r"^(Sig(?:Blk|Ign|Cgt)):\s*(\S+)$", status, re.M)
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return {"maps": Path(f"/proc/{pid}/maps").read_text(), "threads": per_thread, "fds": fds}
+
+
+def report(proc):
+    start = len(proc.lines)
+    proc.send("report\n")
+    i = proc.wait_output(r"^report ", start=start)
+    return dict(kv.split("=") for kv in proc.lines[i].split()[1:])
+
+
+def assert_untouched(counts):
+    assert counts["eintr"] == "0" and counts["early"] == "0", counts
+    assert counts["errno"] == "0" and counts["corrupt"] == "0", counts
+    assert counts["sent"] == counts["received"], counts
+
+
+@pytest.fixture
+def target(spawn):
+    def start(*args):
+        p = spawn([TARGET, *args], wait_socket=False, stdin_pipe=True)
+        p.wait_output(r"^ready$")
+        return p
+    return start
+
+
+# ---- the core path ------------------------------------------------------------------------------
+
+def test_a_sleeping_program_gets_an_agent_every_command_works_and_detach_reattach(spawn):
+    p = spawn([SLEEP, "600"], wait_socket=False)
+    time.sleep(0.1)
+    r = attach(p.pid)
+    assert r.returncode == 0, r.stderr
+    assert re.match(rf"attached to process {p.pid}: loaded the agent \S+libhotpatch_preload.so; "
+                    rf"thread {p.pid} \(in clock_nanosleep\)", r.stdout)
+    assert re.search(r"target paused at most [\d.]+ ms; attach took [\d.]+ ms", r.stdout)
+    assert agent_answers(f"/tmp/{p.pid}.socket")
+    status = json.loads(cli("-p", p.pid, "--json", "status").stdout)
+    assert status["started"] == "attached"
+    assert cli("-p", p.pid, "var", "list").returncode == 0
+    assert cli("-p", p.pid, "gflags", "list").stderr.startswith("error: this process has no gflags")
+    # One new thread (the agent's) and the socket: nothing else of the injector stays.
+    assert settled_threads(p.pid, 2) == 2
+    detach_ok(p.pid)
+    assert not os.path.exists(f"/tmp/{p.pid}.socket")
+    assert settled_threads(p.pid, 1) == 1
+    again = attach_ok(p.pid)
+    assert again["restarted"] is True and again["pid"] == p.pid
+    assert agent_copies(p.pid) == 1
+    assert cli("-p", p.pid, "version").returncode == 0
+    assert p.alive()
+
+
+def test_attach_twice_says_already_serving(spawn):
+    p = spawn([SLEEP, "600"], wait_socket=False)
+    time.sleep(0.1)
+    attach_ok(p.pid)
+    r = attach(p.pid)
+    assert r.returncode == 1
+    assert f"process {p.pid} already has an agent serving on /tmp/{p.pid}.socket" in r.stderr
+    r = attach(p.pid, "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["ok"] is False
+
+
+def test_detach_works_in_a_preloaded_process_and_attach_restarts_it(spawn):
+    from conftest import preload_env
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"], env=preload_env())
+    detach_ok(p.pid)
+    assert not os.path.exists(p.socket)
+    r = attach_ok(p.pid)
+    assert r["restarted"] is True
+    assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
+    assert agent_copies(p.pid) == 1
+
+
+# ---- targets that must see nothing --------------------------------------------------------------
+
+def test_blocked_threads_see_no_eintr_no_early_return_no_errno_change(target):
+    p = target("--blockers", "--threads", "4")
+    for _ in range(3):
+        attach_ok(p.pid)
+        detach_ok(p.pid)
+    time.sleep(1.2)                  # every sleeper has finished a whole round since
+    assert_untouched(report(p))
+
+
+def test_sixty_four_threads(target):
+    p = target("--threads", "64")
+    assert len(threads(p.pid)) == 65
+    attach_ok(p.pid)
+    assert settled_threads(p.pid, 66) == 66
+    assert cli("-p", p.pid, "status").returncode == 0
+    assert_untouched(report(p))
+
+
+def test_a_steady_stream_of_signals_loses_none_and_adds_none(target):
+    p = target("--signals", "--blockers")
+    for _ in range(5):
+        attach_ok(p.pid)
+        detach_ok(p.pid)
+    time.sleep(0.5)
+    counts = report(p)
+    assert int(counts["sent"]) > 100
+    assert_untouched(counts)
+
+
+def test_threads_in_malloc_in_a_tight_loop(target):
+    p = target("--malloc", "4")
+    for _ in range(3):
+        attach_ok(p.pid)
+        detach_ok(p.pid)
+    assert_untouched(report(p))
+
+
+def test_a_static_function_is_upgraded_after_attach(target):
+    p = target("--blockers")
+    attach_ok(p.pid)
+    assert cli("-p", p.pid, "lib", "load", "p1", PATCH1).returncode == 0
+    r = cli("-p", p.pid, "func", "upgrade", "p1", "add_func")
+    assert r.returncode == 0, r.stderr
+    counts = report(p)
+    assert counts["add"] == "102"
+    assert cli("-p", p.pid, "func", "rollback", "add_func").returncode == 0
+    assert report(p)["add"] == "3"
+    assert_untouched(report(p))
+
+
+def test_a_single_threaded_busy_loop(spawn):
+    p = spawn([TARGET, "--busy"], wait_socket=False)
+    p.wait_output(r"^ready$")
+    r = attach_ok(p.pid)
+    assert r["thread_was"] == "program code"
+    assert cli("-p", p.pid, "lib", "load", "p1", PATCH1).returncode == 0
+    assert cli("-p", p.pid, "func", "upgrade", "p1", "add_func").returncode == 0
+    i = p.wait_output(r"^add_func\(1, 2\)=102 ")
+    assert p.lines[i].endswith("errno=0")
+
+
+def test_prebuilt_gflags_glog_program_started_with_nothing(spawn):
+    p = spawn([PREBUILT, "--interval_ms", "60"], wait_socket=False)
+    p.wait_output(r"^tick 2$")
+    attach_ok(p.pid)
+    r = cli("-p", p.pid, "gflags", "set", "greeting", "good evening")
+    assert r.stdout == "greeting = good evening (was hello)\n", r.stderr
+    deadline = time.time() + 10
+    while not any("good evening tick" in l for l in p.err_lines) and time.time() < deadline:
+        time.sleep(0.05)
+    assert any("good evening tick" in l for l in p.err_lines)
+    assert cli("-p", p.pid, "glog", "set", "minloglevel", "2").returncode == 0
+    assert cli("-p", p.pid, "glog", "get", "minloglevel").stdout == "ERROR (2)\n"
+
+
+@pytest.mark.skipif(not DB_BENCH, reason="needs Debian's rocksdb-tools (db_bench)")
+def test_db_bench_started_plainly(spawn, tmp_path):
+    p = spawn([DB_BENCH, "--benchmarks=fillrandom", "--num=100000000",
+               "--benchmark_write_rate_limit=20000", f"--db={tmp_path / 'db'}"],
+              wait_socket=False)
+    time.sleep(0.5)
+    attach_ok(p.pid)
+    assert cli("-p", p.pid, "gflags", "get", "num").stdout == "100000000\n"
+    assert cli("-p", p.pid, "gflags", "set", "readwritepercent", "50").returncode == 0
+    assert p.alive()
+
+
+# ---- refusals leave the process exactly as it was -----------------------------------------------
+
+def refused(pid, pattern, status=1):
+    before = snapshot(pid)
+    r = attach(pid)
+    assert r.returncode == status, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(pattern, lines[0]), r.stderr
+    time.sleep(0.05)
+    assert snapshot(pid) == before
+    return lines[0]
+
+
+def test_a_statically_linked_program_is_refused(spawn):
+    p = spawn([STATIC], wait_socket=False)
+    p.wait_output(r"^ready$")
+    refused(p.pid, r"no glibc dynamic loader .* statically linked")
+
+
+def test_a_process_under_strace_is_refused_naming_the_tracer(target):
+    if not shutil.which("strace"):
+        pytest.skip("needs strace")
+    p = target()
+    tracer = subprocess.Popen(["strace", "-q", "-o", "/dev/null", "-p", str(p.pid)])
+    try:
+        deadline = time.time() + 10
+        while "TracerPid:\t0" in Path(f"/proc/{p.pid}/status").read_text():
+            assert time.time() < deadline
+            time.sleep(0.02)
+        refused(p.pid, rf"already traced by process {tracer.pid} \(strace\)")
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+
+
+def test_a_seccomp_filter_that_fails_a_needed_call_is_refused(target):
+    p = target("--seccomp-deny-memfd")
+    refused(p.pid, r"seccomp filter would fail it with an errno on memfd_create")
+
+
+def test_no_safe_thread_is_refused_after_about_a_second(spawn):
+    p = spawn([TARGET, "--no-safe-point"], wait_socket=False)
+    p.wait_output(r"^ready$")
+    refused(p.pid, r"no thread came to a safe point")
+
+
+def test_a_stopped_process_is_refused(target):
+    p = target()
+    os.kill(p.pid, signal.SIGSTOP)
+    try:
+        refused(p.pid, r"it is stopped \(state T\); let it run again with kill -CONT")
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+    assert_untouched(report(p))
+
+
+def test_a_target_that_exits_during_attach(spawn):
+    p = spawn([TARGET, "--no-safe-point"], wait_socket=False)
+    p.wait_output(r"^ready$")
+    attacher = subprocess.Popen([str(BIN / "hotpatch"), "-p", str(p.pid), "attach"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)                  # it is retrying: no thread is at a safe point
+    p.popen.kill()
+    out, err = attacher.communicate(timeout=30)
+    assert attacher.returncode == 2, err
+    assert re.search(rf"process {p.pid} (exited during attach|is not running|has exited)", err)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not have_user(T1), reason="needs root and hotpatch-t1")
+def test_another_users_process_is_refused(spawn):
+    p = spawn([SLEEP, "600"], wait_socket=False)
+    time.sleep(0.1)
+    before = snapshot(p.pid)
+    r = subprocess.run(["setpriv", "--reuid", T1, "--regid", T1, "--clear-groups",
+                        str(BIN / "hotpatch"), "-p", str(p.pid), "attach"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert "it is another user's process (uid 0)" in r.stderr and "CAP_SYS_PTRACE" in r.stderr
+    assert snapshot(p.pid) == before
+
+
+# ---- containers -----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
+def test_a_process_in_a_container_gets_the_agent_from_a_memfd():
+    private_tmp = Path(__file__).parent / "private_tmp.sh"
+    outer = subprocess.Popen(["unshare", "--pid", "--mount", "--fork", private_tmp, str(REPO),
+                              str(BIN.parent), "--", SLEEP, "600"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        pid = None
+        while time.time() < deadline and not pid:
+            children = Path(f"/proc/{outer.pid}/task/{outer.pid}/children").read_text().split()
+            if children and Path(f"/proc/{children[0]}/comm").read_text().strip() == "sleep":
+                pid = int(children[0])
+            time.sleep(0.02)
+        assert pid
+        r = attach_ok(pid)
+        assert r["memfd"] is True
+        assert r["socket"] == f"/proc/{pid}/root/tmp/1.socket"
+        assert cli("-p", pid, "version").returncode == 0
+        assert any("memfd:hotpatch_preload" in l
+                   for l in Path(f"/proc/{pid}/maps").read_text().splitlines())
+        # The memfd was closed by the loader: only the mapping holds the copy.
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        assert not any("memfd" in l for l in links), links
+        detach_ok(pid)
+        assert attach_ok(pid)["restarted"] is True
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        outer.kill()
+        outer.wait(10)
+
+
+# ---- stress -------------------------------------------------------------------------------------
+
+def test_attach_and_detach_200_times_to_a_busy_16_thread_program(target):
+    p = target("--malloc", "8", "--threads", "8")
+    for i in range(200):
+        r = attach(p.pid, "--json")
+        assert r.returncode == 0, (i, r.stderr)
+        detach_ok(p.pid)
+    assert p.alive()
+    assert agent_copies(p.pid) == 1
+    assert settled_threads(p.pid, 17) == 17
+    assert_untouched(report(p))
