@@ -84,6 +84,8 @@ static void usage(FILE *out)
             "                      command (--json: one object per line)\n"
             "  ps --prune          remove the stale socket files you own in /tmp (nothing listens)\n"
             "  help [FAMILY]       without -p or -s: the agent's command list, from this build\n"
+            "  -p PID attach       bring the agent into a process started without it (ptrace; the\n"
+            "                      program sees one new thread and the socket); detach stops it\n"
             "\n"
             "Commands (the agent's 'help' lists all of them):\n"
             "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
@@ -92,10 +94,11 @@ static void usage(FILE *out)
             "  patch list | patch apply [--check] PATH | patch revert NAME\n"
             "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
             "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
-            "  status | history | diff | help [FAMILY] | version\n"
+            "  status | history | diff | detach | help [FAMILY] | version\n"
             "\n"
-            "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable; with\n"
-            "several processes: 2 when any was unreachable or none matched, else 1 when any refused.\n"
+            "Exit status: 0 done, 1 refused (by the agent, or attach), 2 usage error or agent or\n"
+            "process unreachable; with several processes: 2 when any was unreachable or none\n"
+            "matched, else 1 when any refused.\n"
             "Example: hotpatch -p 1234 var set age 42;  hotpatch --pgrep my_server gflags set v 1\n",
             JOBS_DEFAULT, JOBS_LIMIT);
 }

@@ -16,6 +16,9 @@ Many processes at once: ``hotpatch.Fleet(pgrep="my_server").call("gflags", "set"
 returns how each answered (``.exit_code`` as the CLI's); ``hotpatch.list_agents()`` lists every
 agent as ``hotpatch ps --json`` does, and ``hotpatch.prune()`` removes stale socket files.
 
+A process started without the agent gets one with ``hotpatch.attach(pid)`` (which runs the C
+client's injector, see :mod:`hotpatch.attach`); ``Client.detach()`` stops it again.
+
 The command line is ``python3 -m hotpatch -p PID COMMAND...`` (or the ``hotpatch`` console
 script after ``pip install``), identical in options, output and exit codes to the C client.
 The protocol is described in the project's docs/protocol.md.
@@ -38,12 +41,14 @@ __version__ = "0.2.0"
 #: The protocol version this client speaks.
 PROTOCOL_VERSION = 1
 
+from .attach import attach  # noqa: E402
 from .client import Client, Reply, build_request, quote_word, socket_path_for_pid  # noqa: E402
 from .discovery import list_agents  # noqa: E402
 from .fleet import Fleet, FleetResult, TargetResult  # noqa: E402
 from .stale import prune  # noqa: E402
 
 __all__ = [
+    "attach",
     "Client",
     "Reply",
     "Fleet",

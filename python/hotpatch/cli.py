@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from typing import BinaryIO, Optional, Sequence
 
@@ -32,6 +33,7 @@ from io import BytesIO
 
 from . import __version__, creply, discovery, errors, fleet, helpdata, stale, targets, terminal, \
     verify
+from .attach import find_injector
 from .client import exchange_once, open_library, prepare_request
 
 EXIT_OK = 0
@@ -72,6 +74,8 @@ USAGE = (
     "                      command (--json: one object per line)\n"
     "  ps --prune          remove the stale socket files you own in /tmp (nothing listens)\n"
     "  help [FAMILY]       without -p or -s: the agent's command list, from this build\n"
+    "  -p PID attach       bring the agent into a process started without it (ptrace; the\n"
+    "                      program sees one new thread and the socket); detach stops it\n"
     "\n"
     "Commands (the agent's 'help' lists all of them):\n"
     "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
@@ -80,10 +84,11 @@ USAGE = (
     "  patch list | patch apply [--check] PATH | patch revert NAME\n"
     "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
     "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
-    "  status | history | diff | help [FAMILY] | version\n"
+    "  status | history | diff | detach | help [FAMILY] | version\n"
     "\n"
-    "Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable; with\n"
-    "several processes: 2 when any was unreachable or none matched, else 1 when any refused.\n"
+    "Exit status: 0 done, 1 refused (by the agent, or attach), 2 usage error or agent or\n"
+    "process unreachable; with several processes: 2 when any was unreachable or none\n"
+    "matched, else 1 when any refused.\n"
     "Example: hotpatch -p 1234 var set age 42;  hotpatch --pgrep my_server gflags set v 1\n"
 ).replace("%d", "8", 1).replace("%d", "64", 1)
 
@@ -531,8 +536,23 @@ def _help(words: Sequence[bytes], io: _Output, o: _Options) -> int:
     return EXIT_OK
 
 
+def _attach(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
+    """``-p PID attach``: the C client's injector does it (hotpatch/attach.py says why), with
+    the same arguments, so its output and exit status are the C client's own."""
+    try:
+        injector = find_injector()
+    except errors.Error as e:
+        return _report(io, e)
+    run = subprocess.run([injector, *args], capture_output=True)
+    io.out.write(run.stdout)
+    io.err.write(run.stderr)
+    return run.returncode
+
+
 def _run(prog: bytes, args: Sequence[bytes], io: _Output) -> int:
     o, _ = _parse_options(prog, args, io)
+    if o.words and o.words[0] == b"attach":
+        return _attach(prog, args, io)
     bare = not o.names_processes() and o.socket_path is None and bool(o.words)
     if bare and o.words[0] == b"ps":
         return _ps(prog, o.words, io, o)

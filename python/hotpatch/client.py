@@ -721,6 +721,11 @@ class Client:
         """``status``: the agent's version, how it started, socket, pid, uptime and counts."""
         return self.call("status")
 
+    def detach(self) -> dict[str, Any]:
+        """``detach``: the agent stops serving and removes its socket (the library stays; a
+        later ``hotpatch.attach(pid)`` starts it again). The connection closes after it."""
+        return self.call("detach")
+
     def history(self) -> list[dict[str, Any]]:
         """``history``: every change made through the agent since it started, oldest first."""
         return self.call("history")

@@ -375,3 +375,33 @@ def test_attach_and_detach_200_times_to_a_busy_16_thread_program(target):
     assert agent_copies(p.pid) == 1
     assert settled_threads(p.pid, 17) == 17
     assert_untouched(report(p))
+
+
+# ---- the Python client ----------------------------------------------------------------------------
+
+def test_python_attach_and_detach(spawn):
+    sys.path.insert(0, str(REPO / "python"))
+    import hotpatch
+    p = spawn([SLEEP, "600"], wait_socket=False)
+    time.sleep(0.1)
+    env = {"HOTPATCH_CLI": str(BIN / "hotpatch")}
+    os.environ.update(env)
+    r = hotpatch.attach(p.pid)
+    assert r["ok"] is True and r["pid"] == p.pid and r["thread_was"] == "clock_nanosleep"
+    with pytest.raises(hotpatch.RefusedError, match="already has an agent serving"):
+        hotpatch.attach(p.pid)
+    with hotpatch.Client(pid=p.pid) as agent:
+        assert agent.detach()["socket"] == f"/tmp/{p.pid}.socket"
+    assert not os.path.exists(f"/tmp/{p.pid}.socket")
+    # python3 -m hotpatch -p PID attach: the same injector, the same output and status.
+    run = subprocess.run([sys.executable, "-m", "hotpatch", "-p", str(p.pid), "--json", "attach"],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(REPO / "python")))
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["restarted"] is True
+    run = subprocess.run([sys.executable, "-m", "hotpatch", "-p", str(p.pid), "attach"],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(REPO / "python")))
+    assert run.returncode == 1 and "already has an agent serving" in run.stderr
+    with pytest.raises(hotpatch.UnreachableError):
+        hotpatch.attach(2 ** 22 + 1)
