@@ -124,13 +124,15 @@ def needed(path):
 # The C library's exec functions, which the agent wraps so exec leaves no socket (src/agent/exec.c).
 EXEC_FUNCTIONS = {"execve", "execv", "execvp", "execvpe", "execl", "execlp", "execle", "fexecve",
                   "execveat"}
+# The attach injector's entry (src/preload/preload.c): the loader thread looks it up by name.
+ATTACH_ENTRY = {"hotpatch_attach_start"}
 
 
 def test_preload_exports_exactly_the_public_api_and_the_exec_wrappers():
     api = public_api()
     assert {"hotpatch_start", "hotpatch_stop", "hotpatch_register_typed"} <= api
     exported = {s for s in dynamic_symbols(PRELOAD) if not s.startswith("__")}
-    assert exported == api | EXEC_FUNCTIONS
+    assert exported == api | EXEC_FUNCTIONS | ATTACH_ENTRY
 
 
 def test_preload_is_c_only_and_adapter_binds_to_the_programs_gflags():
