@@ -412,7 +412,8 @@ static const uint8_t restore_rt[] = {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0
 
 static bool is_restorer(const struct libc_text *text, uint64_t word)
 {
-    if (word < text->start || word + sizeof restore_rt > text->start + text->len)
+    if (word < text->start || text->len < sizeof restore_rt ||
+        word - text->start > text->len - sizeof restore_rt)    /* no overflow near ~0 */
         return false;
     return memcmp(text->bytes + (word - text->start), restore_rt, sizeof restore_rt) == 0;
 }
@@ -505,13 +506,6 @@ struct injection {
     char why[WHY_CAP];
 };
 
-static int syscall_in_page(struct injection *in, long nr, long a0, long a1, long a2, long a3,
-                           long a4, long a5, long *ret)
-{
-    const long args[6] = {a0, a1, a2, a3, a4, a5};
-    return remote_syscall(in->p, in->tid, &in->saved, &in->page, nr, args, ret, in->why);
-}
-
 static int call(struct injection *in, uintptr_t fn, long a0, long a1, long a2, long a3,
                 long *ret)
 {
@@ -522,7 +516,9 @@ static int call(struct injection *in, uintptr_t fn, long a0, long a1, long a2, l
 
 static int map_pages(struct injection *in)
 {
-    const long args[6] = {0, INJECT_PAGES * DATA_SIZE, PROT_READ | PROT_WRITE,
+    /* Read+execute: the injector writes through /proc/PID/mem, the bootstrap makes the data
+     * page writable itself. */
+    const long args[6] = {0, INJECT_PAGES * DATA_SIZE, PROT_READ | PROT_EXEC,
                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0};
     long ret;
     int rc = remote_syscall_at(in->p, in->tid, &in->saved, in->syscall_insn, SYS_mmap, args,
@@ -534,7 +530,6 @@ static int map_pages(struct injection *in)
         return (int)ret;
     }
     in->page.base = (uintptr_t)ret;
-    in->page.gadget_syscall = in->page.base + in->code.gadget_syscall;
     in->page.gadget_trap = in->page.base + in->code.gadget_trap;
     return 0;
 }
@@ -554,6 +549,12 @@ static int write_pages(struct injection *in)
     put_u64(data, DATA_FN_DLERROR, in->fn_dlerror);
     put_u64(data, DATA_FN_MUNMAP, in->fn_munmap);
     put_u64(data, DATA_ENTRY, in->entry);
+    put_u64(data, DATA_FN_ERRNO, in->fn_errno);
+    put_u64(data, DATA_FN_ATTR_INIT, in->fn_attr_init);
+    put_u64(data, DATA_FN_ATTR_DETACH, in->fn_attr_detach);
+    put_u64(data, DATA_FN_CREATE, in->fn_create);
+    put_u64(data, DATA_FN_ATTR_DESTROY, in->fn_attr_destroy);
+    put_u64(data, DATA_LOADER, in->page.base + in->code.entry);
     int32_t memfd = in->memfd;
     memcpy(data + DATA_MEMFD, &memfd, sizeof memfd);
     struct timespec one_ms = {0, 1000000};
@@ -569,41 +570,27 @@ static int write_pages(struct injection *in)
         snprintf(in->why, WHY_CAP, "cannot write the injected pages: %s", strerror(-rc));
         return rc;
     }
-    long ret;
-    const long args[6] = {(long)in->page.base, DATA_SIZE, PROT_READ | PROT_EXEC, 0, 0, 0};
-    rc = remote_syscall_at(in->p, in->tid, &in->saved, in->syscall_insn, SYS_mprotect, args,
-                           &ret, in->why);
-    if (rc == 0 && ret != 0) {
-        snprintf(in->why, WHY_CAP, "mprotect in the process failed: %s", strerror((int)-ret));
-        rc = (int)ret;
-    }
-    return rc;
+    return 0;
 }
 
-/* pthread_create(loader) with a detached attribute; the thread inherits T's blocked mask. */
+/* T calls the bootstrap: the data page made writable, errno kept, the loader thread created
+ * detached (it inherits T's mask: every signal blocked). */
 static int create_loader_thread(struct injection *in)
 {
-    uintptr_t data = in->page.base + DATA_SIZE;
+    static const char *const stages[] = {"", "mprotect", "pthread_attr_init",
+                                         "pthread_attr_setdetachstate", "pthread_create"};
     long ret;
-    int rc = call(in, in->fn_attr_init, (long)(data + DATA_ATTR), 0, 0, 0, &ret);
-    if (rc == 0 && ret == 0)
-        rc = call(in, in->fn_attr_detach, (long)(data + DATA_ATTR), 1 /* DETACHED */, 0, 0,
-                  &ret);
-    if (rc == 0 && ret == 0) {
-        long created;
-        rc = call(in, in->fn_create, (long)(data + DATA_THREAD), (long)(data + DATA_ATTR),
-                  (long)(in->page.base + in->code.entry), (long)data, &created);
-        long destroyed;
-        if (rc == 0)
-            rc = call(in, in->fn_attr_destroy, (long)(data + DATA_ATTR), 0, 0, 0, &destroyed);
-        ret = created;
-    }
-    if (rc == 0 && ret != 0) {
-        snprintf(in->why, WHY_CAP, "pthread_create in the process failed: %s",
-                 strerror((int)ret));
-        rc = -(int)ret;
-    }
-    return rc;
+    int rc = call(in, in->page.base + in->code.bootstrap, (long)(in->page.base + DATA_SIZE), 0,
+                  0, 0, &ret);
+    if (rc)
+        return rc;
+    unsigned stage = (unsigned)((unsigned long)ret >> 32);
+    int err = (int)(ret & 0xffffffff);
+    if (stage == 0 && err == 0)
+        return 0;
+    snprintf(in->why, WHY_CAP, "%s in the process failed: %s",
+             stage < 5 ? stages[stage] : "the bootstrap", strerror(err));
+    return -(err ? err : EIO);
 }
 
 /* Copies the library into a memfd of the target (a container cannot see our file). */
@@ -654,8 +641,11 @@ static void undo(struct injection *in)
 {
     long ret;
     char why[WHY_CAP];
-    if (in->memfd >= 0)
-        syscall_in_page(in, SYS_close, in->memfd, 0, 0, 0, 0, 0, &ret);
+    if (in->memfd >= 0) {
+        const long args[6] = {in->memfd, 0, 0, 0, 0, 0};
+        remote_syscall_at(in->p, in->tid, &in->saved, in->syscall_insn, SYS_close, args, &ret,
+                          why);
+    }
     if (in->page.base) {
         const long args[6] = {(long)in->page.base, INJECT_PAGES * DATA_SIZE, 0, 0, 0, 0};
         remote_syscall_at(in->p, in->tid, &in->saved, in->syscall_insn, SYS_munmap, args, &ret,
@@ -677,16 +667,8 @@ static int inject(struct injection *in, const char *library, bool needs_memfd)
         rc = copy_into_memfd(in, library);
     if (rc == 0)
         rc = write_pages(in);
-    long errno_at = 0;
-    int saved_errno = 0;
-    if (rc == 0)
-        rc = call(in, in->fn_errno, 0, 0, 0, 0, &errno_at);
-    if (rc == 0)
-        rc = peek(in->p, (uintptr_t)errno_at, &saved_errno, sizeof saved_errno);
     if (rc == 0)
         rc = create_loader_thread(in);
-    if (rc == 0)
-        rc = poke(in->p, (uintptr_t)errno_at, &saved_errno, sizeof saved_errno);
     if (rc != 0 && rc != -ESRCH && in->page.base)
         undo(in);
     char why[WHY_CAP];

@@ -152,47 +152,56 @@ static int add_thread(struct traced_process *p, pid_t tid)
     return 0;
 }
 
-/* Seizes and interrupts the thread just added; a thread that has gone meanwhile is dropped. */
-static int hold_new_thread(struct traced_process *p, char *why)
+/* Seizes and interrupts the thread just added; one that has gone meanwhile is dropped. */
+static int seize_new_thread(struct traced_process *p, char *why)
 {
     struct traced_thread *t = &p->threads[p->count - 1];
     if (ptrace(PTRACE_SEIZE, t->tid, 0, 0) != 0) {
         int err = errno;
-        if (err == ESRCH) {
-            p->count--;
-            return 0;
-        }
-        snprintf(why, WHY_CAP, "cannot trace thread %d: %s", t->tid, strerror(err));
         p->count--;
+        if (err == ESRCH)
+            return 0;
+        snprintf(why, WHY_CAP, "cannot trace thread %d: %s", t->tid, strerror(err));
         return -err;
     }
+    t->held = true;                  /* seized: ours to let go from here on */
     if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) != 0 && errno != ESRCH) {
         int err = errno;
         snprintf(why, WHY_CAP, "cannot interrupt thread %d: %s", t->tid, strerror(err));
-        ptrace(PTRACE_DETACH, t->tid, 0, 0);
-        p->count--;
         return -err;
     }
-    int rc = wait_stopped(t, why);
-    if (rc == -ESRCH && kill(p->pid, 0) == 0) {
-        p->count--;                  /* that thread ended; the process goes on */
-        return 0;
-    }
-    if (rc < 0) {
-        ptrace(PTRACE_DETACH, t->tid, 0, 0);
-        p->count--;
-        return rc;
-    }
-    struct iovec iov = {&t->regs, sizeof t->regs};
-    if (ptrace(PTRACE_GETREGSET, t->tid, NT_PRSTATUS, &iov) != 0) {
-        int err = errno;
-        snprintf(why, WHY_CAP, "cannot read the registers of thread %d: %s", t->tid,
-                 strerror(err));
-        t->held = true;
-        return -err;
-    }
-    t->held = true;
+    t->kind = STOP_NONE;
     return 0;
+}
+
+/* Waits for every seized thread from `first` on to stop and reads its registers; threads that
+ * ended meanwhile are dropped. All are interrupted before any is waited for: each wait may
+ * cost a scheduler slice on a busy machine, and they then overlap. */
+static int wait_new_threads(struct traced_process *p, size_t first, char *why)
+{
+    size_t kept = first;
+    int rc = 0;
+    for (size_t i = first; i < p->count; i++) {
+        struct traced_thread *t = &p->threads[i];
+        int w = rc ? 0 : wait_stopped(t, why);
+        if (w == -ESRCH && kill(p->pid, 0) == 0) {
+            ptrace(PTRACE_DETACH, t->tid, 0, 0);
+            continue;                /* that thread ended; the process goes on */
+        }
+        if (w < 0)
+            rc = w;
+        if (rc == 0) {
+            struct iovec iov = {&t->regs, sizeof t->regs};
+            if (ptrace(PTRACE_GETREGSET, t->tid, NT_PRSTATUS, &iov) != 0) {
+                rc = -errno;
+                snprintf(why, WHY_CAP, "cannot read the registers of thread %d: %s", t->tid,
+                         strerror(-rc));
+            }
+        }
+        p->threads[kept++] = *t;
+    }
+    p->count = kept;
+    return rc;
 }
 
 /* One listing of /proc/PID/task: holds every thread not held yet; *added counts them. */
@@ -205,6 +214,7 @@ static int hold_listed_threads(struct traced_process *p, size_t *added, char *wh
         snprintf(why, WHY_CAP, "process %d exited", p->pid);
         return -ESRCH;
     }
+    size_t first = p->count;
     int rc = 0;
     struct dirent *e;
     while (rc == 0 && (e = readdir(d))) {
@@ -217,14 +227,13 @@ static int hold_listed_threads(struct traced_process *p, size_t *added, char *wh
             break;
         }
         rc = add_thread(p, tid);
-        if (rc == 0) {
-            size_t before = p->count;
-            rc = hold_new_thread(p, why);
-            *added += p->count == before;
-        }
+        if (rc == 0)
+            rc = seize_new_thread(p, why);
     }
     closedir(d);
-    return rc;
+    int w = wait_new_threads(p, first, why);
+    *added = p->count - first;
+    return rc ? rc : w;
 }
 
 int trace_process(struct traced_process *p, pid_t pid, char *why)
@@ -490,23 +499,6 @@ int remote_syscall_at(struct traced_process *p, pid_t tid, const struct saved_st
         rc = get_regs(tid, &r, why);
     if (rc == 0)
         *ret = arch_result(&r);
-    return rc;
-}
-
-int remote_syscall(struct traced_process *p, pid_t tid, const struct saved_state *from,
-                   const struct inject_page *page, long nr, const long args[6], long *ret,
-                   char *why)
-{
-    struct user_regs_struct r = from->regs;
-    arch_set_syscall(&r, page->gadget_syscall, nr, args);
-    int rc = set_regs(tid, &r, why);
-    if (rc == 0)
-        rc = run_until_trap(tid, false, STOP_TIMEOUT_MS, why);
-    if (rc == 0)
-        rc = get_regs(tid, &r, why);
-    if (rc == 0)
-        *ret = arch_result(&r);
-    (void)p;
     return rc;
 }
 

@@ -67,7 +67,6 @@ bool live_signal_pending(pid_t pid, const struct traced_thread *t);
 /* What the injector has put into the target: two pages, code (RX) then data (RW). */
 struct inject_page {
     uintptr_t base;                  /* 0 until mapped */
-    uintptr_t gadget_syscall;        /* `syscall; int3` in the code page */
     uintptr_t gadget_trap;           /* `int3`: the return address of remote calls */
 };
 
@@ -92,10 +91,6 @@ int block_all_signals(pid_t tid, char *why);
  * single-step; *ret is the kernel's result. `from` is the state it started in. */
 int remote_syscall_at(struct traced_process *p, pid_t tid, const struct saved_state *from,
                       uintptr_t insn, long nr, const long args[6], long *ret, char *why);
-/* The same through the page's gadget (after it is mapped). */
-int remote_syscall(struct traced_process *p, pid_t tid, const struct saved_state *from,
-                   const struct inject_page *page, long nr, const long args[6], long *ret,
-                   char *why);
 /* Calls fn(args...) on the thread's own stack (below its red zone, 16-byte aligned), returning
  * into the page's int3; waits at most timeout_ms. */
 int remote_call(struct traced_process *p, pid_t tid, const struct saved_state *from,
@@ -118,8 +113,11 @@ long arch_syscall_arg(const struct user_regs_struct *r, int i);
 struct loader_code {
     const uint8_t *bytes;
     size_t len;
-    size_t entry, gadget_syscall, gadget_trap;
+    size_t entry, gadget_trap;
+    size_t bootstrap;            /* what T calls: makes the data page writable, creates the loader */
 };
+/* The bootstrap's result: 0, or (stage << 32) | errno, stage one of these. */
+enum { BOOT_MPROTECT = 1, BOOT_ATTR_INIT, BOOT_ATTR_DETACH, BOOT_CREATE };
 void arch_loader_code(struct loader_code *out);
 
 /* The data page the loader code reads and writes (offsets; see inject_x86_64.c). */
@@ -138,6 +136,12 @@ enum {
     DATA_THREAD = 0x048,         /* pthread_t of the loader */
     DATA_MEMFD = 0x050,          /* i32: the target's descriptor of the library's copy, or -1 */
     DATA_WAIT_TS = 0x060,        /* struct timespec: one wait for the acknowledgement */
+    DATA_FN_ERRNO = 0x080,       /* the bootstrap's functions (see inject_x86_64.c) */
+    DATA_FN_ATTR_INIT = 0x088,
+    DATA_FN_ATTR_DETACH = 0x090,
+    DATA_FN_CREATE = 0x098,
+    DATA_FN_ATTR_DESTROY = 0x0a0,
+    DATA_LOADER = 0x0a8,         /* u64: the loader thread's start routine (in the code page) */
     DATA_ATTR = 0x100,           /* pthread_attr_t (56 bytes on x86_64) */
     DATA_THREAD_NAME = 0x200,
     DATA_ENTRY_NAME = 0x220,

@@ -12,8 +12,14 @@
  * so that the callee starts with rsp = 8 mod 16 as after a `call`.
  *
  * The loader code is assembled here, into .rodata, and copied into the target's code page: it
- * refers to nothing but its data page (rbx, passed as the thread's argument) and its own
- * labels, so it runs at any address. The loader thread's life:
+ * refers to nothing but its data page (rbx) and its own labels, so it runs at any address.
+ * Both pages are mapped read+execute and written through /proc/PID/mem, so that T needs one
+ * single-stepped system call (mmap) and one call, of the bootstrap, which
+ *   makes the data page writable (mprotect), saves errno (__errno_location), does
+ *   pthread_attr_init, pthread_attr_setdetachstate(DETACHED), pthread_create(loader, data
+ *   page), pthread_attr_destroy, puts errno back and returns 0 or (stage << 32) | error
+ * — every round trip to T costs a scheduler slice when the program's threads are busy, so
+ * there are as few as can be. The loader thread's life:
  *   name itself ATTACH_THREAD_NAME (prctl) so the preload constructor stands aside;
  *   unless DATA_ENTRY is preset (the library is mapped already): dlopen(path, RTLD_NOW),
  *   close(DATA_MEMFD) when the library came as a memfd copy (the mapping keeps it), and
@@ -97,17 +103,73 @@ _Static_assert(DATA_DLERROR == 0x10 && DATA_HANDLE == 0x18 && DATA_FN_DLOPEN == 
                DATA_FN_DLSYM == 0x28 && DATA_FN_DLERROR == 0x30 && DATA_FN_MUNMAP == 0x38 &&
                DATA_ENTRY == 0x40 && DATA_MEMFD == 0x50 && DATA_WAIT_TS == 0x60 && DATA_THREAD_NAME == 0x200 &&
                DATA_ENTRY_NAME == 0x220 && DATA_PATH == 0x300, "loader data layout");
+_Static_assert(DATA_THREAD == 0x48 && DATA_FN_ERRNO == 0x80 && DATA_FN_ATTR_INIT == 0x88 &&
+               DATA_FN_ATTR_DETACH == 0x90 && DATA_FN_CREATE == 0x98 &&
+               DATA_FN_ATTR_DESTROY == 0xa0 && DATA_LOADER == 0xa8 && DATA_ATTR == 0x100,
+               "bootstrap data layout");
 
 __asm__(".pushsection .rodata\n"
         ".globl hp_loader_begin\n"
         ".hidden hp_loader_begin\n"
         "hp_loader_begin:\n"
-        /* gadgets for the injector: a system call, and the return address of remote calls */
-        "hp_loader_gadget_syscall:\n"
-        "    syscall\n"
-        "    int3\n"
+        /* the return address of remote calls */
         "hp_loader_gadget_trap:\n"
         "    int3\n"
+        "    .balign 16, 0xcc\n"
+        "hp_loader_bootstrap:\n"              /* rdi = data page; on T's stack */
+        "    push %rbx\n"
+        "    push %r12\n"
+        "    push %r13\n"                       /* rsp = 0 mod 16 for the calls below */
+        "    mov %rdi, %rbx\n"
+        "    mov %rbx, %rdi\n"                  /* mprotect(data, 4096, PROT_READ|PROT_WRITE) */
+        "    mov $0x1000, %esi\n"
+        "    mov $3, %edx\n"
+        "    mov $10, %eax\n"
+        "    syscall\n"
+        "    test %rax, %rax\n"
+        "    jz 1f\n"
+        "    neg %eax\n"
+        "    mov %eax, %eax\n"
+        "    mov $1, %rdx\n"
+        "    shl $32, %rdx\n"
+        "    or %rdx, %rax\n"
+        "    jmp 9f\n"
+        "1:  call *0x80(%rbx)\n"               /* errno: r12 = &errno, r13d = its value */
+        "    mov %rax, %r12\n"
+        "    mov (%rax), %r13d\n"
+        "    lea 0x100(%rbx), %rdi\n"          /* pthread_attr_init(&attr) */
+        "    call *0x88(%rbx)\n"
+        "    mov $2, %edx\n"
+        "    test %eax, %eax\n"
+        "    jnz 7f\n"
+        "    lea 0x100(%rbx), %rdi\n"          /* pthread_attr_setdetachstate(&attr, DETACHED) */
+        "    mov $1, %esi\n"
+        "    call *0x90(%rbx)\n"
+        "    mov $3, %edx\n"
+        "    test %eax, %eax\n"
+        "    jnz 6f\n"
+        "    lea 0x48(%rbx), %rdi\n"           /* pthread_create(&thread, &attr, loader, data) */
+        "    lea 0x100(%rbx), %rsi\n"
+        "    mov 0xa8(%rbx), %rdx\n"
+        "    mov %rbx, %rcx\n"
+        "    call *0x98(%rbx)\n"
+        "    mov $4, %edx\n"
+        "6:  push %rax\n"                      /* keep the result over the destroy */
+        "    push %rdx\n"
+        "    lea 0x100(%rbx), %rdi\n"          /* pthread_attr_destroy(&attr) */
+        "    call *0xa0(%rbx)\n"
+        "    pop %rdx\n"
+        "    pop %rax\n"
+        "7:  mov %r13d, (%r12)\n"              /* errno as it was */
+        "    mov %eax, %eax\n"
+        "    test %eax, %eax\n"
+        "    jz 9f\n"
+        "    shl $32, %rdx\n"
+        "    or %rdx, %rax\n"
+        "9:  pop %r13\n"
+        "    pop %r12\n"
+        "    pop %rbx\n"
+        "    ret\n"
         "    .balign 16, 0xcc\n"
         "hp_loader_entry:\n"
         "    push %rbx\n"
@@ -174,9 +236,9 @@ __asm__(".pushsection .rodata\n"
         ".hidden hp_loader_offsets\n"
         "hp_loader_offsets:\n"
         "    .quad hp_loader_entry - hp_loader_begin\n"
-        "    .quad hp_loader_gadget_syscall - hp_loader_begin\n"
         "    .quad hp_loader_gadget_trap - hp_loader_begin\n"
         "    .quad hp_loader_end - hp_loader_begin\n"
+        "    .quad hp_loader_bootstrap - hp_loader_begin\n"
         ".popsection\n");
 
 extern const uint8_t hp_loader_begin[];
@@ -188,7 +250,7 @@ void arch_loader_code(struct loader_code *out)
 {
     out->bytes = hp_loader_begin;
     out->entry = (size_t)hp_loader_offsets[0];
-    out->gadget_syscall = (size_t)hp_loader_offsets[1];
-    out->gadget_trap = (size_t)hp_loader_offsets[2];
-    out->len = (size_t)hp_loader_offsets[3];
+    out->gadget_trap = (size_t)hp_loader_offsets[1];
+    out->len = (size_t)hp_loader_offsets[2];
+    out->bootstrap = (size_t)hp_loader_offsets[3];
 }

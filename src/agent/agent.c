@@ -16,7 +16,7 @@
  * because of a tuning knob.
  *
  * Detach (the `detach` command, run on the server thread, which cannot join itself): the server
- * thread removes its socket and ends after sending the reply; `running` keeps the ended server
+ * thread removes its socket before replying and ends after; `running` keeps the ended server
  * until the next start (an attach calls hotpatch_start again) or stop joins and frees it, and
  * meanwhile counts as not running.
  *
@@ -126,8 +126,9 @@ HOTPATCH_API int hotpatch_socket_path(char *buf, size_t cap)
 /* Starts the agent; the caller holds agent_lock. delay_ms > 0 defers the socket (see fork). */
 static int start_locked(int delay_ms)
 {
-    if (running && hp_server_finished(running)) {
-        /* Detached earlier: its thread has ended (a join that cannot wait); start afresh. */
+    if (running && hp_server_detached(running)) {
+        /* Detached earlier: its thread has ended or ends once its last reply is sent (the
+         * join waits at most that long); start afresh. */
         hp_server_stop(running);
         set_running(NULL);
     }
@@ -190,7 +191,7 @@ static bool child_should_get_agent(void)
 /* Runs after the registry's and the engine's child hooks have released their locks. */
 static void forget_parent_agent(void)
 {
-    bool parent_had_agent = running != NULL && !hp_server_finished(running);
+    bool parent_had_agent = running != NULL && !hp_server_detached(running);
     if (running)
         hp_server_abandon(running);
     set_running(NULL);
@@ -237,7 +238,7 @@ HOTPATCH_API int hotpatch_stop(void)
 HOTPATCH_API bool hotpatch_running(void)
 {
     pthread_mutex_lock(&agent_lock);
-    bool r = running != NULL && !hp_server_finished(running);
+    bool r = running != NULL && !hp_server_detached(running);
     pthread_mutex_unlock(&agent_lock);
     return r;
 }
@@ -270,7 +271,7 @@ void hp_agent_before_exec(struct hp_exec_state *st)
     st->counted = st->mask_changed = false;
     if (__atomic_load_n(&owner_pid, __ATOMIC_ACQUIRE) != getpid() || !lock_agent_briefly())
         return;
-    st->counted = running != NULL && !hp_server_finished(running);
+    st->counted = running != NULL && !hp_server_detached(running);
     if (st->counted)
         execs_in_flight++;
     if (st->counted && hidden_for_exec != running) {

@@ -417,9 +417,10 @@ struct hp_server_config {
 int hp_server_start(const struct hp_server_config *cfg, struct hp_server **out);
 /* Wakes the thread, joins it, closes connections, unlinks the socket if still ours. */
 void hp_server_stop(struct hp_server *s);
-/* True when the thread ended itself after a `detach` (its socket file is gone); the server
- * still has to be stopped (joined and freed) with hp_server_stop. Any thread. */
-bool hp_server_finished(const struct hp_server *s);
+/* True once a `detach` was served: its socket file is gone and its thread ends as soon as the
+ * replies are sent; the server still has to be stopped (joined, at most a write timeout
+ * later, and freed) with hp_server_stop. Any thread. */
+bool hp_server_detached(const struct hp_server *s);
 /* True when called on the server's own thread. */
 bool hp_server_is_current_thread(const struct hp_server *s);
 /* Copies the path the server listens on (the configured one, or its private fallback) into

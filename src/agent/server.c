@@ -99,8 +99,8 @@ struct hp_server {
     struct owned_fd wake;        /* eventfd: written to make the loop look at the flags below */
     int stopping;                /* set (atomically) by hp_server_stop(): end the loop */
     int relisten;                /* set (atomically) after a failed exec: listen again */
-    bool detaching;              /* a `detach` was answered: end once its reply is sent */
-    int finished;                /* set (atomically) by the thread when a detach ended it */
+    int detaching;               /* set (atomically) by the thread on `detach`: the socket is
+                                  * gone and the loop ends once the replies are sent */
     pthread_mutex_t file_lock;   /* guards `hidden` and every bind or unlink of path after start */
     bool hidden;                 /* an exec is in flight: the socket file must stay away */
     sigset_t program_mask;       /* the starting thread's mask, for an exec from this thread */
@@ -443,6 +443,17 @@ static void answer_refusal(struct hp_server *s, struct client *c, size_t len, bo
 
 /* Runs the request in c->in[0..len), with the descriptor that came with it, and queues its
  * reply; the descriptor is closed afterwards (a handler that keeps one has its own dup). */
+/* `detach`: the socket file goes and nothing more is accepted, at once. */
+static void stop_listening(struct hp_server *s)
+{
+    pthread_mutex_lock(&s->file_lock);
+    hp_socket_file_remove(&s->file);
+    s->file.path[0] = 0;
+    pthread_mutex_unlock(&s->file_lock);
+    release(&s->listener);
+    __atomic_store_n(&s->detaching, 1, __ATOMIC_RELEASE);
+}
+
 static void serve_line(struct hp_server *s, struct client *c, size_t len)
 {
     if (c->refusing) {
@@ -467,7 +478,7 @@ static void serve_line(struct hp_server *s, struct client *c, size_t len)
     hp_handle_request(&line, reply, &json, &after);
     release(&c->pending_fd);
     if (after == HP_AFTER_DETACH) {
-        s->detaching = true;    /* the loop ends once this reply is out */
+        stop_listening(s);      /* before the reply: whoever reads it finds no socket */
         after = HP_AFTER_CLOSE;
     }
     /* The reply that opens or closes a session is already in the session's JSON form. */
@@ -779,19 +790,13 @@ static bool replies_pending(const struct hp_server *s)
     return false;
 }
 
-/* After `detach`: the socket file goes and nothing more is accepted; the thread ends and says
- * so. The server object stays for hp_server_stop (the next start, or exit) to join and free. */
+/* After `detach`: the thread ends once the replies are sent. The server object stays for
+ * hp_server_stop (the next start, or exit) to join and free. */
 static void finish_detach(struct hp_server *s)
 {
     while (s->client_count > 0)
         close_client(s, s->client_count - 1);
-    pthread_mutex_lock(&s->file_lock);
-    hp_socket_file_remove(&s->file);
-    s->file.path[0] = 0;
-    pthread_mutex_unlock(&s->file_lock);
-    release(&s->listener);
     hp_log("agent detached: socket %s removed, server stopped", s->wanted);
-    __atomic_store_n(&s->finished, 1, __ATOMIC_RELEASE);
 }
 
 static void *server_main(void *arg)
@@ -944,9 +949,9 @@ const sigset_t *hp_server_program_mask(const struct hp_server *s)
     return &s->program_mask;
 }
 
-bool hp_server_finished(const struct hp_server *s)
+bool hp_server_detached(const struct hp_server *s)
 {
-    return __atomic_load_n(&s->finished, __ATOMIC_ACQUIRE) != 0;
+    return __atomic_load_n(&s->detaching, __ATOMIC_ACQUIRE) != 0;
 }
 
 bool hp_server_is_current_thread(const struct hp_server *s)

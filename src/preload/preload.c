@@ -17,7 +17,8 @@
  *   - It never writes to stdout, and on success it writes nothing at all.
  *   - It exports nothing but the public API, the attach entry (below) and the C library's
  *     exec functions (exec.c wraps them so exec leaves no socket file behind); a version
- *     script enforces this and a test runs nm -D. It never interposes one of the program's own symbols.
+ *     script enforces this and a test runs nm -D. It never interposes one of the program's
+ *     own symbols.
  *   - It is C and links no C++: a C program does not gain libstdc++ (gflags support is loaded
  *     later, and only into programs that already have gflags; see gflags_loader.c).
  *   - One agent per process. If the program links libhotpatch.so, the preloaded copy of the
