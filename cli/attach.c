@@ -468,13 +468,17 @@ static enum fitness fitness_of(struct traced_process *p, const struct target_ima
 static size_t choose_thread(struct traced_process *p, const struct target_image *img,
                             const struct libc_text *text, struct choice_notes *notes)
 {
+    /* Among equals, not the main thread: a signal sent to the process goes to the main thread
+     * first when it can take it, and it cannot while it is being used (its signals blocked):
+     * another thread would get it, perhaps in a call that then fails with EINTR. */
     size_t best = SIZE_MAX;
-    enum fitness best_fit = UNFIT;
+    int best_score = 0;
     for (size_t i = 0; i < p->count; i++) {
         enum fitness f = fitness_of(p, img, text, &p->threads[i], notes);
-        if (f > best_fit) {
+        int score = f == UNFIT ? 0 : 2 * (int)f + (p->threads[i].tid != p->pid);
+        if (score > best_score) {
             best = i;
-            best_fit = f;
+            best_score = score;
         }
     }
     return best;
@@ -892,6 +896,8 @@ static enum attempt inject_with(struct attach_plan *plan, struct traced_process 
     plan->report->thread = in.tid;
     release_all_but(p, chosen);
     int rc = inject(&in, plan->library, plan->needs_memfd);
+    if (p->deferred_stop && t->signal == 0)
+        t->signal = p->deferred_stop;    /* SIGSTOP meanwhile: the process stops now */
     if (rc != -ESRCH)
         release_thread(p, chosen);
     plan->report->pause_ns = p->longest_pause_ns;

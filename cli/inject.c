@@ -70,6 +70,43 @@ static void block_sigchld(void)
     sigprocmask(SIG_BLOCK, &set, NULL);
 }
 
+/* True when the thread has ended (or is a zombie: a killed process's leader waits to be
+ * reaped by its parent, and its tracer may never hear of it). */
+static bool thread_gone(pid_t tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return true;
+    buf[n] = 0;
+    char *close_paren = strrchr(buf, ')');
+    return !close_paren || close_paren[1] != ' ' || close_paren[2] == 'Z' ||
+           close_paren[2] == 'X';
+}
+
+/* True when the process has ended: no such pid, or only its zombie leader is left. */
+static bool process_gone(pid_t pid)
+{
+    if (kill(pid, 0) != 0)
+        return true;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return true;
+    bool live = false;
+    struct dirent *e;
+    while (!live && (e = readdir(d)))
+        live = atol(e->d_name) > 0 && !thread_gone((pid_t)atol(e->d_name));
+    closedir(d);
+    return !live;
+}
+
 /* waitpid(tid) with a deadline: 1 and *status, 0 on timeout, or -errno (-ECHILD: gone). */
 static int wait_thread(pid_t tid, int *status, int timeout_ms)
 {
@@ -83,6 +120,8 @@ static int wait_thread(pid_t tid, int *status, int timeout_ms)
             return 1;
         if (r < 0 && errno != EINTR)
             return -errno;
+        if (thread_gone(tid))
+            return -ECHILD;
         long long left = deadline - monotonic_ns();
         if (left <= 0)
             return 0;
@@ -184,7 +223,7 @@ static int wait_new_threads(struct traced_process *p, size_t first, char *why)
     for (size_t i = first; i < p->count; i++) {
         struct traced_thread *t = &p->threads[i];
         int w = rc ? 0 : wait_stopped(t, why);
-        if (w == -ESRCH && kill(p->pid, 0) == 0) {
+        if (w == -ESRCH && !process_gone(p->pid)) {
             ptrace(PTRACE_DETACH, t->tid, 0, 0);
             continue;                /* that thread ended; the process goes on */
         }
@@ -298,7 +337,10 @@ bool live_signal_pending(pid_t pid, const struct traced_thread *t)
         !status_mask(text, "SigBlk", &blk) || !status_mask(text, "SigIgn", &ign) ||
         !status_mask(text, "SigCgt", &cgt))
         return true;
-    unsigned long long pending = pnd | shd;
+    /* A signal queued for the whole process may be taken by any thread (while this one was
+     * held, another would have); only one queued for this thread owns its EINTR. */
+    (void)shd;
+    unsigned long long pending = pnd;
     if (t->signal > 0 && t->signal <= 64)
         pending |= 1ULL << (t->signal - 1);
     unsigned long long inert = ign | (DEFAULT_IGNORED & ~cgt);
@@ -429,7 +471,8 @@ int block_all_signals(pid_t tid, char *why)
 /* Resumes the thread (single-step or continue) and waits for its SIGTRAP. Any other stop is a
  * signal that could not be blocked: SIGKILL ends the process, a group stop waits for SIGCONT.
  */
-static int run_until_trap(pid_t tid, bool step, int timeout_ms, char *why)
+static int run_until_trap(struct traced_process *p, pid_t tid, bool step, int timeout_ms,
+                          char *why)
 {
     if (ptrace(step ? PTRACE_SINGLESTEP : PTRACE_CONT, tid, 0, 0) != 0) {
         int err = errno;
@@ -450,7 +493,11 @@ static int run_until_trap(pid_t tid, bool step, int timeout_ms, char *why)
         }
         if (WIFSTOPPED(status) && WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0)
             return 0;
-        if (WIFSTOPPED(status) && (status >> 16) == 0) {
+        if (WIFSTOPPED(status) && (status >> 16) == 0 && is_group_stop_signal(WSTOPSIG(status))) {
+            /* A stop signal cannot be blocked: it is handed back when the thread is let go,
+             * so the process stops then, as it was asked to. */
+            p->deferred_stop = WSTOPSIG(status);
+        } else if (WIFSTOPPED(status) && (status >> 16) == 0) {
             /* Every signal is blocked: this is a fault of the injected code itself. It is not
              * delivered; the caller restores the thread. */
             snprintf(why, WHY_CAP, "the injected code in thread %d faulted (%s)", tid,
@@ -489,12 +536,11 @@ static int get_regs(pid_t tid, struct user_regs_struct *r, char *why)
 int remote_syscall_at(struct traced_process *p, pid_t tid, const struct saved_state *from,
                       uintptr_t insn, long nr, const long args[6], long *ret, char *why)
 {
-    (void)p;
     struct user_regs_struct r = from->regs;
     arch_set_syscall(&r, insn, nr, args);
     int rc = set_regs(tid, &r, why);
     if (rc == 0)
-        rc = run_until_trap(tid, true, STOP_TIMEOUT_MS, why);
+        rc = run_until_trap(p, tid, true, STOP_TIMEOUT_MS, why);
     if (rc == 0)
         rc = get_regs(tid, &r, why);
     if (rc == 0)
@@ -516,7 +562,7 @@ int remote_call(struct traced_process *p, pid_t tid, const struct saved_state *f
     }
     rc = set_regs(tid, &r, why);
     if (rc == 0)
-        rc = run_until_trap(tid, false, timeout_ms, why);
+        rc = run_until_trap(p, tid, false, timeout_ms, why);
     if (rc == 0)
         rc = get_regs(tid, &r, why);
     if (rc == 0 && arch_pc(&r) != page->gadget_trap + 1) {

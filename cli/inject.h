@@ -38,6 +38,8 @@ struct traced_process {
     struct traced_thread *threads;
     size_t count, cap;
     long long longest_pause_ns;      /* the longest any thread was held, so far */
+    int deferred_stop;               /* a stop signal that came during injected code: handed
+                                      * back when the thread is let go */
 };
 
 long long monotonic_ns(void);
@@ -58,8 +60,9 @@ void traced_process_free(struct traced_process *p);
 int peek(struct traced_process *p, uintptr_t addr, void *buf, size_t len);
 int poke(struct traced_process *p, uintptr_t addr, const void *buf, size_t len);
 
-/* Whether the stopped thread has a signal pending that it does not block and that would do
- * something (a handler, a stop, the end): then an EINTR it got belongs to that signal. */
+/* Whether the stopped thread has a signal queued for it (not for the whole process) that it
+ * does not block and that would do something (a handler, a stop, the end): then an EINTR it
+ * got belongs to that signal. */
 bool live_signal_pending(pid_t pid, const struct traced_thread *t);
 
 /* ---- running code on a held thread (inject.c, with the arch part) ------------------------ */

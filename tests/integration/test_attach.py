@@ -296,6 +296,10 @@ def test_no_safe_thread_is_refused_after_about_a_second(spawn):
 def test_a_stopped_process_is_refused(target):
     p = target()
     os.kill(p.pid, signal.SIGSTOP)
+    deadline = time.time() + 10
+    while "State:\tT" not in Path(f"/proc/{p.pid}/status").read_text():
+        assert time.time() < deadline
+        time.sleep(0.01)
     try:
         refused(p.pid, r"it is stopped \(state T\); let it run again with kill -CONT")
     finally:
