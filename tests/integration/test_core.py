@@ -72,7 +72,7 @@ def test_cpp_server_std_string_and_numbers(spawn):
     (["var", "set", "age", "1", "2", "3"], "error: too many arguments (1 extra); usage: var set"),
     (["var"], "error: 'var' needs a subcommand: list, get, set"),
     (["var", "fly"], "error: unknown var subcommand 'fly'; accepted: list, get, set"),
-    (["frobnicate"], "error: unknown command 'frobnicate'; commands: help, version, session, quit, var, lib"),
+    (["frobnicate"], "error: unknown command 'frobnicate'; commands: help, version, session, quit, detach, var, lib"),
 ])
 def test_refusals_are_one_line_and_change_nothing(server, args, message):
     before = cli("-p", server.pid, "json", "var", "list").stdout
