@@ -3,7 +3,9 @@
 #
 # Starts build/bin/simple_server (it prints its variables and add_func(1, 2) every 500 ms),
 # changes it live with the hotpatch CLI, nc and JSON, upgrades and rolls back add_func
-# (scripts/demo_func.sh), and shows the program's own output changing. Exits non-zero if any step does not do what it shows.
+# (scripts/demo_func.sh), and shows the program's own output changing; then the preload agent
+# (scripts/demo_preload.sh) and attach (scripts/demo_attach.sh). Exits non-zero if any step
+# does not do what it shows.
 set -euo pipefail
 BUILD=${1:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -75,5 +77,7 @@ echo "socket /tmp/$PID.socket removed"
 
 # A prebuilt gflags + glog program that contains no hotpatch code, under the preload agent.
 "$(dirname "$0")/demo_preload.sh" "$BUILD"
+# Attach: the agent for processes started with nothing.
+"$(dirname "$0")/demo_attach.sh" "$BUILD"
 echo
 echo "${bold}demo complete${reset}"
