@@ -307,6 +307,39 @@ def test_a_stopped_process_is_refused(target):
     assert_untouched(report(p))
 
 
+def test_a_zombie_is_not_attached_to():
+    child = subprocess.Popen(["true"])
+    deadline = time.time() + 10
+    while "State:\tZ" not in Path(f"/proc/{child.pid}/status").read_text():
+        assert time.time() < deadline
+        time.sleep(0.01)
+    try:
+        r = attach(child.pid)
+        assert r.returncode == 2
+        assert f"process {child.pid} has exited (a zombie" in r.stderr
+    finally:
+        child.wait()
+
+
+def test_exec_after_attach_leaves_a_stale_socket_that_the_next_attach_replaces(spawn):
+    """docs/attach.md, "Limits": an attached agent has no exec wrappers."""
+    p = spawn(["sh", "-c", f"read line; exec {SLEEP} 600"], wait_socket=False, stdin_pipe=True)
+    time.sleep(0.1)
+    attach_ok(p.pid)
+    socket_file = f"/tmp/{p.pid}.socket"
+    assert agent_answers(socket_file)
+    p.send("go\n")
+    deadline = time.time() + 10
+    while Path(f"/proc/{p.pid}/comm").read_text().strip() != "sleep":
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert os.path.exists(socket_file) and not agent_answers(socket_file)
+    r = cli("-p", p.pid, "status")
+    assert r.returncode == 2 and "has no agent" in r.stderr      # never taken for an agent
+    assert attach_ok(p.pid)["restarted"] is False                 # a new image: a new agent
+    assert agent_answers(socket_file)
+
+
 def test_a_target_that_exits_during_attach(spawn):
     p = spawn([TARGET, "--no-safe-point"], wait_socket=False)
     p.wait_output(r"^ready$")
