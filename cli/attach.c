@@ -65,8 +65,9 @@
  *     /proc/PID/fd/N) and dlopens /proc/self/fd/N, which the loader closes afterwards.
  *
  *  5. When the agent library is mapped already (an attach, or a preload or link, followed by
- *     `detach`), the loader calls its entry directly — the address from the mapped file's
- *     dynsym — which restarts the same agent: never a second copy.
+ *     `detach`), or the executable exports an agent of its own, the loader calls its entry
+ *     directly — the address from the mapped file's dynsym — which restarts the same agent:
+ *     never a second copy.
  *
  * Exit status: 0 attached, 1 refused or already serving, 2 not running or exited meanwhile.
  */
@@ -866,6 +867,12 @@ static int prepare(struct attach_plan *plan)
         in->entry = resolve_symbol(pid, agent, in->entry_name);
         plan->report->restarted = in->entry != 0;
         snprintf(plan->report->library, sizeof plan->report->library, "%s", agent->path);
+    }
+    if (!in->entry && (in->entry = resolve_symbol(pid, &plan->img.exe, "hotpatch_start"))) {
+        /* The program carries its own exported agent (libhotpatch.a, -rdynamic): start it. */
+        in->entry_name = "hotpatch_start";
+        plan->report->restarted = true;
+        snprintf(plan->report->library, sizeof plan->report->library, "%s", plan->img.exe.path);
     }
     if (!in->entry) {
         in->entry_name = "hotpatch_attach_start";

@@ -165,7 +165,7 @@ struct mapped_object {
 };
 
 struct target_image {
-    struct mapped_object libc, loader, libdl;
+    struct mapped_object libc, loader, libdl, exe;
     struct mapped_object preload, linked;   /* libhotpatch_preload (or its memfd copy), libhotpatch.so */
     struct mapped_object agent;  /* the one to restart: preload if mapped, else linked */
     bool agent_is_preload;

@@ -1,7 +1,8 @@
 /*
  * target_image.c — what the attach injector reads of the target's memory map and of the
  * objects mapped there: where libc, libdl, the dynamic loader and (after an earlier attach or
- * a preload) the agent library are, and the run-time addresses of their dynamic symbols.
+ * a preload) the agent library are, the executable (which may export an agent of its own), and
+ * the run-time addresses of their dynamic symbols.
  *
  * Why from the mapped file and not from our own libc: the target may run another libc (a
  * container's, or an older build still mapped after an upgrade on disk). The file is opened
@@ -37,9 +38,12 @@ static bool starts_with(const char *s, const char *prefix)
 }
 
 /* Which object a mapping's path belongs to, or NULL. */
-static struct mapped_object *object_for(struct target_image *img, const char *path)
+static struct mapped_object *object_for(struct target_image *img, const char *path,
+                                        const char *exe)
 {
     const char *name = base_name(path);
+    if (exe[0] && strcmp(path, exe) == 0)
+        return &img->exe;
     if (starts_with(name, "libc.so.6") || (starts_with(name, "libc-2.") && strstr(name, ".so")))
         return &img->libc;
     if (starts_with(name, "ld-linux") || starts_with(name, "ld-2."))
@@ -90,6 +94,10 @@ int read_target_image(pid_t pid, struct target_image *img, char *why)
         fclose(f);
         return -ENOMEM;
     }
+    char exe[4096] = "", link[64];
+    snprintf(link, sizeof link, "/proc/%d/exe", pid);
+    ssize_t n = readlink(link, exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = 0;
     while (fgets(line, MAPS_LINE, f)) {
         unsigned long start, end;
         unsigned long long offset;
@@ -103,7 +111,7 @@ int read_target_image(pid_t pid, struct target_image *img, char *why)
         file[strcspn(file, "\n")] = 0;
         if (!*file)
             continue;
-        struct mapped_object *o = object_for(img, file);
+        struct mapped_object *o = object_for(img, file, exe);
         if (o)
             note_mapping(o, file, start, end, offset, perms[2] == 'x');
     }

@@ -145,7 +145,7 @@ static bool loaded_by_attach(void)
 
 /*
  * The attach injector's entry: starts (or, after `detach`, restarts) the agent of this
- * library as "attached". 0, or a negative errno (also logged). Called on the injector's loader
+ * library as "attached" (or the program's own exported agent, when it has one). 0, or a negative errno (also logged). Called on the injector's loader
  * thread; safe to call again (hotpatch_start is idempotent). Not part of the public API.
  */
 HOTPATCH_API int hotpatch_attach_start(void)
@@ -154,8 +154,15 @@ HOTPATCH_API int hotpatch_attach_start(void)
     static bool configured;      /* HOTPATCH_LOG applied; owned by the first caller */
     if (!__atomic_exchange_n(&configured, true, __ATOMIC_ACQ_REL))
         configure_log();
-    hp_agent_set_origin("attached");
-    int rc = hotpatch_start();
+    /* A program with its own exported agent (libhotpatch.a and -rdynamic) gets that one
+     * started again, never a second agent beside it. */
+    char where[PATH_MAX];
+    int (*theirs)(void) = NULL;
+    if (program_has_own_agent(where, sizeof where))
+        *(void **)&theirs = dlsym(RTLD_DEFAULT, "hotpatch_start");
+    if (!theirs)
+        hp_agent_set_origin("attached");
+    int rc = theirs ? theirs() : hotpatch_start();
     if (rc < 0)
         hp_log("attached agent not started: %s", strerror(-rc));
     errno = saved_errno;

@@ -158,6 +158,16 @@ def test_detach_works_in_a_preloaded_process_and_attach_restarts_it(spawn):
     assert agent_copies(p.pid) == 1
 
 
+def test_a_program_with_its_own_exported_agent_gets_that_one_restarted(spawn):
+    p = spawn([BIN / "simple_server_static_exported", "--interval-ms", "50"])
+    detach_ok(p.pid)
+    r = attach_ok(p.pid)
+    assert r["restarted"] is True and r["library"].endswith("simple_server_static_exported")
+    assert json.loads(cli("-p", p.pid, "--json", "status").stdout)["started"] == "linked"
+    assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"
+    assert agent_copies(p.pid) == 0              # no second agent beside the program's own
+
+
 # ---- targets that must see nothing --------------------------------------------------------------
 
 def test_blocked_threads_see_no_eintr_no_early_return_no_errno_change(target):
