@@ -87,6 +87,27 @@ def snapshot(pid):
     return {"maps": Path(f"/proc/{pid}/maps").read_text(), "threads": per_thread, "fds": fds}
 
 
+LIBM = "/lib/x86_64-linux-gnu/libm.so.6"
+
+
+def whole_command_set(pid, gflags=False, glog=False, add_func=False):
+    """var, lib, func, gflags and glog on an attached agent, each as the target allows."""
+    assert cli("-p", pid, "var", "list").returncode == 0
+    assert cli("-p", pid, "lib", "load", "m", LIBM).returncode == 0
+    assert "m" in cli("-p", pid, "lib", "list").stdout
+    assert cli("-p", pid, "lib", "unload", "m").returncode == 0
+    r = cli("-p", pid, "gflags", "list")
+    assert (r.returncode == 0 and r.stdout) if gflags else \
+        r.stderr.startswith("error: this process has no gflags")
+    r = cli("-p", pid, "glog", "list")
+    assert (r.returncode == 0 and "minloglevel" in r.stdout) if glog else r.returncode == 1
+    if add_func:
+        assert cli("-p", pid, "lib", "load", "p1", PATCH1).returncode == 0
+        assert cli("-p", pid, "func", "upgrade", "p1", "add_func").returncode == 0
+        assert cli("-p", pid, "func", "rollback", "add_func").returncode == 0
+        assert cli("-p", pid, "lib", "unload", "--retire", "p1").returncode == 0  # refscan may refuse a plain unload
+
+
 def report(proc):
     start = len(proc.lines)
     proc.send("report\n")
@@ -122,8 +143,7 @@ def test_a_sleeping_program_gets_an_agent_every_command_works_and_detach_reattac
     assert agent_answers(f"/tmp/{p.pid}.socket")
     status = json.loads(cli("-p", p.pid, "--json", "status").stdout)
     assert status["started"] == "attached"
-    assert cli("-p", p.pid, "var", "list").returncode == 0
-    assert cli("-p", p.pid, "gflags", "list").stderr.startswith("error: this process has no gflags")
+    whole_command_set(p.pid)
     # One new thread (the agent's) and the socket: nothing else of the injector stays.
     assert settled_threads(p.pid, 2) == 2
     detach_ok(p.pid)
@@ -175,6 +195,8 @@ def test_blocked_threads_see_no_eintr_no_early_return_no_errno_change(target):
     for _ in range(3):
         attach_ok(p.pid)
         detach_ok(p.pid)
+    attach_ok(p.pid)
+    whole_command_set(p.pid, add_func=True)
     time.sleep(1.2)                  # every sleeper has finished a whole round since
     assert_untouched(report(p))
 
@@ -184,7 +206,7 @@ def test_sixty_four_threads(target):
     assert len(threads(p.pid)) == 65
     attach_ok(p.pid)
     assert settled_threads(p.pid, 66) == 66
-    assert cli("-p", p.pid, "status").returncode == 0
+    whole_command_set(p.pid, add_func=True)
     assert_untouched(report(p))
 
 
@@ -193,6 +215,8 @@ def test_a_steady_stream_of_signals_loses_none_and_adds_none(target):
     for _ in range(5):
         attach_ok(p.pid)
         detach_ok(p.pid)
+    attach_ok(p.pid)
+    whole_command_set(p.pid, add_func=True)
     time.sleep(0.5)
     counts = report(p)
     assert int(counts["sent"]) > 100
@@ -204,6 +228,8 @@ def test_threads_in_malloc_in_a_tight_loop(target):
     for _ in range(3):
         attach_ok(p.pid)
         detach_ok(p.pid)
+    attach_ok(p.pid)
+    whole_command_set(p.pid, add_func=True)
     assert_untouched(report(p))
 
 
@@ -225,6 +251,7 @@ def test_a_single_threaded_busy_loop(spawn):
     p.wait_output(r"^ready$")
     r = attach_ok(p.pid)
     assert r["thread_was"] == "program code"
+    whole_command_set(p.pid)
     assert cli("-p", p.pid, "lib", "load", "p1", PATCH1).returncode == 0
     assert cli("-p", p.pid, "func", "upgrade", "p1", "add_func").returncode == 0
     i = p.wait_output(r"^add_func\(1, 2\)=102 ")
@@ -241,6 +268,7 @@ def test_prebuilt_gflags_glog_program_started_with_nothing(spawn):
     while not any("good evening tick" in l for l in p.err_lines) and time.time() < deadline:
         time.sleep(0.05)
     assert any("good evening tick" in l for l in p.err_lines)
+    whole_command_set(p.pid, gflags=True, glog=True)
     assert cli("-p", p.pid, "glog", "set", "minloglevel", "2").returncode == 0
     assert cli("-p", p.pid, "glog", "get", "minloglevel").stdout == "ERROR (2)\n"
 
@@ -254,6 +282,7 @@ def test_db_bench_started_plainly(spawn, tmp_path):
     attach_ok(p.pid)
     assert cli("-p", p.pid, "gflags", "get", "num").stdout == "100000000\n"
     assert cli("-p", p.pid, "gflags", "set", "readwritepercent", "50").returncode == 0
+    whole_command_set(p.pid, gflags=True)
     assert p.alive()
 
 
