@@ -38,19 +38,22 @@
  *     qualifies, every thread runs again and the injector looks again after 10, 20, 40, ...
  *     ms, for about a second, then refuses and says why.
  *
- *  3. Then every thread but T is let go at once (an EINTR our stop caused is rewound as the
- *     engine does: the program never sees it), so the program is held only while T is used:
- *     its registers, extended state and signal mask saved; every signal blocked (through
- *     ptrace, so no handler can run on injected code and none is lost: they stay pending);
- *     mmap of two pages (single-stepping a `syscall` found in libc's text); the loader code
- *     and its data written; the code page made RX; then calls into the program's own libc:
- *     __errno_location (errno is saved and put back), pthread_attr_init, setdetachstate,
- *     pthread_create (the new thread inherits T's mask: all signals blocked, so it never runs
- *     a program's signal handler) and pthread_attr_destroy. Each call runs on T's own stack
- *     below its red zone, 16-byte aligned, returning into an int3 in the injected page whose
- *     SIGTRAP the injector takes and suppresses. Finally T's registers, extended state and
- *     mask are put back exactly and T is let go; its interrupted system call restarts as the
- *     kernel restarts it (nanosleep with its remaining time), or is rewound like the others'.
+ *  3. T's registers, extended state and signal mask are saved; every signal of T is blocked
+ *     (through ptrace, so no handler can run on injected code and none is lost: they stay
+ *     pending); two pages are mapped (a single-stepped `syscall` found in libc's text, with
+ *     every thread still held: the round trip is then quick even when the program's threads
+ *     keep the CPUs busy) and the loader code and its data written through /proc/PID/mem.
+ *     Then T makes one call, of a bootstrap in the page, and as it starts every other thread
+ *     is let go (an EINTR our stop caused is rewound as the engine does: the program never
+ *     sees it; their release overlaps T's work). The bootstrap calls into the program's own
+ *     libc: __errno_location (errno is saved and put back), pthread_attr_init,
+ *     setdetachstate, pthread_create (the new thread inherits T's mask: all signals blocked,
+ *     so it never runs a program's signal handler) and pthread_attr_destroy. It runs on T's
+ *     own stack below its red zone, 16-byte aligned, returning into an int3 in the injected
+ *     page whose SIGTRAP the injector takes and suppresses. Finally T's registers, extended
+ *     state and mask are put back exactly and T is let go; its interrupted system call
+ *     restarts as the kernel restarts it (nanosleep with its remaining time), or is rewound
+ *     like the others'.
  *     A failure up to here unmaps the pages (when mapped) and restores T: the process is as it
  *     was.
  *
@@ -511,14 +514,6 @@ struct injection {
     char why[WHY_CAP];
 };
 
-static int call(struct injection *in, uintptr_t fn, long a0, long a1, long a2, long a3,
-                long *ret)
-{
-    const long args[6] = {a0, a1, a2, a3, 0, 0};
-    return remote_call(in->p, in->tid, &in->saved, &in->page, fn, args, ret, CALL_TIMEOUT_MS,
-                       in->why);
-}
-
 static int map_pages(struct injection *in)
 {
     /* Read+execute: the injector writes through /proc/PID/mem, the bootstrap makes the data
@@ -578,15 +573,32 @@ static int write_pages(struct injection *in)
     return 0;
 }
 
+struct release_others {
+    struct traced_process *p;
+    size_t keep;
+};
+
+static void release_the_others(void *context)
+{
+    struct release_others *r = context;
+    release_all_but(r->p, r->keep);
+}
+
 /* T calls the bootstrap: the data page made writable, errno kept, the loader thread created
- * detached (it inherits T's mask: every signal blocked). */
-static int create_loader_thread(struct injection *in)
+ * detached (it inherits T's mask: every signal blocked). Every other thread is let go as soon
+ * as T runs: the bootstrap may wait for a lock one of them holds, and their release then
+ * overlaps T's work instead of adding to T's pause. */
+static int create_loader_thread(struct injection *in, size_t chosen)
 {
     static const char *const stages[] = {"", "mprotect", "pthread_attr_init",
                                          "pthread_attr_setdetachstate", "pthread_create"};
     long ret;
-    int rc = call(in, in->page.base + in->code.bootstrap, (long)(in->page.base + DATA_SIZE), 0,
-                  0, 0, &ret);
+    const long args[6] = {(long)(in->page.base + DATA_SIZE), 0, 0, 0, 0, 0};
+    struct release_others others = {in->p, chosen};
+    struct meanwhile release = {release_the_others, &others};
+    int rc = remote_call(in->p, in->tid, &in->saved, &in->page,
+                         in->page.base + in->code.bootstrap, args, &ret, CALL_TIMEOUT_MS,
+                         &release, in->why);
     if (rc)
         return rc;
     unsigned stage = (unsigned)((unsigned long)ret >> 32);
@@ -658,9 +670,12 @@ static void undo(struct injection *in)
     }
 }
 
-/* Runs the whole injection on T (every other thread running). 0 when the loader thread was
- * created; else the process is as it was. */
-static int inject(struct injection *in, const char *library, bool needs_memfd)
+/* Runs the whole injection on T, thread `chosen`. The pages are mapped and written while
+ * every thread is still held (T's round trips then need no scheduler slice against the
+ * program's busy threads); the others are let go as T starts the bootstrap, which may wait
+ * for a lock one of them holds. 0 when the loader thread was created; else the process is
+ * as it was (every thread still held is let go by the caller). */
+static int inject(struct injection *in, const char *library, bool needs_memfd, size_t chosen)
 {
     int rc = save_state(in->tid, &in->saved, in->why);
     if (rc)
@@ -673,7 +688,7 @@ static int inject(struct injection *in, const char *library, bool needs_memfd)
     if (rc == 0)
         rc = write_pages(in);
     if (rc == 0)
-        rc = create_loader_thread(in);
+        rc = create_loader_thread(in, chosen);
     if (rc != 0 && rc != -ESRCH && in->page.base)
         undo(in);
     char why[WHY_CAP];
@@ -901,8 +916,7 @@ static enum attempt inject_with(struct attach_plan *plan, struct traced_process 
     snprintf(plan->report->thread_was, sizeof plan->report->thread_was, "%s",
              nr >= 0 ? call_name(nr) : "program code");
     plan->report->thread = in.tid;
-    release_all_but(p, chosen);
-    int rc = inject(&in, plan->library, plan->needs_memfd);
+    int rc = inject(&in, plan->library, plan->needs_memfd, chosen);
     if (p->deferred_stop && t->signal == 0)
         t->signal = p->deferred_stop;    /* SIGSTOP meanwhile: the process stops now */
     if (rc != -ESRCH)

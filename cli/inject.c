@@ -256,8 +256,13 @@ static int hold_listed_threads(struct traced_process *p, size_t *added, char *wh
     size_t first = p->count;
     int rc = 0;
     struct dirent *e;
+    bool main_listed = false;
     while (rc == 0 && (e = readdir(d))) {
         pid_t tid = (pid_t)atol(e->d_name);
+        if (tid == p->pid && !known(p, tid)) {
+            main_listed = true;      /* held last: see below */
+            continue;
+        }
         if (tid <= 0 || known(p, tid))
             continue;
         if (p->count >= MAX_THREADS) {
@@ -270,6 +275,12 @@ static int hold_listed_threads(struct traced_process *p, size_t *added, char *wh
             rc = seize_new_thread(p, why);
     }
     closedir(d);
+    /* The main thread last: a signal sent to the process goes to the main thread when it can
+     * take it, and to another thread when it cannot (held). Held last and let go first, it
+     * keeps taking them; another thread taking one in an interrupted nanosleep or epoll_wait
+     * would return EINTR or early. */
+    if (rc == 0 && main_listed && (rc = add_thread(p, p->pid)) == 0)
+        rc = seize_new_thread(p, why);
     int w = wait_new_threads(p, first, why);
     *added = p->count - first;
     return rc ? rc : w;
@@ -368,7 +379,11 @@ void release_thread(struct traced_process *p, size_t i)
 
 void release_all_but(struct traced_process *p, size_t keep)
 {
-    /* Blocked ones first: they go back to sleep at once; running ones would take the CPU. */
+    /* The main thread first (signals to the process go to it, as if nothing had happened),
+     * then the blocked ones: they go back to sleep at once; running ones take the CPU. */
+    for (size_t i = 0; i < p->count; i++)
+        if (i != keep && p->threads[i].tid == p->pid)
+            release_thread(p, i);
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < p->count; i++)
             if (i != keep && (arch_syscall_nr(&p->threads[i].regs) >= 0) == (pass == 0))
@@ -472,13 +487,15 @@ int block_all_signals(pid_t tid, char *why)
  * signal that could not be blocked: SIGKILL ends the process, a group stop waits for SIGCONT.
  */
 static int run_until_trap(struct traced_process *p, pid_t tid, bool step, int timeout_ms,
-                          char *why)
+                          const struct meanwhile *meanwhile, char *why)
 {
     if (ptrace(step ? PTRACE_SINGLESTEP : PTRACE_CONT, tid, 0, 0) != 0) {
         int err = errno;
         snprintf(why, WHY_CAP, "cannot resume thread %d: %s", tid, strerror(err));
         return -err;
     }
+    if (meanwhile)
+        meanwhile->run(meanwhile->context);
     for (;;) {
         int status = 0;
         int rc = wait_thread(tid, &status, timeout_ms);
@@ -540,7 +557,7 @@ int remote_syscall_at(struct traced_process *p, pid_t tid, const struct saved_st
     arch_set_syscall(&r, insn, nr, args);
     int rc = set_regs(tid, &r, why);
     if (rc == 0)
-        rc = run_until_trap(p, tid, true, STOP_TIMEOUT_MS, why);
+        rc = run_until_trap(p, tid, true, STOP_TIMEOUT_MS, NULL, why);
     if (rc == 0)
         rc = get_regs(tid, &r, why);
     if (rc == 0)
@@ -550,7 +567,7 @@ int remote_syscall_at(struct traced_process *p, pid_t tid, const struct saved_st
 
 int remote_call(struct traced_process *p, pid_t tid, const struct saved_state *from,
                 const struct inject_page *page, uintptr_t fn, const long args[6], long *ret,
-                int timeout_ms, char *why)
+                int timeout_ms, const struct meanwhile *meanwhile, char *why)
 {
     struct user_regs_struct r = from->regs;
     uintptr_t slot = arch_set_call(&r, fn, args);
@@ -562,7 +579,7 @@ int remote_call(struct traced_process *p, pid_t tid, const struct saved_state *f
     }
     rc = set_regs(tid, &r, why);
     if (rc == 0)
-        rc = run_until_trap(p, tid, false, timeout_ms, why);
+        rc = run_until_trap(p, tid, false, timeout_ms, meanwhile, why);
     if (rc == 0)
         rc = get_regs(tid, &r, why);
     if (rc == 0 && arch_pc(&r) != page->gadget_trap + 1) {

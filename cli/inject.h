@@ -94,11 +94,17 @@ int block_all_signals(pid_t tid, char *why);
  * single-step; *ret is the kernel's result. `from` is the state it started in. */
 int remote_syscall_at(struct traced_process *p, pid_t tid, const struct saved_state *from,
                       uintptr_t insn, long nr, const long args[6], long *ret, char *why);
+/* Work done while the held thread runs injected code (before its result is waited for). */
+struct meanwhile {
+    void (*run)(void *context);
+    void *context;
+};
 /* Calls fn(args...) on the thread's own stack (below its red zone, 16-byte aligned), returning
- * into the page's int3; waits at most timeout_ms. */
+ * into the page's int3; runs `meanwhile` (may be NULL) once the thread runs, then waits at
+ * most timeout_ms. */
 int remote_call(struct traced_process *p, pid_t tid, const struct saved_state *from,
                 const struct inject_page *page, uintptr_t fn, const long args[6], long *ret,
-                int timeout_ms, char *why);
+                int timeout_ms, const struct meanwhile *meanwhile, char *why);
 
 /* ---- inject_x86_64.c: registers and code --------------------------------------------------- */
 

@@ -20,7 +20,8 @@
  *                 as attach knows), a second thread waits for that mutex (a lock wait)
  *
  * Without --busy the main thread reads commands on stdin (a blocking read on a pipe):
- *   report   prints "report eintr=N early=N errno=N corrupt=N sent=N received=N add=N"
+ *   report   prints "report eintr=N early=N errno=N corrupt=N sent=N received=N add=N at=WHERE"
+ *            (WHERE: the call of the last EINTR or early return, "none" when there was none)
  *   quit     exits 0
  * It prints "ready" once every thread runs. errno is set to a marker before each blocking
  * call and checked after it: an injection that changed it counts in errno=.
@@ -44,6 +45,8 @@
 #include <unistd.h>
 
 static _Atomic long eintrs, earlies, errno_changes, corruptions, sent, received;
+static const char *volatile last_surprise = "none";   /* where the last EINTR or early return was */
+#define SURPRISE(counter, where) do { (counter)++; last_surprise = (where); } while (0)
 static volatile int never;          /* the futex word nobody wakes */
 static pthread_mutex_t cond_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -82,11 +85,11 @@ static void *reader(void *arg)
         errno = MARK;
         ssize_t n = read(pipe_fds[0], &c, 1);
         if (n < 0 && errno == EINTR)
-            eintrs++;
+            SURPRISE(eintrs, "read");
         else if (n < 0)
             check_errno(errno, MARK);
         else
-            earlies++;              /* nobody writes: any return is early */
+            SURPRISE(earlies, "read");  /* nobody writes: any return is early */
     }
     return NULL;
 }
@@ -98,9 +101,9 @@ static void *futex_waiter(void *arg)
         errno = MARK;
         long rc = syscall(SYS_futex, &never, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
         if (rc < 0 && errno == EINTR)
-            eintrs++;
+            SURPRISE(eintrs, "futex");
         else
-            earlies++;              /* nobody wakes it */
+            SURPRISE(earlies, "futex");  /* nobody wakes it */
     }
     return NULL;
 }
@@ -112,7 +115,7 @@ static void *cond_waiter(void *arg)
     for (;;) {
         errno = MARK;
         pthread_cond_wait(&cond, &cond_lock);
-        earlies++;                  /* nobody signals it: a spurious wakeup */
+        SURPRISE(earlies, "cond");  /* nobody signals it: a spurious wakeup */
         check_errno(errno, MARK);
     }
     return NULL;
@@ -128,9 +131,9 @@ static void *epoller(void *arg)
         errno = MARK;
         int n = epoll_wait(ep, &ev, 1, -1);
         if (n < 0 && errno == EINTR)
-            eintrs++;
+            SURPRISE(eintrs, "epoll");
         else
-            earlies++;
+            SURPRISE(earlies, "epoll");
     }
     return NULL;
 }
@@ -144,9 +147,9 @@ static void *nanosleeper(void *arg)
         errno = MARK;
         int rc = nanosleep(&ts, NULL);
         if (rc < 0 && errno == EINTR)
-            eintrs++;
+            SURPRISE(eintrs, "nanosleep");
         else if (now_s() - start < 0.2999)
-            earlies++;
+            SURPRISE(earlies, "nanosleep");
         else
             check_errno(errno, MARK);
     }
@@ -160,7 +163,7 @@ static void *sleeper(void *arg)
         errno = MARK;
         unsigned left = sleep(1);
         if (left)
-            earlies++;
+            SURPRISE(earlies, "sleep");
         check_errno(errno, MARK);
     }
     return NULL;
@@ -258,9 +261,9 @@ static void busy_loop(void)
 
 static void report(void)
 {
-    printf("report eintr=%ld early=%ld errno=%ld corrupt=%ld sent=%ld received=%ld add=%d\n",
-           (long)eintrs, (long)earlies, (long)errno_changes, (long)corruptions, (long)sent,
-           (long)received, add_ptr(1, 2));
+    printf("report eintr=%ld early=%ld errno=%ld corrupt=%ld sent=%ld received=%ld add=%d "
+           "at=%s\n", (long)eintrs, (long)earlies, (long)errno_changes, (long)corruptions,
+           (long)sent, (long)received, add_ptr(1, 2), last_surprise);
     fflush(stdout);
 }
 
@@ -334,7 +337,7 @@ int main(int argc, char **argv)
         errno = MARK;
         if (!fgets(line, sizeof line, stdin)) {
             if (errno == EINTR) {
-                eintrs++;
+                SURPRISE(eintrs, "stdin");
                 clearerr(stdin);
                 continue;
             }
