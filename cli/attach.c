@@ -29,11 +29,13 @@
  *         after an earlier stop: glibc's own locks never wait with a timeout); never mmap, mprotect, munmap, brk, madvise, openat,
  *         close, fstat, pread or a regular file's read, clone;
  *       - or, when no thread is blocked like that (a single-threaded busy loop), a thread whose
- *         pc is in the program's own code, not in libc, libdl or the loader, and whose stack
- *         holds no signal frame (no return address to libc's __restore_rt): program code runs
- *         inside a glibc lock only when glibc called it back, and the callbacks that matter —
- *         a signal handler interrupting malloc — leave exactly that frame. (Callbacks such as
- *         qsort's or dl_iterate_phdr's hold no lock pthread_create takes.)
+ *         pc is in the program's own code, not in libc, libdl or the loader: program code runs
+ *         inside a glibc lock only when glibc called it back, and the callback that matters —
+ *         a signal handler interrupting malloc — leaves a signal frame (a return address to
+ *         libc's __restore_rt) on the stack. (Callbacks such as qsort's or dl_iterate_phdr's
+ *         hold no lock pthread_create takes.)
+ *     Either way the thread's stack must hold no signal frame: a handler that interrupted
+ *     malloc may itself block in one of those calls.
  *     A thread stopped by a signal rather than by our interrupt is not used. When no thread
  *     qualifies, every thread runs again and the injector looks again after 10, 20, 40, ...
  *     ms, for about a second, then refuses and says why.
@@ -449,23 +451,26 @@ static enum fitness fitness_of(struct traced_process *p, const struct target_ima
         notes->by_signal++;
         return UNFIT;
     }
+    enum fitness f = FIT_PROGRAM_CODE;
     if (arch_syscall_nr(&t->regs) >= 0) {
-        enum fitness f = blocked_fitness(p->pid, t);
+        f = blocked_fitness(p->pid, t);
         if (f == UNFIT && arch_syscall_nr(&t->regs) == SYS_futex)
             notes->in_lock_wait++;
         else if (f == UNFIT)
             notes->in_other_call++;
-        return f;
-    }
-    if (in_runtime_code(img, arch_pc(&t->regs))) {
+        if (f == UNFIT)
+            return f;
+    } else if (in_runtime_code(img, arch_pc(&t->regs))) {
         notes->in_runtime++;
         return UNFIT;
     }
+    /* A signal handler may have interrupted malloc (its lock held) and then blocked or spun
+     * in code of its own: a signal frame anywhere on the stack rules the thread out. */
     if (stack_has_signal_frame(p, text, arch_sp(&t->regs))) {
         notes->signal_frame++;
         return UNFIT;
     }
-    return FIT_PROGRAM_CODE;
+    return f;
 }
 
 /* The best thread, or SIZE_MAX. */

@@ -248,6 +248,17 @@ def test_a_static_function_is_upgraded_after_attach(target):
     assert_untouched(report(p))
 
 
+def test_a_thread_blocked_inside_a_signal_handler_is_never_used(target):
+    p = target("--in-handler")
+    handler_thread = [t for t in threads(p.pid) if int(t) != p.pid]
+    assert len(handler_thread) == 1
+    status = Path(f"/proc/{p.pid}/task/{handler_thread[0]}/syscall").read_text().split()
+    assert status[0] == "0"          # read: it would qualify but for the signal frame
+    r = attach_ok(p.pid)
+    assert r["thread"] == p.pid and r["thread_was"] == "read"
+    assert_untouched(report(p))
+
+
 def test_a_single_threaded_busy_loop(spawn):
     p = spawn([TARGET, "--busy"], wait_socket=False)
     p.wait_output(r"^ready$")

@@ -15,6 +15,8 @@
  *   --busy        the main thread spins in this program's own code, printing add_func(1, 2)
  *                 every ~50 ms, and nothing else runs (single-threaded busy loop)
  *   --seccomp-deny-memfd   a seccomp filter that fails memfd_create with EPERM
+ *   --in-handler  a second thread blocks in read on a pipe inside a signal handler (the
+ *                 frame attach must see: a handler may have interrupted malloc)
  *   --no-safe-point   no thread is ever where attach may use it: the main thread holds a
  *                 mutex and waits in msgrcv (a call glibc's lock holders might make, as far
  *                 as attach knows), a second thread waits for that mutex (a lock wait)
@@ -208,6 +210,26 @@ static void *signal_sender(void *arg)
     return NULL;
 }
 
+static int handler_pipe[2];
+
+static void blocking_handler(int sig)
+{
+    (void)sig;
+    char c;
+    for (;;)
+        if (read(handler_pipe[0], &c, 1) == 1)
+            return;
+}
+
+static void *handler_blocker(void *arg)
+{
+    (void)arg;
+    struct sigaction sa = {.sa_handler = blocking_handler};
+    sigaction(SIGUSR2, &sa, NULL);
+    pthread_kill(pthread_self(), SIGUSR2);
+    return NULL;
+}
+
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *lock_waiter(void *arg)
@@ -270,7 +292,7 @@ static void report(void)
 int main(int argc, char **argv)
 {
     int blockers = 0, threads = 0, mallocs = 0, signals = 0, busy = 0, seccomp = 0;
-    int no_safe_point = 0;
+    int no_safe_point = 0, in_handler = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--blockers"))
             blockers = 1;
@@ -286,9 +308,11 @@ int main(int argc, char **argv)
             seccomp = 1;
         else if (!strcmp(argv[i], "--no-safe-point"))
             no_safe_point = 1;
+        else if (!strcmp(argv[i], "--in-handler"))
+            in_handler = 1;
         else {
             fprintf(stderr, "usage: attach_target [--blockers] [--threads N] [--malloc N] "
-                            "[--signals] [--busy] [--seccomp-deny-memfd] [--no-safe-point]\n");
+                            "[--signals] [--busy] [--seccomp-deny-memfd] [--no-safe-point] [--in-handler]\n");
             return 2;
         }
     }
@@ -328,6 +352,11 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < threads; i++)
         start(nanosleeper, NULL);
+    if (in_handler && pipe(handler_pipe) == 0) {
+        start(handler_blocker, NULL);
+        struct timespec settle = {0, 20 * 1000 * 1000};
+        nanosleep(&settle, NULL);   /* it is in its handler's read by now */
+    }
     for (int i = 0; i < mallocs; i++)
         start(allocator, (void *)(size_t)(i + 1));
     printf("ready\n");
