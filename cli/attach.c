@@ -79,6 +79,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1073,11 +1074,23 @@ static int attach_checked(long pid, struct attach_report *report, int timeout_ms
 
 int run_attach(long pid, bool json, int timeout_ms)
 {
+    /* An injector killed while the target runs injected code would leave that thread to hit
+     * the int3 with nobody to catch it (the kernel lets tracees go when their tracer dies),
+     * and the target would die of SIGTRAP: Ctrl-C and friends wait until attach is done (it
+     * is bounded: a few seconds at most). */
+    sigset_t quiet, saved;
+    sigemptyset(&quiet);
+    int deferred[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP};
+    for (size_t i = 0; i < sizeof deferred / sizeof deferred[0]; i++)
+        sigaddset(&quiet, deferred[i]);
+    sigprocmask(SIG_BLOCK, &quiet, &saved);
     struct attach_report report = {.pid = pid, .started_ns = monotonic_ns()};
     int rc = attach_checked(pid, &report, timeout_ms);
     if (rc == 0)
         print_report(&report, json);
     else if (json)
         print_refusal_json(pid, rc);
+    fflush(stdout);
+    sigprocmask(SIG_SETMASK, &saved, NULL);
     return rc;
 }
