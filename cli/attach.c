@@ -925,8 +925,13 @@ static enum attempt inject_with(struct attach_plan *plan, struct traced_process 
     int rc = inject(&in, plan->library, plan->needs_memfd, chosen);
     if (p->deferred_stop && t->signal == 0)
         t->signal = p->deferred_stop;    /* SIGSTOP meanwhile: the process stops now */
-    if (rc != -ESRCH)
+    if (rc != -ESRCH) {
+        /* T, its mask back, would take a signal queued for the process meanwhile, perhaps in
+         * an interrupted nanosleep (EINTR): leave it a moment to the threads that run. */
+        if (p->threads[chosen].tid != p->pid)
+            await_shared_signals_taken(p->pid, 10);
         release_thread(p, chosen);
+    }
     plan->report->pause_ns = p->longest_pause_ns;
     saved_state_free(&in.saved);
     if (rc == -ESRCH) {

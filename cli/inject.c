@@ -51,6 +51,7 @@
 #endif
 
 #define STOP_TIMEOUT_MS 2000         /* a thread that does not stop within this is refused */
+#define SHARED_SIGNAL_WAIT_MS 10     /* how long a queued process signal is left to main */
 #define MAX_THREADS (1 << 16)
 
 long long monotonic_ns(void)
@@ -377,13 +378,47 @@ void release_thread(struct traced_process *p, size_t i)
     t->held = false;
 }
 
+/* Signals queued for the whole process (ShdPnd of /proc/PID/status); ~0 when unknown. */
+static unsigned long long shared_pending(pid_t pid)
+{
+    char path[64], text[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ~0ULL;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    unsigned long long shd;
+    if (n <= 0)
+        return ~0ULL;
+    text[n] = 0;
+    return status_mask(text, "ShdPnd", &shd) ? shd : ~0ULL;
+}
+
+void await_shared_signals_taken(pid_t pid, int max_ms)
+{
+    long long deadline = monotonic_ns() + (long long)max_ms * 1000000LL;
+    while (shared_pending(pid) != 0 && monotonic_ns() < deadline) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 void release_all_but(struct traced_process *p, size_t keep)
 {
     /* The main thread first (signals to the process go to it, as if nothing had happened),
-     * then the blocked ones: they go back to sleep at once; running ones take the CPU. */
+     * then the blocked ones: they go back to sleep at once; running ones take the CPU. A
+     * signal queued for the process while all were held is left a moment for the main
+     * thread to take: another thread taking it in an interrupted nanosleep or epoll_wait
+     * would see EINTR where the program never would have. */
+    bool main_released = false;
     for (size_t i = 0; i < p->count; i++)
-        if (i != keep && p->threads[i].tid == p->pid)
+        if (i != keep && p->threads[i].tid == p->pid && p->threads[i].held) {
             release_thread(p, i);
+            main_released = true;
+        }
+    if (main_released)
+        await_shared_signals_taken(p->pid, SHARED_SIGNAL_WAIT_MS);
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < p->count; i++)
             if (i != keep && (arch_syscall_nr(&p->threads[i].regs) >= 0) == (pass == 0))

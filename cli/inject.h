@@ -51,7 +51,10 @@ int trace_process(struct traced_process *p, pid_t pid, char *why);
 /* Lets thread i go (rewinding a system call our stop made fail with EINTR, exactly as the
  * engine's ptrace stop does), handing back a signal it was stopped with. */
 void release_thread(struct traced_process *p, size_t i);
-/* Lets every held thread go but `keep` (SIZE_MAX: all). */
+/* Waits (at most max_ms) until no signal is queued for the whole process: the threads
+ * running take them. */
+void await_shared_signals_taken(pid_t pid, int max_ms);
+/* Lets every held thread go but `keep` (SIZE_MAX: all), the main thread first. */
 void release_all_but(struct traced_process *p, size_t keep);
 /* Frees what trace_process allocated (threads must have been released). */
 void traced_process_free(struct traced_process *p);
