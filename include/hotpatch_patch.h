@@ -33,7 +33,12 @@
  *                                            function of this file with the same signature
  *   HOTPATCH_IMPORT(type, local, symbol)     defines `type *local`, set to the address of the
  *                                            process's `symbol` (a variable or a function,
- *                                            static ones too) before any replacement can run
+ *                                            static ones too; NAME or OBJECT:NAME, "" for the
+ *                                            main program) before any replacement can run. The
+ *                                            patch's constructors run before that (at load):
+ *                                            they must not read imports. A thread-local
+ *                                            variable cannot be imported (it has no one
+ *                                            address)
  *   HOTPATCH_TARGET_BUILD_ID(object, hex)    the patch was built for `object` (the executable's
  *                                            file name as in /proc/PID/exe, "" for the main
  *                                            program, or a library's file name) whose GNU

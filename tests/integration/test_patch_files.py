@@ -154,3 +154,48 @@ def test_revert_order_is_enforced(server, tmp_path):
     assert add_func_now(server) == 1000
     assert cli("-p", server.pid, "patch", "revert", "first").returncode == 0
     assert add_func_now(server) == 3
+
+
+def ticket(host):
+    start = len(host.lines)
+    host.send("tick\n")
+    i = host.wait_output(r"^ticket=", start=start)
+    return tuple(int(kv.split("=")[1]) for kv in host.lines[i].split())
+
+
+def test_a_patch_imports_a_static_counter_and_increments_it(spawn, tmp_path):
+    """globals_host's next_ticket() increments its static `tickets`; the patch imports that
+    very counter (a static int, found in .symtab) and adds 1000 to it. The program's own code
+    reads the counter after each call, so the effect is the program's, not the patch's."""
+    host = spawn([BIN / "globals_host"], stdin_pipe=True)
+    assert ticket(host) == (1, 1)
+    so = build_patch(tmp_path, "tickets", """
+HOTPATCH_PATCH_INFO("tickets", "next_ticket jumps by a thousand");
+HOTPATCH_IMPORT(int, tickets, "globals_host:tickets");
+HOTPATCH_IMPORT(int, count, "count_i4");
+int next_ticket_fixed(void) { *tickets += 1000; *count += 1; return *tickets; }
+HOTPATCH_REPLACE("next_ticket", next_ticket_fixed);
+""")
+    r = cli("-p", host.pid, "patch", "apply", so)
+    assert r.returncode == 0, r.stderr
+    assert ticket(host) == (1001, 1001)
+    assert ticket(host) == (2001, 2001)
+    assert cli("-p", host.pid, "var", "get", "int", "count_i4").stdout == "42\n"
+    assert cli("-p", host.pid, "patch", "revert", "tickets").returncode == 0
+    assert ticket(host) == (2002, 2002)
+
+
+def test_imports_that_are_no_variable_are_refused(spawn, tmp_path):
+    host = spawn([BIN / "globals_host"], stdin_pipe=True)
+    marker, src = marker_source(tmp_path, '"tlsimport", "imports a thread-local"', """
+HOTPATCH_IMPORT(int, t, "per_thread_tls");
+int f(void) { return *t; }
+HOTPATCH_REPLACE("next_ticket", f);
+""")
+    r = cli("-p", host.pid, "patch", "apply", build_patch(tmp_path, "tlsimport", src))
+    assert r.returncode == 1
+    assert r.stderr == ("error: patch tlsimport: import per_thread_tls does not resolve: "
+                        "per_thread_tls is thread-local (STT_TLS): every thread has its own "
+                        "copy, so there is no one address to reach\n")
+    assert not marker.exists()
+    assert ticket(host) == (1, 1)
