@@ -199,3 +199,66 @@ HOTPATCH_REPLACE("next_ticket", f);
                         "copy, so there is no one address to reach\n")
     assert not marker.exists()
     assert ticket(host) == (1, 1)
+
+
+PYTHON_DIR = REPO / "python"
+
+
+def unseen_by_the_agent(tmp_path, so, *command):
+    """Runs command in a mount namespace of its own where `hidden/` under tmp_path is a fresh
+    tmpfs holding a copy of the patch: the client sees hidden/fix.so, the agent (outside)
+    sees an empty directory. {} in command is the patch's path there."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(exist_ok=True)
+    path = hidden / so.name
+    script = f'mount -t tmpfs tmpfs "{hidden}" && cp "{so}" "{path}" && exec "$@"'
+    argv = [str(a).replace("{}", str(path)) for a in command]
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                           "sh", *argv], capture_output=True, text=True, timeout=30, env=env), path
+
+
+def test_both_clients_send_the_patch_file_itself(server, tmp_path):
+    so = build_patch(tmp_path, "fix", FIX)
+    # The agent cannot open that path itself: the premise of the test.
+    r, path = unseen_by_the_agent(tmp_path, so, "true")
+    assert r.returncode == 0, r.stderr
+    assert not path.exists()
+    assert "refusing to load" in nc(server.socket, f"patch apply --check {path}\n")
+    hp = BIN / "hotpatch"
+    r, _ = unseen_by_the_agent(tmp_path, so, hp, "-p", server.pid, "patch", "apply", "--check",
+                               "{}")
+    assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
+    r, _ = unseen_by_the_agent(tmp_path, so, hp, "-p", server.pid, "patch", "apply", "{}")
+    assert r.returncode == 0 and r.stdout.startswith("applied patch fix-1"), r.stderr
+    assert add_func_now(server) == 10003
+    listing = json.loads(cli("-j", "-p", server.pid, "patch", "list").stdout)["items"]
+    assert listing[0]["file"] == str(path)
+    assert cli("-p", server.pid, "patch", "revert", "fix-1").returncode == 0
+    # The Python client's command line, then its API.
+    r, _ = unseen_by_the_agent(tmp_path, so, "/usr/bin/python3", "-m", "hotpatch", "-p",
+                               server.pid, "patch", "apply", "--check", "{}")
+    assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
+    r, _ = unseen_by_the_agent(tmp_path, so, "/usr/bin/python3", "-m", "hotpatch", "-p",
+                               server.pid, "patch", "apply", "{}")
+    assert r.returncode == 0 and r.stdout.startswith("applied patch fix-1"), r.stderr
+    assert add_func_now(server) == 10003
+    assert cli("-p", server.pid, "patch", "revert", "fix-1").returncode == 0
+    api = ("import sys, hotpatch\n"
+           "with hotpatch.Client(pid=int(sys.argv[1])) as agent:\n"
+           "    print(agent.patch_apply(sys.argv[2], check=True)['checked_only'])\n"
+           "    print(agent.patch_apply(sys.argv[2])['name'])\n")
+    r, _ = unseen_by_the_agent(tmp_path, so, "/usr/bin/python3", "-c", api, server.pid, "{}")
+    assert (r.returncode, r.stdout) == (0, "True\nfix-1\n"), r.stderr
+    assert add_func_now(server) == 10003
+    assert cli("-p", server.pid, "patch", "revert", "fix-1").returncode == 0
+
+
+def test_a_relative_patch_path_is_the_clients(server, tmp_path):
+    so = build_patch(tmp_path, "fix", FIX)
+    r = cli("-p", server.pid, "patch", "apply", "--check", so.name, cwd=tmp_path)
+    assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
+    r = subprocess.run(["/usr/bin/python3", "-m", "hotpatch", "-p", str(server.pid), "patch",
+                        "apply", "--check", so.name], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(PYTHON_DIR)))
+    assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
