@@ -52,9 +52,15 @@ function(hotpatch_add_patch name)
     get_filename_component(object "${file}" NAME)
     set(depends "${file}")
   endif()
-  if(DEFINED arg_OBJECT OR "OBJECT" IN_LIST arg_KEYWORDS_MISSING_VALUES)
-    set(object "${arg_OBJECT}")
-  endif()
+  # OBJECT "" is a value (the main program), which cmake_parse_arguments does not report: the
+  # arguments themselves say whether OBJECT was given.
+  math(EXPR last "${ARGC} - 1")
+  foreach(i RANGE 1 ${last})
+    if("${ARGV${i}}" STREQUAL "OBJECT" AND i LESS last)
+      math(EXPR next "${i} + 1")
+      set(object "${ARGV${next}}")
+    endif()
+  endforeach()
   set(generated "${CMAKE_CURRENT_BINARY_DIR}/${name}_build_id.c")
   add_custom_command(OUTPUT "${generated}"
     COMMAND "${CMAKE_COMMAND}" "-DFILE=${file}" "-DOBJECT=${object}" "-DOUTPUT=${generated}"

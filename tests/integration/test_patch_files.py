@@ -262,3 +262,66 @@ def test_a_relative_patch_path_is_the_clients(server, tmp_path):
                         "apply", "--check", so.name], cwd=tmp_path, capture_output=True,
                        text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(PYTHON_DIR)))
     assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
+
+
+def test_hotpatch_add_patch_for_a_path_and_another_build(spawn, tmp_path):
+    """The CMake helper with FOR a path: the build-id read at build time is the file's; a patch
+    built for one program is refused by another with both ids named, and never runs."""
+    host = spawn([BIN / "globals_host"], stdin_pipe=True)
+    (tmp_path / "fix.c").write_text("""
+#include <fcntl.h>
+#include <unistd.h>
+#include "hotpatch_patch.h"
+HOTPATCH_PATCH_INFO(PATCH_NAME, "next_ticket says 77");
+__attribute__((constructor)) static void ran(void) { close(open(MARKER, O_CREAT | O_WRONLY, 0644)); }
+int next_ticket_77(void) { return 77; }
+HOTPATCH_REPLACE("next_ticket", next_ticket_77);
+""")
+    (tmp_path / "CMakeLists.txt").write_text(f"""
+cmake_minimum_required(VERSION 3.20)
+project(patches C)
+include({REPO}/cmake/scripts/hotpatch_add_patch.cmake)
+hotpatch_add_patch(for_host SOURCES fix.c FOR {BIN / 'globals_host'})
+target_compile_definitions(for_host PRIVATE PATCH_NAME="for-host" MARKER="{tmp_path}/ran-host")
+hotpatch_add_patch(for_other SOURCES fix.c FOR {BIN / 'simple_server'} OBJECT "")
+target_compile_definitions(for_other PRIVATE PATCH_NAME="for-other" MARKER="{tmp_path}/ran-other")
+""")
+    out = tmp_path / "out"
+    for cmd in (["cmake", "-S", tmp_path, "-B", out], ["cmake", "--build", out]):
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("-p", host.pid, "patch", "apply", out / "for_other.so")
+    assert r.returncode == 1
+    assert r.stderr == (f"error: patch for-other was built for the main program with build-id "
+                        f"{build_id(BIN / 'simple_server')}, but this process runs the main "
+                        f"program with build-id {build_id(BIN / 'globals_host')}\n")
+    assert not (tmp_path / "ran-other").exists()
+    assert ticket(host) == (1, 1)
+    r = cli("-p", host.pid, "patch", "apply", out / "for_host.so")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran-host").exists()
+    assert ticket(host) == (77, 1)
+
+
+def test_the_documented_gcc_line(spawn, tmp_path):
+    """The README's and hotpatch_patch.h's commands for people without CMake, as written there
+    (with this checkout's include directory for $(pkg-config --cflags hotpatch))."""
+    host = spawn([BIN / "globals_host"], stdin_pipe=True)
+    (tmp_path / "fix.c").write_text('#include "hotpatch_patch.h"\n'
+                                    'HOTPATCH_PATCH_INFO("by-hand", "built with two commands");\n'
+                                    'int next_ticket_5(void) { return 5; }\n'
+                                    'HOTPATCH_REPLACE("next_ticket", next_ticket_5);\n')
+    header = (INCLUDE / "hotpatch_patch.h").read_text()
+    block = header.split("Without CMake:\n", 1)[1].split("\n *\n", 1)[0]
+    lines = [l[len(" *     "):] for l in block.splitlines()]
+    script = "\n".join(lines).replace("$(pkg-config --cflags hotpatch)", f"-I{INCLUDE}")
+    script = script.replace("/path/to/server", str(BIN / "globals_host"))
+    readme = (REPO / "README.md").read_text()
+    assert "\n".join(lines) in readme
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fix.so").exists()
+    assert "HOTPATCH_TARGET_BUILD_ID(\"globals_host\"" in (tmp_path / "build_id.c").read_text()
+    assert cli("-p", host.pid, "patch", "apply", tmp_path / "fix.so").returncode == 0
+    assert ticket(host) == (5, 0)
