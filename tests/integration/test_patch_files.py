@@ -1,6 +1,7 @@
 """Patch files on real processes: checked against the build, applied and reverted whole."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -100,21 +101,89 @@ HOTPATCH_REPLACE("add_func", g);
     assert cli("-p", server.pid, "patch", "revert", "mine").returncode == 0
 
 
-def test_a_missing_third_target_changes_nothing(spawn, tmp_path):
-    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
-    marker, src = marker_source(tmp_path, '"three", "the third target does not exist"', """
+def server_line(server):
+    """The next whole line simple_server prints: (age as shown, add_func(1, 2))."""
+    start = len(server.lines)
+    i = server.wait_output(r"add_func\(1, 2\)=", start=start)
+    i = server.wait_output(r"add_func\(1, 2\)=", start=i + 1)
+    m = re.search(r"age=(\d+) add_func\(1, 2\)=(\d+)", server.lines[i])
+    return int(m.group(1)), int(m.group(2))
+
+
+THREE = """
 int a(int x, int y) { return 1; }
-int b(int x) { return 2; }
+int b(int years) { return 2; }
 int c(void) { return 3; }
 HOTPATCH_REPLACE("add_func", a);
-HOTPATCH_REPLACE("simple_server:parse_option", b);
-HOTPATCH_REPLACE("no_such_function_anywhere", c);
-""")
-    r = cli("-p", p.pid, "patch", "apply", build_patch(tmp_path, "three", src))
-    assert r.returncode == 1 and "target no_such_function_anywhere" in r.stderr, r.stderr
+HOTPATCH_REPLACE("simple_server:shown_age", b);
+HOTPATCH_REPLACE("%s", c);
+"""
+
+
+def assert_untouched(p):
+    assert server_line(p) == (10, 3)
+    funcs = json.loads(cli("-j", "-p", p.pid, "func", "list").stdout)["items"]
+    assert [(f["name"], f["depth"]) for f in funcs] == [("add_func", 0)]
+    assert cli("-p", p.pid, "patch", "list").stdout.startswith("no patches are applied")
+
+
+def test_a_missing_third_target_changes_nothing(spawn, tmp_path):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
+    marker, src = marker_source(tmp_path, '"three", "the third target does not exist"',
+                                THREE % "no_such_function_anywhere")
+    so = build_patch(tmp_path, "three", src)
+    for check in ([], ["--check"]):
+        r = cli("-p", p.pid, "patch", "apply", *check, so)
+        assert r.returncode == 1
+        assert r.stderr == ("error: patch three: target no_such_function_anywhere: unknown "
+                            "function no_such_function_anywhere: not registered and not in the "
+                            "symbol tables of the executable or any loaded library\n")
     assert not marker.exists()
-    assert add_func_now(p) == 3
-    assert json.loads(cli("-j", "-p", p.pid, "func", "list").stdout)["items"][0]["depth"] == 0
+    assert_untouched(p)
+
+
+def test_a_three_function_patch_for_another_build_changes_nothing(spawn, tmp_path):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
+    marker, src = marker_source(tmp_path, '"other3", "for another build"', THREE % "main" +
+                                'HOTPATCH_TARGET_BUILD_ID("simple_server", "00ff");\n')
+    r = cli("-p", p.pid, "patch", "apply", build_patch(tmp_path, "other3", src))
+    assert r.returncode == 1
+    assert r.stderr == (f"error: patch other3 was built for simple_server with build-id 00ff, but "
+                        f"this process runs simple_server with build-id "
+                        f"{build_id(BIN / 'simple_server')}\n")
+    assert not marker.exists()
+    assert_untouched(p)
+
+
+def test_a_target_object_not_in_the_process(server, tmp_path):
+    marker, src = marker_source(tmp_path, '"elsewhere", "for a library not loaded"', """
+HOTPATCH_TARGET_BUILD_ID("libnot_loaded_here.so.1", "00ff");
+int f(int a, int b) { return 0; }
+HOTPATCH_REPLACE("add_func", f);
+""")
+    r = cli("-p", server.pid, "patch", "apply", "--check", build_patch(tmp_path, "else", src))
+    assert r.returncode == 1 and r.stderr == ("error: patch elsewhere was built for "
+                                              "libnot_loaded_here.so.1, which is not in this "
+                                              "process\n")
+    assert not marker.exists()
+
+
+def test_untrusted_files_are_refused_whichever_way_they_come(server, tmp_path):
+    so = build_patch(tmp_path, "fix", FIX)
+    os.chmod(so, 0o666)
+    r = cli("-p", server.pid, "patch", "apply", so)            # sent as a descriptor
+    assert r.returncode == 1 and "is writable by every user" in r.stderr, r.stderr
+    assert "is writable by every user" in nc(server.socket, f"patch apply {so}\n")  # by path
+    os.chmod(so, 0o644)
+    link = tmp_path / "link.so"
+    link.symlink_to(so)
+    os.chmod(tmp_path, 0o777)                 # a link in a directory anyone may write
+    try:
+        reply = nc(server.socket, f"patch apply {link}\n")
+    finally:
+        os.chmod(tmp_path, 0o755)
+    assert reply.startswith("error: refusing to load"), reply
+    assert add_func_now(server) == 3
 
 
 def test_refusals_name_the_cause(server, tmp_path):
