@@ -42,6 +42,31 @@ add_dependencies(test_patch patch_test_far patch_test_unload)
 add_test(NAME unit_patch COMMAND test_patch)
 set_tests_properties(unit_patch PROPERTIES TIMEOUT 120)
 
+# ---- fault injection: the restore path of a failed code write, on real code ------------------------
+# A test build of the static library whose code-write path (arch/x86_64.c) is compiled with
+# HOTPATCH_FAULT_INJECTION: the test can make a write fail after N bytes, fail /proc/self/mem so
+# the mprotect fallback is taken, and fail mprotect or its restore. The installed libraries are
+# built without it, so no production process carries the hook.
+add_library(hotpatch_fault_arch OBJECT src/engine/arch/x86_64.c)
+target_include_directories(hotpatch_fault_arch PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/include
+  ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_compile_definitions(hotpatch_fault_arch PRIVATE _GNU_SOURCE HOTPATCH_FAULT_INJECTION)
+target_compile_options(hotpatch_fault_arch PRIVATE -fvisibility=hidden -fno-jump-tables)
+set_target_properties(hotpatch_fault_arch PROPERTIES
+  C_COMPILER_LAUNCHER ${HOTPATCH_OWN_CODE_LAUNCHER} POSITION_INDEPENDENT_CODE ON)
+add_library(hotpatch_fault_static STATIC
+  "$<FILTER:$<TARGET_OBJECTS:hotpatch_objects>,EXCLUDE,/x86_64\\.c\\.o$>"
+  $<TARGET_OBJECTS:hotpatch_fault_arch>)
+target_link_libraries(hotpatch_fault_static PUBLIC Threads::Threads ${CMAKE_DL_LIBS})
+add_executable(test_fault tests/unit/test_fault.c)
+target_compile_options(test_fault PRIVATE -fcf-protection=full)
+target_include_directories(test_fault PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src
+  ${CMAKE_CURRENT_SOURCE_DIR}/include)
+target_compile_definitions(test_fault PRIVATE _GNU_SOURCE HOTPATCH_FAULT_INJECTION)
+target_link_libraries(test_fault PRIVATE hotpatch_fault_static PkgConfig::PATCH_CMOCKA)
+add_test(NAME unit_fault COMMAND test_fault)
+set_tests_properties(unit_fault PROPERTIES TIMEOUT 120)
+
 # ---- stress test (issue 3, item 7) ----------------------------------------------------------------
 add_library(stress_target SHARED tests/stress/stress_lib.c)
 target_compile_definitions(stress_target PRIVATE TARGET)

@@ -559,7 +559,8 @@ HP_STOPPED_WINDOW static int write_while_stopped(struct patched *p, const uint8_
 /* How many leading bytes of the site a write changes: a thread resting right after them (at an
  * instruction boundary of unchanged code) is not cut, e.g. at site+5 when a 6-byte site gets a
  * 5-byte jump. */
-static size_t changed_extent(const uint8_t *now, const uint8_t *code, size_t len)
+HP_STOPPED_WINDOW static size_t changed_extent(const uint8_t *now, const uint8_t *code,
+                                                size_t len)
 {
     while (len > 0 && now[len - 1] == code[len - 1])
         len--;
@@ -903,7 +904,7 @@ struct batch_check {
     const char *name;
 };
 
-static int word_inside_any(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
+HP_STOPPED_WINDOW static int word_inside_any(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
 {
     (void)is_pc;
     struct batch_check *c = ctx;
@@ -922,7 +923,8 @@ static int word_inside_any(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
 }
 
 /* Puts back every item written so far (threads still stopped). */
-static int undo_batch(struct batch_item *items, size_t n, char *why, size_t why_cap)
+HP_STOPPED_WINDOW static int undo_batch(struct batch_item *items, size_t n, char *why,
+                                        size_t why_cap)
 {
     int rc = 0;
     for (size_t i = n; i-- > 0;) {
@@ -930,15 +932,15 @@ static int undo_batch(struct batch_item *items, size_t n, char *why, size_t why_
         if (!it->written)
             continue;
         char undo_why[HP_ERROR_MAX_ENGINE];
-        if (memcmp(it->previous, it->p->written, it->p->site_len) != 0 &&
+        if (hp_raw_differ(it->previous, it->p->written, it->p->site_len) &&
             hp_arch_poke_stopped(it->p->site, it->previous, it->p->site_len, undo_why,
                                  sizeof undo_why) != 0) {
             it->p->broken = true;
-            snprintf(why, why_cap, "%s could not be put back (%s): its code is left "
-                     "inconsistent", it->p->name, undo_why);
+            hp_stop_fmt(why, why_cap, "%s could not be put back (%s): its code is left "
+                        "inconsistent", it->p->name, undo_why);
             rc = -ENOTRECOVERABLE;
         } else {
-            memcpy(it->p->written, it->previous, it->p->site_len);
+            hp_raw_copy(it->p->written, it->previous, it->p->site_len);
         }
         if (it->p->cell)
             atomic_store(it->p->cell, it->previous_cell);
@@ -947,27 +949,43 @@ static int undo_batch(struct batch_item *items, size_t n, char *why, size_t why_
     return rc;
 }
 
+/* Says which function's write failed and that the batch was undone. */
+HP_STOPPED_WINDOW static void explain_batch_failure(const struct patched *p, char *why,
+                                                    size_t why_cap)
+{
+    char reason[HP_ERROR_MAX_ENGINE];
+    hp_raw_copy(reason, why, why_cap < sizeof reason ? why_cap : sizeof reason);
+    reason[sizeof reason - 1] = '\0';
+    hp_stop_fmt(why, why_cap, "%s: %s; every function of the patch is back as it was, nothing "
+                "changed", p->name, reason);
+}
+
 /* With every thread stopped and outside all the sites: writes every item, or none. */
-static int write_batch_stopped(struct batch_item *items, size_t n, char *why, size_t why_cap)
+HP_STOPPED_WINDOW static int write_batch_stopped(struct batch_item *items, size_t n, char *why,
+                                                 size_t why_cap)
 {
     for (size_t i = 0; i < n; i++) {
         struct batch_item *it = &items[i];
         struct patched *p = it->p;
         int rc = site_unchanged(p, why, why_cap);
         if (rc == 0) {
-            memcpy(it->previous, p->written, p->site_len);
+            hp_raw_copy(it->previous, p->written, p->site_len);
             it->previous_cell = p->cell ? atomic_load(p->cell) : NULL;
             if (it->cell_value)
                 atomic_store_explicit(p->cell, it->cell_value, memory_order_release);
             it->written = true;
-            if (memcmp(p->written, it->code, p->site_len) != 0) {
+            if (hp_raw_differ(p->written, it->code, p->site_len)) {
                 rc = hp_arch_poke_stopped(p->site, it->code, p->site_len, why, why_cap);
                 stats.stopped_pokes++;
             }
             if (rc == 0)
-                memcpy(p->written, it->code, p->site_len);
+                hp_raw_copy(p->written, it->code, p->site_len);
+            else if (rc == -ENOTRECOVERABLE)
+                p->broken = true;
         }
         if (rc != 0) {
+            if (rc != -ENOTRECOVERABLE)
+                explain_batch_failure(p, why, why_cap);
             int undo = undo_batch(items, n, why, why_cap);
             return undo != 0 ? undo : rc;
         }
