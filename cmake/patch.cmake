@@ -124,6 +124,26 @@ set_tests_properties(integration_func PROPERTIES
   ENVIRONMENT "HOTPATCH_BUILD_DIR=${PROJECT_BINARY_DIR}" TIMEOUT 600)
 endif()
 
+# ---- 16 threads calling while 10,000 flips run over one session connection --------------------------
+# A real program linked with libhotpatch (tests/stress/session_host.c) and a client in session
+# mode (tests/integration/test_session_flips.py). Not under TSan (signal stop, busy threads
+# refused); under ASan 2,000 flips. 16 busy threads on 2 cores make each flip wait for every
+# thread to be scheduled into its stop: about 6 minutes on a loaded 2-core machine.
+add_executable(session_host tests/stress/session_host.c)
+target_link_libraries(session_host PRIVATE hotpatch_static)
+target_compile_options(session_host PRIVATE -O2)
+if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
+  if(HOTPATCH_SANITIZE STREQUAL "address")
+    set(HOTPATCH_SESSION_FLIPS 2000)
+  else()
+    set(HOTPATCH_SESSION_FLIPS 10000)
+  endif()
+  add_test(NAME integration_session_flips
+    COMMAND ${HOTPATCH_PYTEST} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_session_flips.py)
+  set_tests_properties(integration_session_flips PROPERTIES TIMEOUT 1800
+    ENVIRONMENT "HOTPATCH_BUILD_DIR=${PROJECT_BINARY_DIR};HOTPATCH_SESSION_FLIPS=${HOTPATCH_SESSION_FLIPS}")
+endif()
+
 # ---- the thread stop's probes (issue 11): tests/stress/stop_probe.c ------------------------------
 add_executable(stop_probe tests/stress/stop_probe.c)
 target_include_directories(stop_probe PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
