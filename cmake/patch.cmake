@@ -170,6 +170,28 @@ elseif(HOTPATCH_SANITIZE STREQUAL "address")
   set_tests_properties(stop_threads_1000 PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE)
 endif()
 
+# ---- program shapes: coroutines suspended in the flipped function; plugins reloaded under it -------
+add_library(shape_plugin_a SHARED tests/stress/shape_plugin.c)
+add_library(shape_plugin_b SHARED tests/stress/shape_plugin.c)
+target_compile_definitions(shape_plugin_b PRIVATE SHAPE_VARIANT_B)
+add_executable(shape_probe tests/stress/shape_probe.c)
+target_include_directories(shape_probe PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_compile_definitions(shape_probe PRIVATE _GNU_SOURCE
+  SHAPE_PLUGIN_A="$<TARGET_FILE:shape_plugin_a>" SHAPE_PLUGIN_B="$<TARGET_FILE:shape_plugin_b>")
+target_compile_options(shape_probe PRIVATE -O2)
+target_link_libraries(shape_probe PRIVATE hotpatch_static)
+add_dependencies(shape_probe shape_plugin_a shape_plugin_b)
+# The plugins shape not under TSan (busy threads refuse the signal stop there); coroutines only
+# without sanitizers (neither follows makecontext stacks reliably).
+if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
+  add_test(NAME stress_plugins COMMAND shape_probe plugins 2000)
+  set_tests_properties(stress_plugins PROPERTIES TIMEOUT 600)
+endif()
+if(HOTPATCH_SANITIZE STREQUAL "")
+  add_test(NAME stress_coroutines COMMAND shape_probe coroutines 2000)
+  set_tests_properties(stress_coroutines PROPERTIES TIMEOUT 600)
+endif()
+
 # ---- the stopped window (issue 11): code in section hotpatch_stopped calls only that section --------
 # Switch statements there must not become jump tables (indirect jumps the check cannot follow).
 set_source_files_properties(src/engine/stop.c src/engine/ptrace_stop.c src/engine/signal_stop.c
