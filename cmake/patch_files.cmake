@@ -28,7 +28,7 @@ if(HOTPATCH_BUILD_TESTS)
   if(NOT HOTPATCH_SANITIZE STREQUAL "thread")
     add_test(NAME stress_patch_files
       COMMAND stress_patch_files $<TARGET_FILE:stress_patch_files_fix> 8 2000)
-    set_tests_properties(stress_patch_files PROPERTIES TIMEOUT 900
+    set_tests_properties(stress_patch_files PROPERTIES TIMEOUT 1800
       ENVIRONMENT "HOTPATCH_LOG=none;HOTPATCH_AUDIT=off")
   endif()
 endif()
