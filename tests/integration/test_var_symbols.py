@@ -128,3 +128,17 @@ def test_a_registered_name_keeps_precedence(server):
     assert r.returncode == 1 and r.stderr == "error: variable 'age' has type int, not long\n"
     assert cli("-p", server.pid, "var", "set", "int", "age", "11").stdout == "age = 11 (was 10)\n"
     assert cli("-p", server.pid, "var", "get", "int", "age").stdout == "11\n"
+
+
+def test_the_python_client_reaches_symbols(host):
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "python"))
+    import hotpatch
+    with hotpatch.Client(pid=host.pid) as agent:
+        assert agent.var_get("count_i4", "int") == 40
+        assert agent.var_set("globals_host:total_l8", 5, "long")["old"] == 8000000000
+        assert agent.var_get("ratio_d8", "double") == 0.25
+        with pytest.raises(hotpatch.RefusedError, match="not aligned"):
+            agent.var_get("odd_word", "int")
+    assert printed(host)["l8"] == "5"
