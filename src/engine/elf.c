@@ -306,8 +306,8 @@ static int visit_object(struct dl_phdr_info *info, size_t size, void *ctx)
     struct hp_loaded_object o;
     name_object(&o, info->dlpi_name);
     o.base = info->dlpi_addr;
-    o.phdr = info->dlpi_phdr;
-    o.phnum = info->dlpi_phnum;
+    o.phnum = info->dlpi_phnum <= HP_MAX_PHDRS ? info->dlpi_phnum : 0;
+    memcpy(o.phdr, info->dlpi_phdr, o.phnum * sizeof o.phdr[0]);
     return e->visit(&o, e->ctx) ? 1 : 0;
 }
 
