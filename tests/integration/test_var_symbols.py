@@ -105,6 +105,8 @@ def test_refusals_say_why_and_change_nothing(host):
         ("error: count_i4 is 4 bytes (its st_size), but long is 8; types of that size: int, "
          "uint, float\n")
     assert "bool is 1" in refused(host, "var", "get", "bool", "count_i4")
+    assert refused(host, "var", "set", "int", "half_s2", "1") == \
+        "error: half_s2 is 2 bytes (its st_size), but int is 4; no type has that size\n"
     assert "thread-local (STT_TLS)" in refused(host, "var", "get", "int", "per_thread_tls")
     assert "next_ticket is a function, not a variable" in \
         refused(host, "var", "set", "int", "next_ticket", "1")
