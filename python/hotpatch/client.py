@@ -705,12 +705,15 @@ class Client:
 
     def var_get(self, name: str, type: Optional[str] = None) -> Any:
         """``var get [TYPE] NAME``: the value (int, float, bool or str, as the agent types it).
-        With ``type``, the agent refuses a variable of another type."""
+        With ``type``, the agent refuses a variable of another type; and a name nobody registered
+        is then a global's symbol (``NAME`` or ``OBJECT:NAME``, static ones too), read as that
+        type (its size must be the symbol's)."""
         return self.call("var", "get", *([type] if type else []), name)
 
     def var_set(self, name: str, value: Any, type: Optional[str] = None) -> dict[str, Any]:
         """``var set [TYPE] NAME VALUE``: sets the variable; returns the reply with ``name``,
-        ``old``, ``value`` and ``message``. ``value`` may be a str, int, float or bool."""
+        ``old``, ``value`` and ``message``. ``value`` may be a str, int, float or bool. With
+        ``type``, a name nobody registered is a global's symbol, set with one atomic store."""
         return self.call("var", "set", *([type] if type else []), name, value)
 
     def lib_list(self) -> list[dict[str, Any]]:

@@ -105,6 +105,8 @@ def test_refusals_say_why_and_change_nothing(host):
         ("error: count_i4 is 4 bytes (its st_size), but long is 8; types of that size: int, "
          "uint, float\n")
     assert "bool is 1" in refused(host, "var", "get", "bool", "count_i4")
+    assert refused(host, "var", "set", "int", "half_s2", "1") == \
+        "error: half_s2 is 2 bytes (its st_size), but int is 4; no type has that size\n"
     assert "thread-local (STT_TLS)" in refused(host, "var", "get", "int", "per_thread_tls")
     assert "next_ticket is a function, not a variable" in \
         refused(host, "var", "set", "int", "next_ticket", "1")
@@ -128,3 +130,17 @@ def test_a_registered_name_keeps_precedence(server):
     assert r.returncode == 1 and r.stderr == "error: variable 'age' has type int, not long\n"
     assert cli("-p", server.pid, "var", "set", "int", "age", "11").stdout == "age = 11 (was 10)\n"
     assert cli("-p", server.pid, "var", "get", "int", "age").stdout == "11\n"
+
+
+def test_the_python_client_reaches_symbols(host):
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "python"))
+    import hotpatch
+    with hotpatch.Client(pid=host.pid) as agent:
+        assert agent.var_get("count_i4", "int") == 40
+        assert agent.var_set("globals_host:total_l8", 5, "long")["old"] == 8000000000
+        assert agent.var_get("ratio_d8", "double") == 0.25
+        with pytest.raises(hotpatch.RefusedError, match="not aligned"):
+            agent.var_get("odd_word", "int")
+    assert printed(host)["l8"] == "5"

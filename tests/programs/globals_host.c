@@ -10,6 +10,7 @@
  * It exits at end of input.
  *
  * The globals cover each size of the var types (bool 1, int/float 4, long/double 8), a
+ * 2-byte one (no var type has that size: refused), a
  * read-only one in .rodata, one in RELRO (a const pointer, relocated at load and then
  * protected), an unaligned one (asm: a 4-byte object at an odd address), a thread-local, a
  * name defined twice (here and in libglobals_lib.so: ambiguous unless qualified), and a
@@ -28,6 +29,7 @@ __attribute__((used)) static int count_i4 = 40;
 __attribute__((used)) static long total_l8 = 8000000000L;
 __attribute__((used)) static double ratio_d8 = 0.25;
 __attribute__((used)) static float scale_f4 = 1.5f;
+__attribute__((used)) static short half_s2 = 2;           /* no var type has 2 bytes */
 __attribute__((used)) static const int limit_ro = 7;
 __attribute__((used)) static int *const pointer_relro = &count_i4;
 __attribute__((used)) static __thread int per_thread_tls = 3;

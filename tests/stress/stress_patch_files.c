@@ -27,7 +27,9 @@
  *
  * Exit 0 when every check held, 1 otherwise (with what was seen).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
