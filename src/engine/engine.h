@@ -127,6 +127,8 @@ int hp_patch_library_busy(const char *library, const struct hp_range *ranges, si
 /* Counters for tests and the benchmark. */
 struct hp_patch_stats {
     unsigned long stops;            /* thread stops performed */
+    unsigned long stops_let_go;     /* of those, let go without a write: a thread was inside
+                                     * a site (or on an alternate stack), so it was retried */
     unsigned long stopped_pokes;    /* code writes, each done while every thread was stopped */
     unsigned long relay_stores;     /* retargets done with one atomic store */
     unsigned long dropped;          /* records dropped because their code was unloaded */

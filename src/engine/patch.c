@@ -677,6 +677,7 @@ static int write_site_stopped(struct patched *p, const uint8_t *code, char *why,
         hp_threads_resume(&stopped);
         if (found == 0)
             return rc;
+        stats.stops_let_go++;
         if (found == -EAGAIN && attempt + 1 < STOP_ATTEMPTS) {
             /* A thread in a handler on an alternate stack: retry as for a PC inside. */
             sleep_ms(attempt < 5 ? 1 << attempt : 50);
@@ -1119,6 +1120,7 @@ static int write_batch(struct batch_item *items, size_t n, char *why, size_t why
                 items[i].p->subs_at_write = subs;
             return rc;
         }
+        stats.stops_let_go++;
         if (found < 0) {
             snprintf(why, why_cap, "cannot check the threads before writing the patch's code: "
                      "%s; nothing changed", scan_why);

@@ -890,7 +890,11 @@ int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure 
         snprintf(out->why, sizeof out->why, "cannot read /proc/self/status");
         return -1;
     }
-    if (hp_stop_status_dec(status, "TracerPid", &tracer) && tracer != 0) {
+    /* Our own helper shows as the tracer while it is still letting the last stop's threads go;
+     * request_stop hands it this stop directly. Taking it for a debugger would send this stop
+     * to the signal fallback, whose EINTRs the program would see. */
+    if (hp_stop_status_dec(status, "TracerPid", &tracer) && tracer != 0 &&
+        !(ctl.owner == getpid() && tracer == atomic_load(&ctl.alive))) {
         *kind = HP_STOP_FAIL_NOT_NOW;
         snprintf(out->why, sizeof out->why, "the process is traced by process %ld (a debugger)",
                  tracer);

@@ -20,10 +20,10 @@
  * (a thread still inside the patch's code) is sent again until it is unloaded, as an operator
  * would; those retries are counted.
  *
- * The session's receive has a timeout (SO_RCVTIMEO), and on this kernel the main thread's
- * blocked recv() sometimes returns EINTR when the agent stops the threads, even under the
- * ptrace stop: it is retried and the count printed (the stop's own probes, stop_probe.c, are
- * where that is judged).
+ * The session's receive has a timeout (SO_RCVTIMEO), so a stop that interrupted the main
+ * thread's blocked recv() makes it fail with EINTR unless the stop rewinds it; a revert makes
+ * two stops back to back, which is where a rewind was once lost. An EINTR seen here is counted,
+ * retried, and fails the run: the program must not see the stops.
  *
  * Exit 0 when every check held, 1 otherwise (with what was seen).
  */
@@ -113,7 +113,7 @@ static bool read_reply(char *out, size_t cap)
             return false;
         ssize_t n = recv(session_fd, buffer + buffered, sizeof buffer - buffered, 0);
         if (n < 0 && errno == EINTR) {
-            interrupted_receives++;     /* see the note at the top; counted, then retried */
+            interrupted_receives++;     /* see the note at the top: a failure, after the run */
             continue;
         }
         if (n < 0)
@@ -237,7 +237,7 @@ int main(int argc, char **argv)
     hotpatch_stop();
     if (rc != 0 || !original || atomic_load(&run.mixed_while_stable) ||
         atomic_load(&run.wrong_version) || atomic_load(&run.torn) ||
-        atomic_load(&run.checked) == 0)
+        atomic_load(&run.checked) == 0 || interrupted_receives)
         return 1;
     return 0;
 }
