@@ -1,7 +1,11 @@
 /*
  * bench_patch.c — what a patched call costs, and how long an upgrade takes (issue 3, item 8).
  *
- * Usage: bench_patch [--smoke | --scaling]
+ * Usage: bench_patch [--smoke | --scaling [--sizes N,N,...] [--ptrace-only] [--profile]]
+ *   --sizes        the thread counts of the scaling section (default 64,256,1000,4000,10000)
+ *   --ptrace-only  skip the signal stop's column
+ *   --profile      also print where the ptrace stop's time goes, per thread and stop
+ *   --compare-listing  also measure each size with /proc/PID/task listed at every stop
  *
  * Call cost, in ns per call of a ~1 ns function ((a + b) * k), median of ROUNDS rounds of CALLS
  * calls each, every variant measured in the same run and interleaved round by round so that
@@ -276,11 +280,31 @@ static double pair_ms(const char *method, int reps, char *why)
     return median(v, reps);
 }
 
+static int custom_sizes[5], n_custom_sizes;   /* --sizes */
+static bool ptrace_only, profile;              /* --ptrace-only, --profile */
+static bool compare_listing;                   /* --compare-listing */
+
+/* Prints where the ptrace stop's time went since `before`, per thread held and stop. */
+static void print_profile(int threads, const struct hp_stop_profile *before)
+{
+    struct hp_stop_profile now;
+    hp_ptrace_profile(&now);
+    double n = (double)(now.threads - before->threads);
+    if (n <= 0)
+        return;
+    printf("  %d threads, ptrace stop per thread per stop (%lu stops): list %.2f us, seize + "
+           "interrupt %.2f us, wait %.2f us, regs %.2f us, release %.2f us\n", threads,
+           now.stops - before->stops, (now.list_ns - before->list_ns) / n / 1e3,
+           (now.seize_ns - before->seize_ns) / n / 1e3, (now.wait_ns - before->wait_ns) / n / 1e3,
+           (now.regs_ns - before->regs_ns) / n / 1e3,
+           (now.release_ns - before->release_ns) / n / 1e3);
+}
+
 static int scaling(bool smoke)
 {
     static const int full[] = {64, 256, 1000, 4000, 10000}, quick[] = {64, 256};
-    const int *sizes = smoke ? quick : full;
-    int n_sizes = smoke ? 2 : 5;
+    const int *sizes = n_custom_sizes ? custom_sizes : smoke ? quick : full;
+    int n_sizes = n_custom_sizes ? n_custom_sizes : smoke ? 2 : 5;
     int biggest = sizes[n_sizes - 1];
     long pid_max = read_long("/proc/sys/kernel/pid_max");
     long threads_max = read_long("/proc/sys/kernel/threads-max");
@@ -324,11 +348,29 @@ static int scaling(bool smoke)
             break;
         usleep(200000 + (useconds_t)want * 20);    /* let them all reach their call */
         int reps = smoke ? 3 : want >= 4000 ? 7 : 21;
+        struct hp_stop_profile before;
+        hp_ptrace_profile(&before);
         ptrace_ms[k] = pair_ms("ptrace", reps, why);
         if (ptrace_ms[k] < 0)
             printf("  %d threads, ptrace: refused: %s\n", want, why);
-        signal_ms[k] = pair_ms("signal", smoke ? 3 : want >= 4000 ? 3 : 7, why);
-        if (signal_ms[k] < 0)
+        if (profile)
+            print_profile(want, &before);
+        if (compare_listing) {
+            /* The same pairs with the listing of /proc/PID/task at every stop, interleaved
+             * with the default so that the machine's load hits both alike. */
+            double with[5], without[5];
+            for (int round = 0; round < 5; round++) {
+                hp_ptrace_guess_last_threads(false);
+                without[round] = pair_ms("ptrace", reps, why);
+                hp_ptrace_guess_last_threads(true);
+                with[round] = pair_ms("ptrace", reps, why);
+            }
+            printf("  %d threads: listing every stop %.2f ms, last stop's threads first %.2f ms "
+                   "(medians of 5 rounds of %d pairs)\n", want, median(without, 5),
+                   median(with, 5), reps);
+        }
+        signal_ms[k] = ptrace_only ? -2 : pair_ms("signal", smoke ? 3 : want >= 4000 ? 3 : 7, why);
+        if (signal_ms[k] == -1)
             printf("  %d threads, signal: refused: %s\n", want, why);
         reached = k + 1;
     }
@@ -355,7 +397,8 @@ static int scaling(bool smoke)
         snprintf(p, sizeof p, ptrace_ms[k] < 0 ? "refused" : "%.2f", ptrace_ms[k]);
         snprintf(per, sizeof per, ptrace_ms[k] < 0 ? "-" : "%.2f",
                  ptrace_ms[k] * 1000.0 / sizes[k]);
-        snprintf(sg, sizeof sg, signal_ms[k] < 0 ? "refused" : "%.2f", signal_ms[k]);
+        snprintf(sg, sizeof sg, signal_ms[k] == -2 ? "-" : signal_ms[k] < 0 ? "refused" : "%.2f",
+                 signal_ms[k]);
         printf("| %d | %s | %s | %s |\n", sizes[k], p, per, sg);
     }
     printf("\nTargets (ptrace stop): 256 threads <= 5 ms: %s; 1,000 <= 20 ms: %s.\n",
@@ -368,8 +411,30 @@ static int scaling(bool smoke)
 int main(int argc, char **argv)
 {
     bool smoke = argc > 1 && strcmp(argv[1], "--smoke") == 0;
-    if (argc > 1 && strcmp(argv[1], "--scaling") == 0)
+    if (argc > 1 && strcmp(argv[1], "--scaling") == 0) {
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--ptrace-only") == 0) {
+                ptrace_only = true;
+            } else if (strcmp(argv[i], "--profile") == 0) {
+                profile = true;
+            } else if (strcmp(argv[i], "--compare-listing") == 0) {
+                compare_listing = true;
+            } else if (strcmp(argv[i], "--sizes") == 0 && i + 1 < argc) {
+                char *p = argv[++i];
+                while (*p && n_custom_sizes < 5) {
+                    long v = strtol(p, &p, 10);
+                    if (v < 3)
+                        return die("--sizes", "each size must be at least 3");
+                    custom_sizes[n_custom_sizes++] = (int)v;
+                    p += *p == ',';
+                }
+            } else {
+                return die("usage", "bench_patch --scaling [--sizes N,N,...] [--ptrace-only] "
+                           "[--profile] [--compare-listing]");
+            }
+        }
         return scaling(false);       /* the thread scaling section only */
+    }
     if (smoke)
         calls_per_round = 200 * 1000, rounds = 3;
     char why[HP_ERROR_MAX] = "";
