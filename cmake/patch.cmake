@@ -160,11 +160,15 @@ foreach(probe sleepers signalfd rtqueue blocker altstack)
     set_tests_properties(stop_${probe}_signal PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
   endif()
 endforeach()
-# Thread scaling: 4,000 threads (64 KiB stacks); under ASan 1,000 (the sanitizers' threads are
+# Thread scaling: 4,000 and 10,000 threads (64 KiB stacks); under ASan 1,000 (the sanitizers' threads are
 # heavier, and TSan caps live threads: not registered there).
 if(HOTPATCH_SANITIZE STREQUAL "")
   add_test(NAME stop_threads_4000 COMMAND stop_probe threads 20 4000)
   set_tests_properties(stop_threads_4000 PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE)
+  # 10,000 threads: 10 upgrade + rollback pairs (about 20 s on a loaded 2-core machine).
+  add_test(NAME stop_threads_10000 COMMAND stop_probe threads 10 10000)
+  set_tests_properties(stop_threads_10000 PROPERTIES TIMEOUT 1200 RUN_SERIAL TRUE
+    SKIP_RETURN_CODE 77)
 elseif(HOTPATCH_SANITIZE STREQUAL "address")
   add_test(NAME stop_threads_1000 COMMAND stop_probe threads 20 1000)
   set_tests_properties(stop_threads_1000 PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE)
