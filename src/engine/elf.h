@@ -48,9 +48,15 @@ struct hp_elf_symbol {
     bool hidden;                     /* a non-default version (NAME@V rather than NAME@@V) */
     bool dynamic;                    /* from .dynsym */
 };
-/* Visits every defined symbol (any type) of .symtab and .dynsym until visit returns true. */
+/* Visits every defined symbol (any type but STT_TLS) of .symtab and .dynsym until visit
+ * returns true. */
 void hp_elf_each_symbol(const struct hp_elf *f,
                         bool (*visit)(const struct hp_elf_symbol *s, void *ctx), void *ctx);
+/* The same, thread-locals (STT_TLS, whose st_value is no address) included: for a search that
+ * must name them to refuse them. */
+void hp_elf_each_symbol_with_tls(const struct hp_elf *f,
+                                 bool (*visit)(const struct hp_elf_symbol *s, void *ctx),
+                                 void *ctx);
 
 /* ---- the loaded objects (dl_iterate_phdr; takes the loader's lock) ---------------------------- */
 

@@ -264,6 +264,18 @@ struct hp_symbol_scope {
  */
 int hp_symbol_resolve(const char *func, const struct hp_symbol_scope *scope,
                       struct hp_symbol *out, char *why, size_t why_cap);
+/*
+ * Resolves VARIABLE ("name" or "object:name", object "" for the main program) among the data
+ * symbols (STT_OBJECT, STT_COMMON, sized STT_NOTYPE) of the same tables; out->size is its
+ * st_size. An exported variable the loader binds the process to wins over the copies it
+ * shadows. Returns 0; -ENOENT unknown; -EEXIST ambiguous; -EINVAL bad form, a function's name,
+ * a thread-local (STT_TLS) or an unsized symbol. Not thread-safe: one caller at a time.
+ */
+int hp_symbol_resolve_data(const char *variable, const struct hp_symbol_scope *scope,
+                           struct hp_symbol *out, char *why, size_t why_cap);
+/* The protection (PROT_*) every byte of [address, address + len) has, read afresh from
+ * /proc/self/maps (the bits all its mappings share); -1 when any byte is unmapped. */
+int hp_memory_protection(uintptr_t address, size_t len);
 /* Resolves symbol `name` defined by the object loaded with dlopen handle (no registry). */
 int hp_symbol_in_library(void *handle, const char *name, struct hp_symbol *out, char *why,
                          size_t why_cap);

@@ -273,7 +273,7 @@ def test_a_descriptor_is_loaded_only_by_lib_load_and_only_if_trusted(spawn, publ
     good = os.open(LIB / "libadd_func_patch1.so", os.O_RDONLY)
     try:
         reply = request(server.socket, "var list", [good])
-        assert reply == "error: 'var list' takes no file descriptor (only 'lib load' does); send " \
+        assert reply == "error: 'var list' takes no file descriptor (only 'lib load' and 'patch apply' do); send " \
                         "the request without one\n"
         reply = request(server.socket, "lib load p1 /shown/name.so", [good, good])
         assert reply.startswith("error: more than one file descriptor came with the request")

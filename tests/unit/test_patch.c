@@ -1094,7 +1094,11 @@ static void test_symbols(void **state)
     assert_int_equal(hp_func_resolve("test_patch:shared_name", &sym, why, sizeof why), 0);
     assert_ptr_equal(sym.address, (void *)shared_name);
     assert_int_equal(hp_func_resolve("nolib.so:shared_name", &sym, why, sizeof why), -ENOENT);
-    assert_int_equal(hp_func_resolve(":x", &sym, why, sizeof why), -EINVAL);
+    assert_int_equal(hp_func_resolve(":shared_name", &sym, why, sizeof why), 0);  /* "": main */
+    assert_ptr_equal(sym.address, (void *)shared_name);
+    assert_int_equal(hp_func_resolve(":no_such_function_x", &sym, why, sizeof why), -ENOENT);
+    assert_non_null(strstr(why, "of the main program"));
+    assert_int_equal(hp_func_resolve(":", &sym, why, sizeof why), -EINVAL);
 
     assert_int_equal(hp_symbol_in_library(far_lib(), "far_replacement", &sym, why, sizeof why), 0);
     assert_true(sym.size > 0);
