@@ -140,6 +140,25 @@ HP_STOPPED_WINDOW static int fail(struct helper_ctl *c, int stage, long err, pid
     return -1;
 }
 
+/* A seized task that is not one of ours: PTRACE_DETACH needs it in a stop, so it is
+ * interrupted, waited for and let go at once, with no signal taken from it. */
+HP_STOPPED_WINDOW static void let_foreign_go(pid_t tid)
+{
+    if (hp_sys_failed(ptrace4(PTRACE_INTERRUPT, tid, 0, 0)))
+        return;
+    for (;;) {
+        int status = 0;
+        long pid = hp_sys4(SYS_wait4, tid, (long)&status, __WALL, 0);
+        if (pid == -EINTR)
+            continue;
+        if (hp_sys_failed(pid) || !WIFSTOPPED(status))
+            return;
+        int sig = (status >> 16) == 0 ? WSTOPSIG(status) : 0;   /* a signal came first */
+        ptrace4(PTRACE_DETACH, tid, 0, sig);
+        return;
+    }
+}
+
 /* Seizes and interrupts entries [first, count). Returns how many more are now held, or -1. */
 HP_STOPPED_WINDOW static long seize_new(struct helper_ctl *c, size_t first, size_t *settled)
 {
@@ -147,7 +166,9 @@ HP_STOPPED_WINDOW static long seize_new(struct helper_ctl *c, size_t first, size
     long held = 0;
     for (size_t i = first; i < a->count; i++) {
         struct hp_traced *t = &a->traced[i];
-        long rc = ptrace4(PTRACE_SEIZE, t->tid, 0, 0);
+        /* A tid from the last stop's list that no longer names one of our threads. */
+        long rc = hp_sys_failed(hp_sys3(SYS_tgkill, c->tgid, t->tid, 0))
+                      ? -ESRCH : ptrace4(PTRACE_SEIZE, t->tid, 0, 0);
         if (rc == -EPERM) {
             /* A zombie (a leader that called pthread_exit) or an io_uring worker cannot be
              * seized: neither ever runs user code. */
@@ -165,9 +186,9 @@ HP_STOPPED_WINDOW static long seize_new(struct helper_ctl *c, size_t first, size
         if (hp_sys_failed(rc))
             return fail(c, STAGE_SEIZE, rc, t->tid);
         if (hp_sys_failed(hp_sys3(SYS_tgkill, c->tgid, t->tid, 0))) {
-            /* The tid (from the last stop's list) now names another process's thread: let
-             * it go untouched (a seize alone neither stops nor signals it). */
-            ptrace4(PTRACE_DETACH, t->tid, 0, 0);
+            /* Between the check and the seize the tid went to another process's thread
+             * (an exit, a reap and a wrap of the pid space within microseconds): let it go. */
+            let_foreign_go(t->tid);
             t->status = HP_TRACED_GONE;
             (*settled)++;
             continue;
