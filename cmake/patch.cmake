@@ -37,8 +37,9 @@ target_link_libraries(test_patch PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA
 target_include_directories(test_patch PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(test_patch PRIVATE _GNU_SOURCE
   PATCH_TEST_FAR_LIB="$<TARGET_FILE:patch_test_far>"
-  PATCH_TEST_UNLOAD_LIB="$<TARGET_FILE:patch_test_unload>")
-add_dependencies(test_patch patch_test_far patch_test_unload)
+  PATCH_TEST_UNLOAD_LIB="$<TARGET_FILE:patch_test_unload>"
+  SHAPE_PLUGIN_A="$<TARGET_FILE:shape_plugin_a>" SHAPE_PLUGIN_B="$<TARGET_FILE:shape_plugin_b>")
+add_dependencies(test_patch patch_test_far patch_test_unload shape_plugin_a shape_plugin_b)
 add_test(NAME unit_patch COMMAND test_patch)
 set_tests_properties(unit_patch PROPERTIES TIMEOUT 120)
 
