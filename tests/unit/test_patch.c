@@ -243,8 +243,12 @@ static void test_far_replacement_uses_relay(void **state)
     hp_patch_find((void *)target_add, read_view, &s);
     assert_true(s.via_relay);
     /* target_add has 6 bytes to spare: the site itself is `jmp *cell(%rip)` (one jump). */
-    assert_int_equal(site[0], 0xFF);
-    assert_int_equal(site[1], 0x25);
+    /* Read through memcpy: an instrumented `site[1]` makes the compiler compute target_add+5
+     * in the code, which the branch proof (rightly) takes as a pointer into the site. */
+    uint8_t head[2];
+    memcpy(head, site, sizeof head);
+    assert_int_equal(head[0], 0xFF);
+    assert_int_equal(head[1], 0x25);
     assert_true(hp_arch_indirect_reaches(site, hp_arch_indirect_cell(site, site)));
 
     /* far -> far: one atomic store, no code written */
@@ -956,7 +960,11 @@ static void test_batch_goes_in_and_out_in_one_stop(void **state)
     hp_patch_get_stats(&after);
     assert_int_equal(atomic_load(&run.mixed), 0);
     assert_true(atomic_load(&run.iterations) > 0);
-    assert_int_equal(after.stops - before.stops, 400);        /* one stop per apply, per revert */
+    /* One stop per apply and per revert for its three writes (a stop is tried again when a
+     * caller is inside a site's first bytes, as happens under ASan's slower code): far fewer
+     * than the 1,200 that a stop per write would take. */
+    assert_int_equal(after.stopped_pokes - before.stopped_pokes, 1200);
+    assert_in_range(after.stops - before.stops, 400, 599);
     assert_int_equal(trio_a(0) + trio_b(0) + trio_c(0), 6);
 
     /* All or nothing: a batch whose third target cannot be patched changes nothing. */
