@@ -37,8 +37,9 @@ target_link_libraries(test_patch PRIVATE hotpatch_static PkgConfig::PATCH_CMOCKA
 target_include_directories(test_patch PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_compile_definitions(test_patch PRIVATE _GNU_SOURCE
   PATCH_TEST_FAR_LIB="$<TARGET_FILE:patch_test_far>"
-  PATCH_TEST_UNLOAD_LIB="$<TARGET_FILE:patch_test_unload>")
-add_dependencies(test_patch patch_test_far patch_test_unload)
+  PATCH_TEST_UNLOAD_LIB="$<TARGET_FILE:patch_test_unload>"
+  SHAPE_PLUGIN_A="$<TARGET_FILE:shape_plugin_a>" SHAPE_PLUGIN_B="$<TARGET_FILE:shape_plugin_b>")
+add_dependencies(test_patch patch_test_far patch_test_unload shape_plugin_a shape_plugin_b)
 add_test(NAME unit_patch COMMAND test_patch)
 set_tests_properties(unit_patch PROPERTIES TIMEOUT 120)
 
@@ -160,11 +161,15 @@ foreach(probe sleepers signalfd rtqueue blocker altstack)
     set_tests_properties(stop_${probe}_signal PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
   endif()
 endforeach()
-# Thread scaling: 4,000 threads (64 KiB stacks); under ASan 1,000 (the sanitizers' threads are
+# Thread scaling: 4,000 and 10,000 threads (64 KiB stacks); under ASan 1,000 (the sanitizers' threads are
 # heavier, and TSan caps live threads: not registered there).
 if(HOTPATCH_SANITIZE STREQUAL "")
   add_test(NAME stop_threads_4000 COMMAND stop_probe threads 20 4000)
   set_tests_properties(stop_threads_4000 PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE)
+  # 10,000 threads: 10 upgrade + rollback pairs (about 20 s on a loaded 2-core machine).
+  add_test(NAME stop_threads_10000 COMMAND stop_probe threads 10 10000)
+  set_tests_properties(stop_threads_10000 PROPERTIES TIMEOUT 1200 RUN_SERIAL TRUE
+    SKIP_RETURN_CODE 77)
 elseif(HOTPATCH_SANITIZE STREQUAL "address")
   add_test(NAME stop_threads_1000 COMMAND stop_probe threads 20 1000)
   set_tests_properties(stop_threads_1000 PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE)

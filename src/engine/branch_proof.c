@@ -817,9 +817,9 @@ int hp_branch_proof(const char *name, const uint8_t *entry, size_t size, size_t 
     struct object_index *ix = object_of(name, (uintptr_t)entry, &f, why, why_cap);
     if (!ix)
         return -EINVAL;
-    int rc = 0;
+    int rc = still_the_function(ix, &f, name, (uintptr_t)entry, size, why, why_cap);
     uintptr_t site = (uintptr_t)entry + skip, cut_end = 0;
-    if (!range_of(ix, (uintptr_t)entry)) {
+    if (rc == 0 && !range_of(ix, (uintptr_t)entry)) {
         snprintf(why, why_cap, "%s is not in an executable section of %s", name, ix->shown);
         rc = -EINVAL;
     }
@@ -836,8 +836,6 @@ int hp_branch_proof(const char *name, const uint8_t *entry, size_t size, size_t 
                                     (const uint8_t *)limit, &cut_end, why, why_cap);
     if (rc == 0)
         rc = nothing_lands_inside(ix, &f, name, (uintptr_t)entry, site, cut_end, why, why_cap);
-    if (rc == 0)
-        rc = still_the_function(ix, &f, name, (uintptr_t)entry, size, why, why_cap);
     hp_elf_close(&f);
     return rc;
 }

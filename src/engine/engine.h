@@ -218,6 +218,21 @@ const char *hp_threads_stop_fallback_reason(void);
 /* Tests and settings: "auto" (default; HOTPATCH_STOP overrides), "ptrace" (never fall back)
  * or "signal". 0, or -EINVAL for another word. Engine lock. */
 int hp_threads_stop_prefer(const char *method);
+/* Where the ptrace stop's time goes (bench/bench_patch.c --profile): sums over every stop of
+ * this process, in ns, as the helper measured them. Read with the engine idle. */
+struct hp_stop_profile {
+    unsigned long stops;        /* stops the helper made */
+    unsigned long threads;      /* threads held, summed over the stops */
+    long long list_ns;          /* reading /proc/PID/task (and its count in status) */
+    long long seize_ns;         /* PTRACE_SEIZE + PTRACE_INTERRUPT */
+    long long wait_ns;          /* wait4 until every thread is in its stop */
+    long long regs_ns;          /* PTRACE_GETREGSET */
+    long long release_ns;       /* rewinding and PTRACE_DETACH */
+};
+void hp_ptrace_profile(struct hp_stop_profile *out);
+/* The benchmark's before/after comparison: false makes every ptrace stop list /proc/PID/task
+ * instead of trying the last stop's threads first (the default, true). Engine idle. */
+void hp_ptrace_guess_last_threads(bool on);
 
 /* ---- symbols.c: name -> address -------------------------------------------------------- */
 

@@ -11,7 +11,9 @@
  *
  * Usage: session_host [THREADS]   (default 16). Prints `ready` once the threads run.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>

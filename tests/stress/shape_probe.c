@@ -123,17 +123,17 @@ static void coroutine_main(unsigned lo, unsigned hi)
     }
 }
 
-/* In a function of its own: getcontext returns twice as far as the compiler knows, so no
- * loop variable of the caller may live across it (-Wclobbered). */
-static void prepare_coroutine(struct coroutine *c, ucontext_t *scheduler)
+/* getcontext returns twice: kept in a function of its own, with nothing changed after it. */
+NOINLINE static void init_coroutine(struct coroutine *c, ucontext_t *scheduler)
 {
+    const uintptr_t p = (uintptr_t)c;
+    void *stack = malloc(CORO_STACK);
+    c->scheduler = scheduler;
+    c->seed = (unsigned)p;
     getcontext(&c->self);
-    c->self.uc_stack.ss_sp = malloc(CORO_STACK);
+    c->self.uc_stack.ss_sp = stack;
     c->self.uc_stack.ss_size = CORO_STACK;
     c->self.uc_link = NULL;
-    c->scheduler = scheduler;
-    c->seed = (unsigned)(uintptr_t)c;
-    uintptr_t p = (uintptr_t)c;
     makecontext(&c->self, (void (*)(void))coroutine_main, 2, (unsigned)(p & 0xffffffffu),
                 (unsigned)(p >> 32));
 }
@@ -143,7 +143,7 @@ static void *scheduler_main(void *arg)
     struct coroutine *cs = arg;
     ucontext_t scheduler;
     for (int i = 0; i < COROUTINES; i++)
-        prepare_coroutine(&cs[i], &scheduler);
+        init_coroutine(&cs[i], &scheduler);
     while (atomic_load(&running)) {
         for (int i = 0; i < COROUTINES; i++) {
             current = &cs[i];
