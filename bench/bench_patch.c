@@ -1,7 +1,16 @@
 /*
  * bench_patch.c — what a patched call costs, and how long an upgrade takes (issue 3, item 8).
  *
- * Usage: bench_patch [--smoke | --scaling]
+ * Usage: bench_patch [--smoke | --scaling [--sizes N,N,...] [--ptrace-only] [--profile]]
+ *   --sizes        the thread counts of the scaling section (default 64,256,1000,4000,10000)
+ *   --ptrace-only  skip the signal stop's column
+ *   --profile      also print where the ptrace stop's time goes, per thread and stop
+ *   --compare-listing  also measure each size with /proc/PID/task listed at every stop
+ * Usage: bench_patch --ptrace-floor [N]
+ *   what the kernel alone charges per thread to stop N threads blocked in futex (default
+ *   1,000) with ptrace from another process, step by step (seize, interrupt, wait4,
+ *   GETREGSET, detach), and with the threads kept seized (interrupt ... PTRACE_CONT): the
+ *   floor under the engine's own figure on this machine
  *
  * Call cost, in ns per call of a ~1 ns function ((a + b) * k), median of ROUNDS rounds of CALLS
  * calls each, every variant measured in the same run and interleaved round by round so that
@@ -30,8 +39,17 @@
  * no slower than a pointer call. The process exits 1 when a patched call returns a wrong result
  * (the figures would be meaningless), never because of timing (machines are noisy).
  */
+#include <dirent.h>
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
+#include <linux/futex.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -276,11 +294,31 @@ static double pair_ms(const char *method, int reps, char *why)
     return median(v, reps);
 }
 
+static int custom_sizes[5], n_custom_sizes;   /* --sizes */
+static bool ptrace_only, profile;              /* --ptrace-only, --profile */
+static bool compare_listing;                   /* --compare-listing */
+
+/* Prints where the ptrace stop's time went since `before`, per thread held and stop. */
+static void print_profile(int threads, const struct hp_stop_profile *before)
+{
+    struct hp_stop_profile now;
+    hp_ptrace_profile(&now);
+    double n = (double)(now.threads - before->threads);
+    if (n <= 0)
+        return;
+    printf("  %d threads, ptrace stop per thread per stop (%lu stops): list %.2f us, seize + "
+           "interrupt %.2f us, wait %.2f us, regs %.2f us, release %.2f us\n", threads,
+           now.stops - before->stops, (now.list_ns - before->list_ns) / n / 1e3,
+           (now.seize_ns - before->seize_ns) / n / 1e3, (now.wait_ns - before->wait_ns) / n / 1e3,
+           (now.regs_ns - before->regs_ns) / n / 1e3,
+           (now.release_ns - before->release_ns) / n / 1e3);
+}
+
 static int scaling(bool smoke)
 {
     static const int full[] = {64, 256, 1000, 4000, 10000}, quick[] = {64, 256};
-    const int *sizes = smoke ? quick : full;
-    int n_sizes = smoke ? 2 : 5;
+    const int *sizes = n_custom_sizes ? custom_sizes : smoke ? quick : full;
+    int n_sizes = n_custom_sizes ? n_custom_sizes : smoke ? 2 : 5;
     int biggest = sizes[n_sizes - 1];
     long pid_max = read_long("/proc/sys/kernel/pid_max");
     long threads_max = read_long("/proc/sys/kernel/threads-max");
@@ -324,11 +362,29 @@ static int scaling(bool smoke)
             break;
         usleep(200000 + (useconds_t)want * 20);    /* let them all reach their call */
         int reps = smoke ? 3 : want >= 4000 ? 7 : 21;
+        struct hp_stop_profile before;
+        hp_ptrace_profile(&before);
         ptrace_ms[k] = pair_ms("ptrace", reps, why);
         if (ptrace_ms[k] < 0)
             printf("  %d threads, ptrace: refused: %s\n", want, why);
-        signal_ms[k] = pair_ms("signal", smoke ? 3 : want >= 4000 ? 3 : 7, why);
-        if (signal_ms[k] < 0)
+        if (profile)
+            print_profile(want, &before);
+        if (compare_listing) {
+            /* The same pairs with the listing of /proc/PID/task at every stop, interleaved
+             * with the default so that the machine's load hits both alike. */
+            double with[5], without[5];
+            for (int round = 0; round < 5; round++) {
+                hp_ptrace_guess_last_threads(false);
+                without[round] = pair_ms("ptrace", reps, why);
+                hp_ptrace_guess_last_threads(true);
+                with[round] = pair_ms("ptrace", reps, why);
+            }
+            printf("  %d threads: listing every stop %.2f ms, last stop's threads first %.2f ms "
+                   "(medians of 5 rounds of %d pairs)\n", want, median(without, 5),
+                   median(with, 5), reps);
+        }
+        signal_ms[k] = ptrace_only ? -2 : pair_ms("signal", smoke ? 3 : want >= 4000 ? 3 : 7, why);
+        if (signal_ms[k] == -1)
             printf("  %d threads, signal: refused: %s\n", want, why);
         reached = k + 1;
     }
@@ -355,7 +411,8 @@ static int scaling(bool smoke)
         snprintf(p, sizeof p, ptrace_ms[k] < 0 ? "refused" : "%.2f", ptrace_ms[k]);
         snprintf(per, sizeof per, ptrace_ms[k] < 0 ? "-" : "%.2f",
                  ptrace_ms[k] * 1000.0 / sizes[k]);
-        snprintf(sg, sizeof sg, signal_ms[k] < 0 ? "refused" : "%.2f", signal_ms[k]);
+        snprintf(sg, sizeof sg, signal_ms[k] == -2 ? "-" : signal_ms[k] < 0 ? "refused" : "%.2f",
+                 signal_ms[k]);
         printf("| %d | %s | %s | %s |\n", sizes[k], p, per, sg);
     }
     printf("\nTargets (ptrace stop): 256 threads <= 5 ms: %s; 1,000 <= 20 ms: %s.\n",
@@ -365,11 +422,131 @@ static int scaling(bool smoke)
     return rc;
 }
 
+/* ---- the kernel's floor for a ptrace stop ----------------------------------------------------- */
+
+static int floor_word;
+
+static void *floor_sleeper(void *arg)
+{
+    (void)arg;
+    for (;;)
+        syscall(SYS_futex, &floor_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    return NULL;
+}
+
+static void floor_wait_all(const pid_t *tids, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int status;
+        while (waitpid(tids[i], &status, __WALL) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+/* In the forked tracer: rounds of stops, step by step; per thread per stop, in us. */
+static void floor_measure(const pid_t *tids, int n, bool keep_seized, double *us)
+{
+    enum { ROUNDS = 20 };
+    struct user_regs_struct regs;
+    struct iovec iov = {&regs, sizeof regs};
+    double sum[5] = {0};
+    for (int i = 0; keep_seized && i < n; i++)
+        ptrace(PTRACE_SEIZE, tids[i], 0, 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        double t[6];
+        t[0] = now_ns();
+        for (int i = 0; !keep_seized && i < n; i++)
+            ptrace(PTRACE_SEIZE, tids[i], 0, 0);
+        t[1] = now_ns();
+        for (int i = 0; i < n; i++)
+            ptrace(PTRACE_INTERRUPT, tids[i], 0, 0);
+        t[2] = now_ns();
+        floor_wait_all(tids, n);
+        t[3] = now_ns();
+        for (int i = 0; i < n; i++)
+            ptrace(PTRACE_GETREGSET, tids[i], NT_PRSTATUS, &iov);
+        t[4] = now_ns();
+        for (int i = 0; i < n; i++)
+            ptrace(keep_seized ? PTRACE_CONT : PTRACE_DETACH, tids[i], 0, 0);
+        t[5] = now_ns();
+        for (int k = 0; k < 5; k++)
+            sum[k] += t[k + 1] - t[k];
+        usleep(2000);
+    }
+    for (int k = 0; k < 5; k++)
+        us[k] = sum[k] / ROUNDS / n / 1e3;
+}
+
+static int ptrace_floor(int n)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    for (int i = 0; i < n; i++) {
+        pthread_t t;
+        if (pthread_create(&t, &attr, floor_sleeper, NULL) != 0)
+            return die("ptrace floor", "cannot create the threads");
+    }
+    usleep(200000 + (useconds_t)n * 20);
+    pid_t *tids = calloc((size_t)n + 1, sizeof *tids);
+    int count = 0;
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *e;
+    while (tids && dir && (e = readdir(dir)) && count < n)
+        if (atoi(e->d_name) > 0 && atoi(e->d_name) != getpid())
+            tids[count++] = atoi(e->d_name);
+    if (dir)
+        closedir(dir);
+    prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);
+    fflush(stdout);
+    pid_t tracer = fork();
+    if (tracer == 0) {
+        double a[5], b[5];
+        floor_measure(tids, count, false, a);
+        floor_measure(tids, count, true, b);
+        printf("ptrace floor, %d threads blocked in futex, per thread per stop (us):\n"
+               "  seize %.2f, interrupt %.2f, wait4 %.2f, GETREGSET %.2f, detach %.2f: %.2f\n"
+               "  kept seized: interrupt %.2f, wait4 %.2f, GETREGSET %.2f, PTRACE_CONT %.2f: "
+               "%.2f\n", count, a[0], a[1], a[2], a[3], a[4], a[0] + a[1] + a[2] + a[3] + a[4],
+               b[1], b[2], b[3], b[4], b[1] + b[2] + b[3] + b[4]);
+        fflush(stdout);
+        _exit(0);
+    }
+    int status = 0;
+    if (tracer < 0 || waitpid(tracer, &status, 0) < 0 || !WIFEXITED(status))
+        return die("ptrace floor", "the tracer failed");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     bool smoke = argc > 1 && strcmp(argv[1], "--smoke") == 0;
-    if (argc > 1 && strcmp(argv[1], "--scaling") == 0)
+    if (argc > 1 && strcmp(argv[1], "--ptrace-floor") == 0)
+        return ptrace_floor(argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 1000);
+    if (argc > 1 && strcmp(argv[1], "--scaling") == 0) {
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--ptrace-only") == 0) {
+                ptrace_only = true;
+            } else if (strcmp(argv[i], "--profile") == 0) {
+                profile = true;
+            } else if (strcmp(argv[i], "--compare-listing") == 0) {
+                compare_listing = true;
+            } else if (strcmp(argv[i], "--sizes") == 0 && i + 1 < argc) {
+                char *p = argv[++i];
+                while (*p && n_custom_sizes < 5) {
+                    long v = strtol(p, &p, 10);
+                    if (v < 3)
+                        return die("--sizes", "each size must be at least 3");
+                    custom_sizes[n_custom_sizes++] = (int)v;
+                    p += *p == ',';
+                }
+            } else {
+                return die("usage", "bench_patch --scaling [--sizes N,N,...] [--ptrace-only] "
+                           "[--profile] [--compare-listing]");
+            }
+        }
         return scaling(false);       /* the thread scaling section only */
+    }
     if (smoke)
         calls_per_round = 200 * 1000, rounds = 3;
     char why[HP_ERROR_MAX] = "";

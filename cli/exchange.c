@@ -3,9 +3,10 @@
  *
  * The request goes in the JSON form even for plain output, because that form tells success
  * from failure without reading prose, which gives exit codes that mean something. Nothing is
- * sent before the agent is verified (verify.c). Every wait has a timeout. `lib load` sends the
- * library itself as a descriptor (the agent loads that very file, so it cannot be swapped
- * under its name) and turns a relative path into an absolute one, because the agent would
+ * sent before the agent is verified (verify.c). Every wait has a timeout. `lib load` and
+ * `patch apply` send the file itself as a descriptor (the agent loads that very file, so it
+ * cannot be swapped under its name, and a path the target cannot see still works) and turn a
+ * relative path into an absolute one, because the agent would
  * resolve a name against the target's working directory, not the operator's. Text printed to
  * a terminal is escaped (terminal.c) unless --raw is given.
  */
@@ -92,9 +93,17 @@ static const char *library_path_to_send(const char *path, char *buf, size_t cap,
     return path;
 }
 
-static bool is_lib_load(int argc, char **argv)
+/* The word that names a file to pass by descriptor: PATH of `lib load NAME PATH` and of
+ * `patch apply [--check] PATH`; -1 for other commands. */
+static int file_word(int argc, char **argv)
 {
-    return argc >= 4 && strcmp(argv[0], "lib") == 0 && strcmp(argv[1], "load") == 0;
+    if (argc >= 4 && strcmp(argv[0], "lib") == 0 && strcmp(argv[1], "load") == 0)
+        return 3;
+    if (argc < 3 || strcmp(argv[0], "patch") != 0 || strcmp(argv[1], "apply") != 0)
+        return -1;
+    if (argc == 3)
+        return 2;
+    return argc == 4 && strcmp(argv[2], "--check") == 0 ? 3 : -1;
 }
 
 int build_request(int argc, char **argv, struct request *req)
@@ -105,13 +114,14 @@ int build_request(int argc, char **argv, struct request *req)
     req->json_word = argc > 0 && strcmp(argv[0], "json") == 0;
     if (req->json_word)
         argc--, argv++;
+    int file = file_word(argc, argv);
     for (int i = 0; i < argc; i++) {
         const char *word = argv[i];
         if (strpbrk(word, "\r\n")) {
             say("argument %d contains a line break; a request is one line", i + 1);
             return EXIT_TROUBLE;
         }
-        if (i == 3 && is_lib_load(argc, argv)) {
+        if (i == file) {
             word = library_path_to_send(word, absolute, sizeof absolute, &req->passes_library);
             if (req->passes_library)
                 snprintf(req->library_path, sizeof req->library_path, "%s", word);

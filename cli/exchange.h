@@ -1,6 +1,7 @@
 /*
  * exchange.h — one request to one agent: forming the request line, reaching and verifying the
- * agent, sending (with the library of `lib load` attached), reading the reply and printing it.
+ * agent, sending (with the file of `lib load` or `patch apply` attached), reading the reply
+ * and printing it.
  *
  * The same code serves one target in the client's own process and each target of many in a
  * child process of its own (fleet.c), so what is printed for a target is the same either way.
@@ -20,7 +21,7 @@
 #define EXIT_TROUBLE 2
 #define LINE_LIMIT 4096             /* the agent's request limit (docs/protocol.md) */
 
-/* The request line and, for `lib load`, the library file to pass with it. */
+/* The request line and, for `lib load` and `patch apply`, the file to pass with it. */
 struct request {
     char line[LINE_LIMIT + 1];
     bool json_word;                 /* the words began with "json" (the same as --json) */
@@ -43,7 +44,7 @@ struct exchange_options {
  * 0, or 2 after saying why. */
 int build_request(int argc, char **argv, struct request *req);
 
-/* Opens the library `lib load` passes. 0, or 2 after saying why. */
+/* Opens the file `lib load` or `patch apply` passes. 0, or 2 after saying why. */
 int open_library(const char *path, int *fd_out);
 
 /* Whether the client's own stdout and stderr are terminals: plain text printed there is

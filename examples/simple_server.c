@@ -45,6 +45,14 @@ __attribute__((noinline)) int add_func(int a, int b)
     return a + b + bias;
 }
 
+/* How the age is shown: a second function a patch may replace together with add_func
+ * (examples/simple_server_fix.c). */
+__attribute__((noinline)) int shown_age(int years)
+{
+    volatile int bias = 0;
+    return years + bias;
+}
+
 /* SIGINT and SIGTERM end the loop, so the program exits normally and the agent removes its
  * socket (a process killed outright leaves it behind for the next start to replace). */
 static volatile sig_atomic_t stopping;
@@ -103,7 +111,7 @@ int main(int argc, char **argv)
         char name[sizeof user_name];
         hotpatch_get_string("user_name", name, sizeof name);
         printf("user_name=%s age=%d add_func(1, 2)=%d\n", name,
-               __atomic_load_n(&age, __ATOMIC_RELAXED), add_func(1, 2));
+               shown_age(__atomic_load_n(&age, __ATOMIC_RELAXED)), add_func(1, 2));
         sleep_ms(interval_ms);
     }
     hotpatch_stop();

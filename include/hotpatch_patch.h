@@ -20,9 +20,19 @@
  *     }
  *     HOTPATCH_REPLACE("add_func", add_func_fixed);
  *
- * Build it with CMake (`hotpatch_add_patch(fix_1234 fix.c FOR simple_server)`, which also
- * embeds the target's build-id) or by hand:
- *     cc -shared -fPIC -O2 -I/usr/include fix.c -o fix_1234.so
+ * Build it with CMake, which also embeds the target's build-id (read when the patch is built):
+ *     find_package(hotpatch 0.2 REQUIRED)
+ *     hotpatch_add_patch(fix_1234 SOURCES fix.c FOR simple_server)   # a target or a path
+ * and apply it with `hotpatch -p PID patch apply build/fix_1234.so`.
+ *
+ * Without CMake:
+ *     server=/path/to/server
+ *     id=$(readelf -n "$server" | sed -n 's/.*Build ID: //p')
+ *     printf '#include "hotpatch_patch.h"\nHOTPATCH_TARGET_BUILD_ID("%s", "%s");\n' \
+ *         "$(basename "$server")" "$id" > build_id.c
+ *     cc -shared -fPIC -O2 $(pkg-config --cflags hotpatch) fix.c build_id.c -o fix.so
+ *
+ * (without build_id.c, and the lines that make it, the patch checks no build-id).
  *
  * The macros (each may appear at file scope; INFO exactly once):
  *   HOTPATCH_PATCH_INFO(name, description)   the patch's name (unique in a process; 1-63 of
@@ -33,7 +43,12 @@
  *                                            function of this file with the same signature
  *   HOTPATCH_IMPORT(type, local, symbol)     defines `type *local`, set to the address of the
  *                                            process's `symbol` (a variable or a function,
- *                                            static ones too) before any replacement can run
+ *                                            static ones too; NAME or OBJECT:NAME, "" for the
+ *                                            main program) before any replacement can run. The
+ *                                            patch's constructors run before that (at load):
+ *                                            they must not read imports. A thread-local
+ *                                            variable cannot be imported (it has no one
+ *                                            address)
  *   HOTPATCH_TARGET_BUILD_ID(object, hex)    the patch was built for `object` (the executable's
  *                                            file name as in /proc/PID/exe, "" for the main
  *                                            program, or a library's file name) whose GNU

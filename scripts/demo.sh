@@ -3,7 +3,8 @@
 #
 # Starts build/bin/simple_server (it prints its variables and add_func(1, 2) every 500 ms),
 # changes it live with the hotpatch CLI, nc and JSON, upgrades and rolls back add_func
-# (scripts/demo_func.sh), and shows the program's own output changing; then the preload agent
+# (scripts/demo_func.sh), applies and reverts a two-function patch file (scripts/
+# demo_patch.sh), and shows the program's own output changing; then the preload agent
 # (scripts/demo_preload.sh) and attach (scripts/demo_attach.sh). Exits non-zero if any step
 # does not do what it shows.
 set -euo pipefail
@@ -69,6 +70,8 @@ run "$HOTPATCH" -p "$PID" lib unload m
 
 # Function upgrade and rollback on the same running process.
 "$(dirname "$0")/demo_func.sh" "$BUILD" "$PID" "$LOG"
+# A patch file: two functions applied, listed and reverted together.
+"$(dirname "$0")/demo_patch.sh" "$BUILD" "$PID" "$LOG"
 
 step "Stop the program: the agent removes its socket"
 kill -TERM "$PID"; wait "$PID" || true

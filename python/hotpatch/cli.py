@@ -8,8 +8,8 @@ Like the C client it sends one ``json ...`` request per run and prints the reply
 Exit status: 0 done, 1 refused by the agent, 2 usage error or agent unreachable.
 
 Like the C client it checks the agent before sending anything (``hotpatch.verify``), sends
-the library of ``lib load`` as a descriptor, and escapes control characters in text printed
-to a terminal unless ``--raw`` is given (``hotpatch.terminal``). It reads the reply as the C
+the file of ``lib load`` and ``patch apply`` as a descriptor, and escapes control characters
+in text printed to a terminal unless ``--raw`` is given (``hotpatch.terminal``). It reads the reply as the C
 client does (``hotpatch.creply``, a port of ``cli/json.c``), not with ``json``, so that a
 foreign server's odd reply is accepted, refused and shown exactly as the C client shows it.
 
@@ -79,9 +79,10 @@ USAGE = (
     "\n"
     "Commands (the agent's 'help' lists all of them):\n"
     "  var list | var get [TYPE] NAME | var set [TYPE] NAME VALUE\n"
+    "                      (with TYPE, NAME may be any global's symbol: OBJECT:NAME)\n"
     "  lib list | lib load NAME PATH | lib unload NAME   (lib load sends the file itself)\n"
     "  func list | func upgrade LIB FUNC [SYMBOL] | func rollback FUNC\n"
-    "  patch list | patch apply [--check] PATH | patch revert NAME\n"
+    "  patch list | patch apply [--check] PATH | patch revert NAME   (apply sends the file)\n"
     "  gflags list | gflags get NAME | gflags set NAME VALUE\n"
     "  glog list | glog get NAME | glog set NAME VALUE | glog vmodule PATTERN LEVEL\n"
     "  status | history | diff | detach | help [FAMILY] | version\n"

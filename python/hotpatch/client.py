@@ -123,6 +123,18 @@ def _absolute_library_path(path: bytes) -> bytes:
     return joined if len(joined) < _PATH_MAX else path
 
 
+def _file_word(raw: Sequence[bytes]) -> int:
+    """The index of the word that names a file to send as a descriptor, as in the C client:
+    PATH of ``lib load NAME PATH`` and of ``patch apply [--check] PATH``; -1 otherwise."""
+    if len(raw) >= 4 and raw[0] == b"lib" and raw[1] == b"load":
+        return 3
+    if len(raw) < 3 or raw[0] != b"patch" or raw[1] != b"apply":
+        return -1
+    if len(raw) == 3:
+        return 2
+    return 3 if len(raw) == 4 and raw[2] == b"--check" else -1
+
+
 def _sends_descriptor(path: bytes) -> bool:
     """Whether ``lib load`` sends PATH as an open descriptor: always, except for a bare file
     name that does not exist here (``libm.so.6``), which only the target's dynamic loader can
@@ -133,8 +145,9 @@ def _sends_descriptor(path: bytes) -> bool:
 @dataclass(frozen=True)
 class Request:
     """One request line formed from command words: ``line`` (without its newline),
-    ``json_word`` (the words began with ``json``), and ``library``: for ``lib load``, the
-    path of the library to send as a descriptor along with the line (None otherwise)."""
+    ``json_word`` (the words began with ``json``), and ``library``: for ``lib load`` and
+    ``patch apply``, the path of the file to send as a descriptor along with the line (None
+    otherwise)."""
 
     line: bytes
     json_word: bool
@@ -145,8 +158,8 @@ def prepare_request(words: Sequence[Word], prefix: bytes = b"json") -> Request:
     """Forms one request line from command words exactly as the C client does.
 
     A leading word ``json`` is dropped and reported (``json_word``, the C client's
-    ``--json``); ``lib load NAME PATH`` gets an absolute PATH, which is also the library to
-    send as a descriptor (see :func:`open_library`); words are quoted when needed. ``prefix``
+    ``--json``); ``lib load NAME PATH`` and ``patch apply [--check] PATH`` get an absolute
+    PATH, which is also the file to send as a descriptor (see :func:`open_library`); words are quoted when needed. ``prefix``
     starts the line (``json`` for a one-shot request, empty inside a session). Raises
     :class:`hotpatch.UsageError` for no command, a word with a line break, or a line longer
     than the agent accepts.
@@ -159,11 +172,12 @@ def prepare_request(words: Sequence[Word], prefix: bytes = b"json") -> Request:
         raise errors.UsageError("no command given")
     line = bytearray(prefix)
     library = None
+    file_word = _file_word(raw)
     for i, word in enumerate(raw):
         if b"\r" in word or b"\n" in word:
             raise errors.UsageError(
                 f"argument {i + 1} contains a line break; a request is one line")
-        if i == 3 and raw[0] == b"lib" and raw[1] == b"load" and _sends_descriptor(word):
+        if i == file_word and _sends_descriptor(word):
             word = library = _absolute_library_path(word)
         if not _append_word(line, word, LINE_LIMIT + 1):
             raise errors.UsageError(
@@ -668,8 +682,8 @@ class Client:
     def call(self, *words: Any) -> Any:
         """Like :meth:`request`, from separate words, each quoted as the C client quotes it
         (so values may hold spaces); non-string words are formatted by :func:`format_value`.
-        ``lib load NAME PATH`` gets an absolute PATH and sends the library itself as an open
-        descriptor, as the C client does (:class:`LibraryOpenError` if it cannot be opened)."""
+        ``lib load NAME PATH`` and ``patch apply [--check] PATH`` get an absolute PATH and send
+        the file itself as an open descriptor, as the C client does (:class:`LibraryOpenError` if it cannot be opened)."""
         texts = [w if isinstance(w, (str, bytes)) else format_value(w) for w in words]
         prepared = prepare_request(texts, prefix=b"")
         line = b"json " + prepared.line if prepared.json_word else prepared.line
@@ -691,12 +705,15 @@ class Client:
 
     def var_get(self, name: str, type: Optional[str] = None) -> Any:
         """``var get [TYPE] NAME``: the value (int, float, bool or str, as the agent types it).
-        With ``type``, the agent refuses a variable of another type."""
+        With ``type``, the agent refuses a variable of another type; and a name nobody registered
+        is then a global's symbol (``NAME`` or ``OBJECT:NAME``, static ones too), read as that
+        type (its size must be the symbol's)."""
         return self.call("var", "get", *([type] if type else []), name)
 
     def var_set(self, name: str, value: Any, type: Optional[str] = None) -> dict[str, Any]:
         """``var set [TYPE] NAME VALUE``: sets the variable; returns the reply with ``name``,
-        ``old``, ``value`` and ``message``. ``value`` may be a str, int, float or bool."""
+        ``old``, ``value`` and ``message``. ``value`` may be a str, int, float or bool. With
+        ``type``, a name nobody registered is a global's symbol, set with one atomic store."""
         return self.call("var", "set", *([type] if type else []), name, value)
 
     def lib_list(self) -> list[dict[str, Any]]:
@@ -741,7 +758,10 @@ class Client:
     def patch_apply(self, path: Union[str, "os.PathLike[str]"],
                     check: bool = False) -> dict[str, Any]:
         """``patch apply [--check] PATH``: checks the patch file and installs all its functions
-        in one step (``check``: only checks); returns the reply. PATH must be absolute."""
+        in one step (``check``: only checks); returns the reply. The file is opened here and
+        sent as a descriptor, as for :meth:`lib_load`, so a path the target cannot see (another
+        mount namespace, a private /tmp) still works; a relative PATH is made absolute here.
+        Raises :class:`LibraryOpenError` if the file cannot be opened."""
         return self.call("patch", "apply", *(["--check"] if check else []), os.fspath(path))
 
     def patch_revert(self, name: str) -> dict[str, Any]:

@@ -175,7 +175,7 @@ static bool descriptor_acceptable(const struct hp_command *c, int fd, struct hp_
 {
     if (fd < 0 || (c->flags & HP_CMD_TAKES_FD))
         return true;
-    hp_reply_error(reply, "'%s%s%s' takes no file descriptor (only 'lib load' does); send the "
+    hp_reply_error(reply, "'%s%s%s' takes no file descriptor (only 'lib load' and 'patch apply' do); send the "
                    "request without one", c->family, c->verb ? " " : "", c->verb ? c->verb : "");
     return false;
 }

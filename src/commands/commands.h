@@ -32,6 +32,13 @@ extern const struct hp_command hp_gflags_commands[];
 extern const struct hp_command hp_glog_commands[];
 extern const struct hp_command hp_patch_commands[];
 
+/* ---- var.c ----------------------------------------------------------------------------- */
+/* Visits each global reached by symbol (`var get/set TYPE SYMBOL`) that still resolves to the
+ * same bytes: its name as given, the value first seen there, and the value now. Agent thread. */
+typedef void (*hp_symbol_value_visitor)(const char *name, const char *first, const char *now,
+                                        void *ctx);
+void hp_var_each_symbol(hp_symbol_value_visitor visit, void *ctx);
+
 /* ---- lib.c ----------------------------------------------------------------------------- */
 /*
  * Asks the subsystems that may hold code of a library whether it can be unmapped now.
@@ -67,7 +74,11 @@ struct hp_symbol;
  * errno with a one-line reason (see hp_symbol_resolve). Agent thread.
  */
 int hp_func_resolve(const char *func, struct hp_symbol *out, char *why, size_t why_cap);
-/* Resolves a patch's import: a function as hp_func_resolve does, else an exported variable. */
+/* Resolves VARIABLE among the data symbols (engine's hp_symbol_resolve_data), the names given
+ * to `lib load` as aliases. 0 or a negative errno with a one-line reason. Agent thread. */
+int hp_data_resolve(const char *variable, struct hp_symbol *out, char *why, size_t why_cap);
+/* Resolves a patch's import: a function as hp_func_resolve does, else a variable of the
+ * symbol tables (static ones too, hp_data_resolve). */
 int hp_symbol_resolve_any(const char *symbol, struct hp_symbol *out, char *why, size_t why_cap);
 /* The patch engine's answer to hp_library_busy: installed versions, threads inside. */
 int hp_func_library_busy(const struct hp_library_view *lib, char *why, size_t why_cap);

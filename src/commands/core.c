@@ -96,7 +96,7 @@ static void cmd_version(const struct hp_request *req, struct hp_reply *reply)
     hp_for_each_command(add_family_capability, &walk);
     add_capability(&walk, "json");
     add_capability(&walk, "session");
-    add_capability(&walk, "fd-passing");   /* lib load takes the file itself (SCM_RIGHTS) */
+    add_capability(&walk, "fd-passing");   /* lib load and patch apply take the file itself */
     snprintf(walk.json + walk.json_used, sizeof walk.json - walk.json_used, "]");
 
     char protocol[16];

@@ -47,6 +47,27 @@ static void collect_alias(const struct hp_library_view *l, void *ctx)
     list->items[list->count++] = (struct hp_symbol_alias){l->name, l->base};
 }
 
+typedef int (*resolver)(const char *spec, const struct hp_symbol_scope *scope,
+                        struct hp_symbol *out, char *why, size_t why_cap);
+
+/* Resolves spec with the engine, the names given to `lib load` as its aliases. */
+static int resolve_with_aliases(resolver resolve, const char *spec, struct hp_symbol *out,
+                                char *why, size_t why_cap)
+{
+    /* The views' names stay valid: only this thread (the agent's) removes libraries. */
+    struct alias_list aliases = {0};
+    hp_registry_each_library(collect_alias, &aliases);
+    if (aliases.failed) {
+        free(aliases.items);
+        snprintf(why, why_cap, "out of memory");
+        return -ENOMEM;
+    }
+    struct hp_symbol_scope scope = {aliases.items, aliases.count};
+    int rc = resolve(spec, &scope, out, why, why_cap);
+    free(aliases.items);
+    return rc;
+}
+
 int hp_func_resolve(const char *func, struct hp_symbol *out, char *why, size_t why_cap)
 {
     void *registered = func ? hp_registry_find_function(func) : NULL;
@@ -58,38 +79,30 @@ int hp_func_resolve(const char *func, struct hp_symbol *out, char *why, size_t w
         hp_symbol_describe(out);
         return 0;
     }
-    /* The views' names stay valid: only this thread (the agent's) removes libraries. */
-    struct alias_list aliases = {0};
-    hp_registry_each_library(collect_alias, &aliases);
-    if (aliases.failed) {
-        free(aliases.items);
-        snprintf(why, why_cap, "out of memory");
-        return -ENOMEM;
-    }
-    struct hp_symbol_scope scope = {aliases.items, aliases.count};
-    int rc = hp_symbol_resolve(func, &scope, out, why, why_cap);
-    free(aliases.items);
-    return rc;
+    return resolve_with_aliases(hp_symbol_resolve, func, out, why, why_cap);
+}
+
+int hp_data_resolve(const char *variable, struct hp_symbol *out, char *why, size_t why_cap)
+{
+    return resolve_with_aliases(hp_symbol_resolve_data, variable, out, why, why_cap);
 }
 
 /*
- * Resolves SYMBOL as a patch's import: a function as func commands resolve it, else an
- * exported variable of the process (dlsym over the global scope).
+ * Resolves SYMBOL as a patch's import: a function as func commands resolve it, else a variable
+ * of the process's symbol tables (static ones too). A name neither resolves gets the variable
+ * search's reason when the function search only found nothing.
  */
 int hp_symbol_resolve_any(const char *symbol, struct hp_symbol *out, char *why, size_t why_cap)
 {
     char fn_why[HP_ERROR_MAX];
-    if (hp_func_resolve(symbol, out, fn_why, sizeof fn_why) == 0)
+    int fn_rc = hp_func_resolve(symbol, out, fn_why, sizeof fn_why);
+    if (fn_rc == 0)
         return 0;
-    void *data = strchr(symbol, ':') ? NULL : dlsym(RTLD_DEFAULT, symbol);
-    if (data) {
-        memset(out, 0, sizeof *out);
-        out->address = data;
-        snprintf(out->name, sizeof out->name, "%s", symbol);
-        return 0;
-    }
+    int rc = hp_data_resolve(symbol, out, why, why_cap);
+    if (rc == 0 || fn_rc == -ENOENT)
+        return rc;
     snprintf(why, why_cap, "%s", fn_why);
-    return -ENOENT;
+    return fn_rc;
 }
 
 /* ---- func list ------------------------------------------------------------------------------ */

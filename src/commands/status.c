@@ -158,6 +158,12 @@ static void diff_variable(const struct hp_variable_view *v, void *ctx)
         add_difference(ctx, "var", v->name, v->first, v->value);
 }
 
+static void diff_symbol(const char *name, const char *first, const char *now, void *ctx)
+{
+    if (strcmp(first, now) != 0)
+        add_difference(ctx, "var", name, first, now);
+}
+
 static void diff_flag(const struct hp_gflag *flag, void *ctx)
 {
     const char *first = hp_gflags_first_value(flag->name);
@@ -170,6 +176,7 @@ static void cmd_diff(const struct hp_request *req, struct hp_reply *reply)
     (void)req;
     hp_reply_list(reply, "nothing differs from what the agent first saw");
     hp_registry_each_variable(diff_variable, reply);
+    hp_var_each_symbol(diff_symbol, reply);
     char why[HP_ERROR_MAX];
     const struct hp_gflags_adapter *gflags = hp_gflags_adapter(why, sizeof why);
     if (gflags && gflags->each(false, diff_flag, reply, why, sizeof why) != 0)

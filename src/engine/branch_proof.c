@@ -698,6 +698,39 @@ static bool named_at(const struct hp_elf_symbol *s, void *ctx)
 
 /* ---- the proof ------------------------------------------------------------------------------------ */
 
+struct function_query {
+    uintptr_t base, addr;
+    size_t size;
+    bool found;
+};
+
+static bool function_of_size_at(const struct hp_elf_symbol *s, void *ctx)
+{
+    struct function_query *q = ctx;
+    int type = ELF64_ST_TYPE(s->sym->st_info);
+    q->found = (type == STT_FUNC || type == STT_NOTYPE) && s->sym->st_shndx != SHN_UNDEF &&
+               q->base + s->sym->st_value == q->addr && s->sym->st_size == q->size;
+    return q->found;
+}
+
+/* The caller resolved the function (entry and size) before the engine could pin its object: a
+ * plugin unloaded and replaced by another at the same address in between would put other code
+ * there, maybe the middle of another function. The file mapped there now must still define a
+ * function of that size at that address. */
+static int still_the_function(const struct object_index *ix, const struct hp_elf *f,
+                              const char *name, uintptr_t entry, size_t size, char *why,
+                              size_t why_cap)
+{
+    struct function_query q = {ix->base, entry, size, false};
+    hp_elf_each_symbol(f, function_of_size_at, &q);
+    if (q.found)
+        return 0;
+    snprintf(why, why_cap, "%s: no function of %zu bytes starts at %#lx in %s any more (the "
+             "library was unloaded and another loaded there since the name was looked up?); "
+             "nothing changed, try again", name, size, (unsigned long)entry, ix->shown);
+    return -ESTALE;
+}
+
 /* The end of the bytes after entry that the function may use as padding: the next symbol
  * start, or the end of its section. */
 static uintptr_t padding_limit(const struct object_index *ix, uintptr_t entry)
@@ -784,9 +817,9 @@ int hp_branch_proof(const char *name, const uint8_t *entry, size_t size, size_t 
     struct object_index *ix = object_of(name, (uintptr_t)entry, &f, why, why_cap);
     if (!ix)
         return -EINVAL;
-    int rc = 0;
+    int rc = still_the_function(ix, &f, name, (uintptr_t)entry, size, why, why_cap);
     uintptr_t site = (uintptr_t)entry + skip, cut_end = 0;
-    if (!range_of(ix, (uintptr_t)entry)) {
+    if (rc == 0 && !range_of(ix, (uintptr_t)entry)) {
         snprintf(why, why_cap, "%s is not in an executable section of %s", name, ix->shown);
         rc = -EINVAL;
     }

@@ -219,7 +219,7 @@ static void split_versioned_name(struct hp_elf_symbol *s)
     s->version_len = strlen(s->version);
 }
 
-static bool visit_table(const struct hp_elf *f, size_t index,
+static bool visit_table(const struct hp_elf *f, size_t index, bool with_tls,
                         bool (*visit)(const struct hp_elf_symbol *, void *), void *ctx)
 {
     const ElfW(Shdr) *s = hp_elf_section(f, index);
@@ -237,7 +237,7 @@ static bool visit_table(const struct hp_elf *f, size_t index,
                                     false, dynamic};
         unsigned type = ELF64_ST_TYPE(syms[i].st_info);
         if (syms[i].st_shndx == SHN_UNDEF || !sym.name || type == STT_SECTION ||
-            type == STT_FILE || type == STT_TLS)
+            type == STT_FILE || (type == STT_TLS && !with_tls))
             continue;
         split_versioned_name(&sym);
         if (dynamic && v.versym && i < v.count) {
@@ -251,15 +251,28 @@ static bool visit_table(const struct hp_elf *f, size_t index,
     return false;
 }
 
-void hp_elf_each_symbol(const struct hp_elf *f,
+static void each_symbol(const struct hp_elf *f, bool with_tls,
                         bool (*visit)(const struct hp_elf_symbol *s, void *ctx), void *ctx)
 {
     for (size_t i = 0; i < f->shnum; i++) {
         const ElfW(Shdr) *s = hp_elf_section(f, i);
         if (s && (s->sh_type == SHT_SYMTAB || s->sh_type == SHT_DYNSYM) &&
-            visit_table(f, i, visit, ctx))
+            visit_table(f, i, with_tls, visit, ctx))
             return;
     }
+}
+
+void hp_elf_each_symbol(const struct hp_elf *f,
+                        bool (*visit)(const struct hp_elf_symbol *s, void *ctx), void *ctx)
+{
+    each_symbol(f, false, visit, ctx);
+}
+
+void hp_elf_each_symbol_with_tls(const struct hp_elf *f,
+                                 bool (*visit)(const struct hp_elf_symbol *s, void *ctx),
+                                 void *ctx)
+{
+    each_symbol(f, true, visit, ctx);
 }
 
 /* ---- the loaded objects ------------------------------------------------------------------------ */
@@ -293,8 +306,8 @@ static int visit_object(struct dl_phdr_info *info, size_t size, void *ctx)
     struct hp_loaded_object o;
     name_object(&o, info->dlpi_name);
     o.base = info->dlpi_addr;
-    o.phdr = info->dlpi_phdr;
-    o.phnum = info->dlpi_phnum;
+    o.phnum = info->dlpi_phnum <= HP_MAX_PHDRS ? info->dlpi_phnum : 0;
+    memcpy(o.phdr, info->dlpi_phdr, o.phnum * sizeof o.phdr[0]);
     return e->visit(&o, e->ctx) ? 1 : 0;
 }
 

@@ -48,18 +48,29 @@ struct hp_elf_symbol {
     bool hidden;                     /* a non-default version (NAME@V rather than NAME@@V) */
     bool dynamic;                    /* from .dynsym */
 };
-/* Visits every defined symbol (any type) of .symtab and .dynsym until visit returns true. */
+/* Visits every defined symbol (any type but STT_TLS) of .symtab and .dynsym until visit
+ * returns true. */
 void hp_elf_each_symbol(const struct hp_elf *f,
                         bool (*visit)(const struct hp_elf_symbol *s, void *ctx), void *ctx);
+/* The same, thread-locals (STT_TLS, whose st_value is no address) included: for a search that
+ * must name them to refuse them. */
+void hp_elf_each_symbol_with_tls(const struct hp_elf *f,
+                                 bool (*visit)(const struct hp_elf_symbol *s, void *ctx),
+                                 void *ctx);
 
 /* ---- the loaded objects (dl_iterate_phdr; takes the loader's lock) ---------------------------- */
+
+#define HP_MAX_PHDRS 24
 
 /* One object as the loader reports it. */
 struct hp_loaded_object {
     char path[512];                  /* file to read ("/proc/self/exe" for the executable) */
     char shown[512];                 /* how messages name it: its file name */
     uintptr_t base;                  /* dlpi_addr */
-    const ElfW(Phdr) *phdr;
+    /* A copy of its program headers, taken under the loader's lock: the loader's own lie in
+     * the object's mapping, which the program may unmap (dlclose) the moment the lock is
+     * released. An object with more than HP_MAX_PHDRS has phnum 0 (it matches no file). */
+    ElfW(Phdr) phdr[HP_MAX_PHDRS];
     ElfW(Half) phnum;
     bool is_main;
 };

@@ -127,6 +127,8 @@ int hp_patch_library_busy(const char *library, const struct hp_range *ranges, si
 /* Counters for tests and the benchmark. */
 struct hp_patch_stats {
     unsigned long stops;            /* thread stops performed */
+    unsigned long stops_let_go;     /* of those, let go without a write: a thread was inside
+                                     * a site (or on an alternate stack), so it was retried */
     unsigned long stopped_pokes;    /* code writes, each done while every thread was stopped */
     unsigned long relay_stores;     /* retargets done with one atomic store */
     unsigned long dropped;          /* records dropped because their code was unloaded */
@@ -216,6 +218,21 @@ const char *hp_threads_stop_fallback_reason(void);
 /* Tests and settings: "auto" (default; HOTPATCH_STOP overrides), "ptrace" (never fall back)
  * or "signal". 0, or -EINVAL for another word. Engine lock. */
 int hp_threads_stop_prefer(const char *method);
+/* Where the ptrace stop's time goes (bench/bench_patch.c --profile): sums over every stop of
+ * this process, in ns, as the helper measured them. Read with the engine idle. */
+struct hp_stop_profile {
+    unsigned long stops;        /* stops the helper made */
+    unsigned long threads;      /* threads held, summed over the stops */
+    long long list_ns;          /* reading /proc/PID/task (and its count in status) */
+    long long seize_ns;         /* PTRACE_SEIZE + PTRACE_INTERRUPT */
+    long long wait_ns;          /* wait4 until every thread is in its stop */
+    long long regs_ns;          /* PTRACE_GETREGSET */
+    long long release_ns;       /* rewinding and PTRACE_DETACH */
+};
+void hp_ptrace_profile(struct hp_stop_profile *out);
+/* The benchmark's before/after comparison: false makes every ptrace stop list /proc/PID/task
+ * instead of trying the last stop's threads first (the default, true). Engine idle. */
+void hp_ptrace_guess_last_threads(bool on);
 
 /* ---- symbols.c: name -> address -------------------------------------------------------- */
 
@@ -249,6 +266,18 @@ struct hp_symbol_scope {
  */
 int hp_symbol_resolve(const char *func, const struct hp_symbol_scope *scope,
                       struct hp_symbol *out, char *why, size_t why_cap);
+/*
+ * Resolves VARIABLE ("name" or "object:name", object "" for the main program) among the data
+ * symbols (STT_OBJECT, STT_COMMON, sized STT_NOTYPE) of the same tables; out->size is its
+ * st_size. An exported variable the loader binds the process to wins over the copies it
+ * shadows. Returns 0; -ENOENT unknown; -EEXIST ambiguous; -EINVAL bad form, a function's name,
+ * a thread-local (STT_TLS) or an unsized symbol. Not thread-safe: one caller at a time.
+ */
+int hp_symbol_resolve_data(const char *variable, const struct hp_symbol_scope *scope,
+                           struct hp_symbol *out, char *why, size_t why_cap);
+/* The protection (PROT_*) every byte of [address, address + len) has, read afresh from
+ * /proc/self/maps (the bits all its mappings share); -1 when any byte is unmapped. */
+int hp_memory_protection(uintptr_t address, size_t len);
 /* Resolves symbol `name` defined by the object loaded with dlopen handle (no registry). */
 int hp_symbol_in_library(void *handle, const char *name, struct hp_symbol *out, char *why,
                          size_t why_cap);

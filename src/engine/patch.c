@@ -51,6 +51,12 @@
  * and one page of cells (R-W, no exec) per region. Relay memory is never unmapped; a slot
  * taken by an upgrade that failed before the site pointed to it is given back.
  *
+ * Code the program unloads meanwhile: every entry point first takes a reference on the object
+ * holding each site it will read or write (dlopen RTLD_NOLOAD, "a pin"), so the program's own
+ * dlclose cannot unmap the code between the checks and the write; an object that went away
+ * before it could be pinned is refused. The pins are dropped after the engine lock (a last
+ * reference then runs the object's destructors, which may call into hotpatch).
+ *
  * Unloaded code: each record remembers the object (dladdr base and path) holding its site.
  * Records whose object is gone (the program's own dlclose, or `lib unload`) are dropped at the
  * next engine call; `lib unload` is refused while a function inside the library is patched.
@@ -82,6 +88,7 @@
 #include "base/base.h"
 #include "engine.h"
 #include "branch_proof.h"
+#include "elf.h"
 #include "maps.h"
 #include "arch/arch.h"
 #include "arch/x86_64_syscall.h"
@@ -165,6 +172,86 @@ static void lock_engine(void)
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, register_fork_hooks_once);
     pthread_mutex_lock(&engine_lock);
+}
+
+/* ---- pins: the program cannot unmap code the engine is working on --------------------------- */
+
+/*
+ * A pinned object stays mapped until unpinned: dlopen(RTLD_NOLOAD) of the object holding addr
+ * adds a reference (it never loads anything or runs a constructor), and the object is checked
+ * to be the one at the address after the reference was taken. The main program and objects the
+ * loader cannot open by name (the vDSO) are never unloaded and need none (*handle NULL).
+ * Returns 0, or -ESTALE with the reason when addr is in no loaded object any more.
+ */
+static int pin_object(const void *addr, const char *name, void **handle, char *why,
+                      size_t why_cap)
+{
+    *handle = NULL;
+    struct hp_loaded_object o;
+    if (!hp_loaded_object_at((uintptr_t)addr, &o)) {
+        snprintf(why, why_cap, "%s at %p is in no loaded object (its library was unloaded?); "
+                 "nothing changed", name, addr);
+        return -ESTALE;
+    }
+    if (o.is_main)
+        return 0;
+    void *h = dlopen(o.path, RTLD_LAZY | RTLD_NOLOAD);
+    struct link_map *map = NULL;
+    if (h && dlinfo(h, RTLD_DI_LINKMAP, &map) == 0 && map && map->l_addr == o.base) {
+        *handle = h;
+        return 0;
+    }
+    if (h)
+        dlclose(h);
+    struct hp_loaded_object again;
+    if (hp_loaded_object_at((uintptr_t)addr, &again) && again.base == o.base &&
+        strcmp(again.path, o.path) == 0 && !h)
+        return 0;    /* not openable by name (the vDSO) and still there: never unloaded */
+    snprintf(why, why_cap, "%s at %p: its library %s was unloaded or replaced while the engine "
+             "looked at it; nothing changed, try again", name, addr, o.shown);
+    return -ESTALE;
+}
+
+/* A set of pins, one per site of an entry point's call. */
+struct pins {
+    void **handles;
+    size_t n, cap;
+};
+
+static int pin(struct pins *ps, const void *addr, const char *name, char *why, size_t why_cap)
+{
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 4;
+        void **grown = realloc(ps->handles, cap * sizeof *grown);
+        if (!grown) {
+            snprintf(why, why_cap, "out of memory");
+            return -ENOMEM;
+        }
+        ps->handles = grown;
+        ps->cap = cap;
+    }
+    void *h;
+    int rc = pin_object(addr, name, &h, why, why_cap);
+    if (rc == 0 && h)
+        ps->handles[ps->n++] = h;
+    return rc;
+}
+
+/* For a rollback: a site whose object is gone has nothing to pin (its record is dropped). */
+static void pin_if_loaded(struct pins *ps, const void *addr, const char *name)
+{
+    char ignored[HP_ERROR_MAX_ENGINE];
+    pin(ps, addr, name, ignored, sizeof ignored);
+}
+
+/* Called after the engine lock is released. */
+static void unpin_all(struct pins *ps)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        dlclose(ps->handles[i]);
+    free(ps->handles);
+    ps->handles = NULL;
+    ps->n = ps->cap = 0;
 }
 
 /* ---- records ------------------------------------------------------------------------------- */
@@ -559,7 +646,8 @@ HP_STOPPED_WINDOW static int write_while_stopped(struct patched *p, const uint8_
 /* How many leading bytes of the site a write changes: a thread resting right after them (at an
  * instruction boundary of unchanged code) is not cut, e.g. at site+5 when a 6-byte site gets a
  * 5-byte jump. */
-static size_t changed_extent(const uint8_t *now, const uint8_t *code, size_t len)
+HP_STOPPED_WINDOW static size_t changed_extent(const uint8_t *now, const uint8_t *code,
+                                                size_t len)
 {
     while (len > 0 && now[len - 1] == code[len - 1])
         len--;
@@ -589,6 +677,7 @@ static int write_site_stopped(struct patched *p, const uint8_t *code, char *why,
         hp_threads_resume(&stopped);
         if (found == 0)
             return rc;
+        stats.stops_let_go++;
         if (found == -EAGAIN && attempt + 1 < STOP_ATTEMPTS) {
             /* A thread in a handler on an alternate stack: retry as for a PC inside. */
             sleep_ms(attempt < 5 ? 1 << attempt : 50);
@@ -819,31 +908,47 @@ static int upgrade_locked(const struct hp_patch_target *target,
 
 int hp_patch_check_target(const struct hp_patch_target *target, char *why, size_t why_cap)
 {
+    struct pins pins = {0};
     lock_engine();
-    drop_unloaded_records();
-    size_t skip = 0, site_len;
-    int rc = check_target(target, NULL, &skip, why, why_cap);
-    if (rc == 0 && !find_by_entry(target->entry))
-        rc = choose_site_len(target, skip, &site_len, why, why_cap);
+    int rc = pin(&pins, target->entry, target->name, why, why_cap);
+    if (rc == 0) {
+        drop_unloaded_records();
+        size_t skip = 0, site_len;
+        rc = check_target(target, NULL, &skip, why, why_cap);
+        if (rc == 0 && !find_by_entry(target->entry))
+            rc = choose_site_len(target, skip, &site_len, why, why_cap);
+    }
     pthread_mutex_unlock(&engine_lock);
+    unpin_all(&pins);
     return rc;
 }
 
 int hp_patch_upgrade(const struct hp_patch_target *target, const struct hp_patch_origin *origin,
                      char *why, size_t why_cap)
 {
+    struct pins pins = {0};
     lock_engine();
-    int rc = upgrade_locked(target, origin, why, why_cap);
+    int rc = pin(&pins, target->entry, target->name, why, why_cap);
+    if (rc == 0)
+        rc = upgrade_locked(target, origin, why, why_cap);
     pthread_mutex_unlock(&engine_lock);
+    unpin_all(&pins);
     return rc;
 }
 
 int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t lib_cap,
                       char *now_symbol, size_t sym_cap, int *depth, char *why, size_t why_cap)
 {
+    struct pins pins = {0};
     lock_engine();
-    drop_unloaded_records();
     struct patched *p = name ? find_by_name(name) : NULL;
+    if (!p && entry)
+        p = find_by_entry(entry);
+    /* A site whose object is gone cannot be pinned: its record is dropped just below. */
+    if (p)
+        pin_if_loaded(&pins, p->site, p->name);
+    drop_unloaded_records();
+    p = name ? find_by_name(name) : NULL;
     if (!p && entry)
         p = find_by_entry(entry);
     int rc = 0;
@@ -870,6 +975,7 @@ int hp_patch_rollback(const char *name, void *entry, char *now_library, size_t l
         *depth = p->depth;
     }
     pthread_mutex_unlock(&engine_lock);
+    unpin_all(&pins);
     return rc;
 }
 
@@ -903,7 +1009,7 @@ struct batch_check {
     const char *name;
 };
 
-static int word_inside_any(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
+HP_STOPPED_WINDOW static int word_inside_any(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
 {
     (void)is_pc;
     struct batch_check *c = ctx;
@@ -922,7 +1028,8 @@ static int word_inside_any(void *ctx, pid_t tid, uintptr_t word, bool is_pc)
 }
 
 /* Puts back every item written so far (threads still stopped). */
-static int undo_batch(struct batch_item *items, size_t n, char *why, size_t why_cap)
+HP_STOPPED_WINDOW static int undo_batch(struct batch_item *items, size_t n, char *why,
+                                        size_t why_cap)
 {
     int rc = 0;
     for (size_t i = n; i-- > 0;) {
@@ -930,15 +1037,15 @@ static int undo_batch(struct batch_item *items, size_t n, char *why, size_t why_
         if (!it->written)
             continue;
         char undo_why[HP_ERROR_MAX_ENGINE];
-        if (memcmp(it->previous, it->p->written, it->p->site_len) != 0 &&
+        if (hp_raw_differ(it->previous, it->p->written, it->p->site_len) &&
             hp_arch_poke_stopped(it->p->site, it->previous, it->p->site_len, undo_why,
                                  sizeof undo_why) != 0) {
             it->p->broken = true;
-            snprintf(why, why_cap, "%s could not be put back (%s): its code is left "
-                     "inconsistent", it->p->name, undo_why);
+            hp_stop_fmt(why, why_cap, "%s could not be put back (%s): its code is left "
+                        "inconsistent", it->p->name, undo_why);
             rc = -ENOTRECOVERABLE;
         } else {
-            memcpy(it->p->written, it->previous, it->p->site_len);
+            hp_raw_copy(it->p->written, it->previous, it->p->site_len);
         }
         if (it->p->cell)
             atomic_store(it->p->cell, it->previous_cell);
@@ -947,27 +1054,43 @@ static int undo_batch(struct batch_item *items, size_t n, char *why, size_t why_
     return rc;
 }
 
+/* Says which function's write failed and that the batch was undone. */
+HP_STOPPED_WINDOW static void explain_batch_failure(const struct patched *p, char *why,
+                                                    size_t why_cap)
+{
+    char reason[HP_ERROR_MAX_ENGINE];
+    hp_raw_copy(reason, why, why_cap < sizeof reason ? why_cap : sizeof reason);
+    reason[sizeof reason - 1] = '\0';
+    hp_stop_fmt(why, why_cap, "%s: %s; every function of the patch is back as it was, nothing "
+                "changed", p->name, reason);
+}
+
 /* With every thread stopped and outside all the sites: writes every item, or none. */
-static int write_batch_stopped(struct batch_item *items, size_t n, char *why, size_t why_cap)
+HP_STOPPED_WINDOW static int write_batch_stopped(struct batch_item *items, size_t n, char *why,
+                                                 size_t why_cap)
 {
     for (size_t i = 0; i < n; i++) {
         struct batch_item *it = &items[i];
         struct patched *p = it->p;
         int rc = site_unchanged(p, why, why_cap);
         if (rc == 0) {
-            memcpy(it->previous, p->written, p->site_len);
+            hp_raw_copy(it->previous, p->written, p->site_len);
             it->previous_cell = p->cell ? atomic_load(p->cell) : NULL;
             if (it->cell_value)
                 atomic_store_explicit(p->cell, it->cell_value, memory_order_release);
             it->written = true;
-            if (memcmp(p->written, it->code, p->site_len) != 0) {
+            if (hp_raw_differ(p->written, it->code, p->site_len)) {
                 rc = hp_arch_poke_stopped(p->site, it->code, p->site_len, why, why_cap);
                 stats.stopped_pokes++;
             }
             if (rc == 0)
-                memcpy(p->written, it->code, p->site_len);
+                hp_raw_copy(p->written, it->code, p->site_len);
+            else if (rc == -ENOTRECOVERABLE)
+                p->broken = true;
         }
         if (rc != 0) {
+            if (rc != -ENOTRECOVERABLE)
+                explain_batch_failure(p, why, why_cap);
             int undo = undo_batch(items, n, why, why_cap);
             return undo != 0 ? undo : rc;
         }
@@ -997,6 +1120,7 @@ static int write_batch(struct batch_item *items, size_t n, char *why, size_t why
                 items[i].p->subs_at_write = subs;
             return rc;
         }
+        stats.stops_let_go++;
         if (found < 0) {
             snprintf(why, why_cap, "cannot check the threads before writing the patch's code: "
                      "%s; nothing changed", scan_why);
@@ -1106,9 +1230,14 @@ int hp_patch_upgrade_all(const struct hp_patch_change *changes, size_t n, char *
     struct batch_item *items = new_batch(n, why, why_cap);
     if (!items)
         return -ENOMEM;
+    struct pins pins = {0};
     lock_engine();
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = pin(&pins, changes[i].target.entry, changes[i].target.name, why, why_cap);
     drop_unloaded_records();
-    int rc = hp_arch_text_init(why, why_cap);
+    if (rc == 0)
+        rc = hp_arch_text_init(why, why_cap);
     size_t prepared = 0;
     for (; rc == 0 && prepared < n; prepared++) {
         rc = prepare_upgrade(&changes[prepared], &items[prepared], items, prepared, why,
@@ -1126,6 +1255,7 @@ int hp_patch_upgrade_all(const struct hp_patch_change *changes, size_t n, char *
         abandon_batch(items, prepared);   /* the failed item included: its own cleanup ran */
     }
     pthread_mutex_unlock(&engine_lock);
+    unpin_all(&pins);
     explicit_bzero(items, (n ? n : 1) * sizeof *items);   /* no replacement address left behind */
     free(items);
     return rc;
@@ -1137,9 +1267,15 @@ int hp_patch_rollback_all(void *const *entries, const void *const *tops, size_t 
     struct batch_item *items = new_batch(n, why, why_cap);
     if (!items)
         return -ENOMEM;
+    struct pins pins = {0};
     lock_engine();
-    drop_unloaded_records();
     int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const struct patched *p = find_by_entry(entries[i]);
+        if (p)
+            pin_if_loaded(&pins, p->site, p->name);
+    }
+    drop_unloaded_records();
     size_t prepared = 0;
     for (; rc == 0 && prepared < n; prepared++) {
         struct batch_item *it = &items[prepared];
@@ -1168,6 +1304,7 @@ int hp_patch_rollback_all(void *const *entries, const void *const *tops, size_t 
         abandon_batch(items, prepared);
     }
     pthread_mutex_unlock(&engine_lock);
+    unpin_all(&pins);
     explicit_bzero(items, (n ? n : 1) * sizeof *items);   /* no replacement address left behind */
     free(items);
     return rc;

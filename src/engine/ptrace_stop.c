@@ -7,9 +7,12 @@
  *   prepare: read /proc/self/status (a tracer?
  *     seccomp? capabilities), size the arrays
  *   clone the helper, every signal blocked  ---> prlimit(RLIMIT_CORE, 0), PDEATHSIG, wait `go`
- *   PR_SET_PTRACER when Yama needs it, go=1 ---> list /proc/PID/task; SEIZE + INTERRUPT each
- *                                                new thread; wait4 until every one is stopped;
- *                                                list again until nothing is new; GETREGSET
+ *   PR_SET_PTRACER when Yama needs it, go=1 ---> SEIZE + INTERRUPT the last stop's threads
+ *                                                (each checked to be ours); wait4 until every
+ *                                                one is stopped; when the kernel's count of
+ *                                                threads says others exist: list
+ *                                                /proc/PID/task, seize the new ones, again
+ *                                                until nothing is new; GETREGSET
  *   wait for `phase` (deadline: kill the    <--- phase = STOPPED
  *     helper, which lets every thread go)
  *   ... the engine scans and writes ...
@@ -24,7 +27,16 @@
  * the helper touches no TLS (it shares the creating thread's thread pointer). Messages are
  * formed after the threads run again, from the codes the helper leaves in `ctl`.
  *
- * State: ctl, the helper's stack and the Yama/seccomp facts, owned by the engine lock.
+ * Why the last stop's threads are tried first: listing /proc/PID/task costs a directory entry
+ * (a dentry) per thread, about a fifth of a stop's time per thread, and between two stops the
+ * threads of a server rarely change. The list is only a guess: a thread that exited is ESRCH,
+ * a tid the kernel gave to another process since then is refused (after PTRACE_SEIZE, which
+ * does not disturb it, tgkill(tgid, tid, 0) says whether the task now held is one of ours;
+ * a held task keeps its tid), and a new thread makes the count of threads in
+ * /proc/PID/status exceed the ones held, which sends the helper to the listing.
+ *
+ * State: ctl, the helper's stack, the last stop's tids and the Yama/seccomp facts, owned by
+ * the engine lock (the helper writes them only while the engine waits for it).
  */
 #include <elf.h>
 #include <errno.h>
@@ -87,10 +99,15 @@ struct helper_ctl {
     pid_t fail_tid;
     unsigned long rewound;      /* system calls rewound, all stops (tests) */
     unsigned long helpers;      /* helpers started (tests) */
+    struct hp_stop_profile profile;     /* written by the helper, read by the bench */
 };
 
 static struct helper_ctl ctl;
 static uint8_t *helper_stack, *spawn_stack;
+/* The threads the last stop held (mmap'ed, grown by the helper), tried first by the next. */
+static pid_t *last_tids;
+static size_t n_last_tids, last_tids_cap;
+static bool guess_last = true;  /* false: list every time (the benchmark's comparison) */
 static int yama_scope = -1;     /* -1 unknown/none */
 static bool subreaper;          /* the process adopts orphans: do not orphan the helper */
 static char unusable[160];      /* why ptrace can never work here ("" = it may) */
@@ -123,6 +140,25 @@ HP_STOPPED_WINDOW static int fail(struct helper_ctl *c, int stage, long err, pid
     return -1;
 }
 
+/* A seized task that is not one of ours: PTRACE_DETACH needs it in a stop, so it is
+ * interrupted, waited for and let go at once, with no signal taken from it. */
+HP_STOPPED_WINDOW static void let_foreign_go(pid_t tid)
+{
+    if (hp_sys_failed(ptrace4(PTRACE_INTERRUPT, tid, 0, 0)))
+        return;
+    for (;;) {
+        int status = 0;
+        long pid = hp_sys4(SYS_wait4, tid, (long)&status, __WALL, 0);
+        if (pid == -EINTR)
+            continue;
+        if (hp_sys_failed(pid) || !WIFSTOPPED(status))
+            return;
+        int sig = (status >> 16) == 0 ? WSTOPSIG(status) : 0;   /* a signal came first */
+        ptrace4(PTRACE_DETACH, tid, 0, sig);
+        return;
+    }
+}
+
 /* Seizes and interrupts entries [first, count). Returns how many more are now held, or -1. */
 HP_STOPPED_WINDOW static long seize_new(struct helper_ctl *c, size_t first, size_t *settled)
 {
@@ -130,7 +166,9 @@ HP_STOPPED_WINDOW static long seize_new(struct helper_ctl *c, size_t first, size
     long held = 0;
     for (size_t i = first; i < a->count; i++) {
         struct hp_traced *t = &a->traced[i];
-        long rc = ptrace4(PTRACE_SEIZE, t->tid, 0, 0);
+        /* A tid from the last stop's list that no longer names one of our threads. */
+        long rc = hp_sys_failed(hp_sys3(SYS_tgkill, c->tgid, t->tid, 0))
+                      ? -ESRCH : ptrace4(PTRACE_SEIZE, t->tid, 0, 0);
         if (rc == -EPERM) {
             /* A zombie (a leader that called pthread_exit) or an io_uring worker cannot be
              * seized: neither ever runs user code. */
@@ -147,6 +185,14 @@ HP_STOPPED_WINDOW static long seize_new(struct helper_ctl *c, size_t first, size
         }
         if (hp_sys_failed(rc))
             return fail(c, STAGE_SEIZE, rc, t->tid);
+        if (hp_sys_failed(hp_sys3(SYS_tgkill, c->tgid, t->tid, 0))) {
+            /* Between the check and the seize the tid went to another process's thread
+             * (an exit, a reap and a wrap of the pid space within microseconds): let it go. */
+            let_foreign_go(t->tid);
+            t->status = HP_TRACED_GONE;
+            (*settled)++;
+            continue;
+        }
         t->status = HP_TRACED_SEIZED;
         rc = ptrace4(PTRACE_INTERRUPT, t->tid, 0, 0);
         if (hp_sys_failed(rc) && rc != -ESRCH)
@@ -227,29 +273,80 @@ HP_STOPPED_WINDOW static long live_threads(pid_t tgid)
     return n;
 }
 
+/* Keeps the tids the stop holds for the next one (nothing when memory cannot be had). */
+HP_STOPPED_WINDOW static void remember_tids(void)
+{
+    struct hp_stop_arrays *a = &hp_stop_arrays;
+    if (a->count > last_tids_cap) {
+        size_t cap = last_tids_cap ? last_tids_cap : 1024;
+        while (cap < a->count)
+            cap *= 2;
+        long mem = hp_sys6(SYS_mmap, 0, (long)(cap * sizeof *last_tids), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (hp_sys_failed(mem)) {
+            n_last_tids = 0;
+            return;
+        }
+        if (last_tids)
+            hp_sys2(SYS_munmap, (long)last_tids, (long)(last_tids_cap * sizeof *last_tids));
+        last_tids = (pid_t *)mem;
+        last_tids_cap = cap;
+    }
+    for (size_t i = 0; i < a->count; i++)
+        last_tids[i] = a->traced[i].tid;
+    n_last_tids = a->count;
+}
+
+/* Puts the last stop's threads (but the caller) into the cleared arrays: the first guess. */
+HP_STOPPED_WINDOW static bool guess_from_last(struct helper_ctl *c)
+{
+    if (!guess_last)
+        return true;
+    for (size_t i = 0; i < n_last_tids; i++)
+        if (last_tids[i] != c->caller && hp_stop_add_tid(last_tids[i]) < 0)
+            return false;
+    return true;
+}
+
 HP_STOPPED_WINDOW static int helper_stop(struct helper_ctl *c)
 {
     struct hp_stop_arrays *a = &hp_stop_arrays;
     size_t settled = 0;
-    for (;;) {
-        size_t first = a->count;
-        long added = hp_stop_list_new(c->tgid, c->caller);
+    struct hp_stop_profile *prof = &c->profile;
+    long long t0 = hp_stop_now_ns(), t1;
+    /* The first round takes the last stop's threads (already in the arrays) without listing. */
+    for (bool guessed = a->count > 0;; guessed = false) {
+        size_t first = guessed ? 0 : a->count;
+        long added = guessed ? (long)a->count : hp_stop_list_new(c->tgid, c->caller);
+        t1 = hp_stop_now_ns();
+        prof->list_ns += t1 - t0;
+        t0 = t1;
         if (added < 0)
             return fail(c, STAGE_LIST, added, 0);
         if (seize_new(c, first, &settled) < 0)
             return -1;
+        t1 = hp_stop_now_ns();
+        prof->seize_ns += t1 - t0;
+        t0 = t1;
         if (wait_all_stopped(c, first, &settled) < 0)
             return -1;
+        t1 = hp_stop_now_ns();
+        prof->wait_ns += t1 - t0;
+        t0 = t1;
         /* Every thread held is stopped and cannot create another: a listing that finds no
          * new thread now is final. The kernel's count of threads tells the same for less:
          * when it is the caller plus every thread held (stopped, or a zombie, or an io_uring
          * worker, all still counted), no other thread exists. */
-        if (added == 0)
+        if (added == 0 && !guessed)
             break;
         size_t known = 1;
         for (size_t i = 0; i < a->count; i++)
             known += a->traced[i].status == HP_TRACED_STOPPED || a->traced[i].inert;
-        if (live_threads(c->tgid) == (long)known)
+        long live = live_threads(c->tgid);
+        t1 = hp_stop_now_ns();
+        prof->list_ns += t1 - t0;
+        t0 = t1;
+        if (live == (long)known)
             break;
     }
     size_t kept = 0;
@@ -278,6 +375,10 @@ HP_STOPPED_WINDOW static int helper_stop(struct helper_ctl *c)
     /* Entries past `kept` are gone or not stopped; detaching looks at every entry's status,
      * so keep the not-stopped ones out of the compacted range by marking them gone. */
     a->count = kept;
+    remember_tids();
+    prof->regs_ns += hp_stop_now_ns() - t0;
+    prof->stops++;
+    prof->threads += kept;
     return 0;
 }
 
@@ -403,6 +504,7 @@ HP_STOPPED_WINDOW static void helper_release(struct helper_ctl *c, size_t n)
 {
     struct hp_stop_arrays *a = &hp_stop_arrays;
     struct signal_facts facts = {false, false, 0, 0};
+    long long t0 = hp_stop_now_ns();
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < n; i++) {
             struct hp_traced *t = &a->traced[i];
@@ -411,6 +513,7 @@ HP_STOPPED_WINDOW static void helper_release(struct helper_ctl *c, size_t n)
                 release_one(c, &facts, t);
         }
     }
+    c->profile.release_ns += hp_stop_now_ns() - t0;
 }
 
 /* While the helper holds threads: false when the process it serves has gone (its threads
@@ -480,7 +583,7 @@ HP_STOPPED_WINDOW static void helper_loop(struct helper_ctl *c)
         }
         case H_REQUEST:
             hp_stop_clear();
-            if (!hp_stop_reserve(c->expect)) {
+            if (!hp_stop_reserve(c->expect) || !guess_from_last(c)) {
                 fail(c, STAGE_LIST, -ENOMEM, 0);
                 set_state(c, H_FAILED);
             } else if (helper_stop(c) != 0) {
@@ -614,9 +717,11 @@ HP_STOPPED_WINDOW static bool spawn_helper(void)
 HP_STOPPED_WINDOW static int request_stop(long long deadline)
 {
     if (ctl.owner != ctl.tgid) {
-        /* A fork's child: the helper in its memory serves the parent. */
+        /* A fork's child: the helper in its memory serves the parent, and the threads it
+         * remembers are the parent's. */
         atomic_store(&ctl.alive, 0);
         ctl.owner = 0;
+        n_last_tids = 0;
     }
     for (;;) {
         if (hp_stop_now_ns() > deadline) {
@@ -890,7 +995,11 @@ int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure 
         snprintf(out->why, sizeof out->why, "cannot read /proc/self/status");
         return -1;
     }
-    if (hp_stop_status_dec(status, "TracerPid", &tracer) && tracer != 0) {
+    /* Our own helper shows as the tracer while it is still letting the last stop's threads go;
+     * request_stop hands it this stop directly. Taking it for a debugger would send this stop
+     * to the signal fallback, whose EINTRs the program would see. */
+    if (hp_stop_status_dec(status, "TracerPid", &tracer) && tracer != 0 &&
+        !(ctl.owner == getpid() && tracer == atomic_load(&ctl.alive))) {
         *kind = HP_STOP_FAIL_NOT_NOW;
         snprintf(out->why, sizeof out->why, "the process is traced by process %ld (a debugger)",
                  tracer);
@@ -935,6 +1044,16 @@ unsigned long hp_ptrace_rewound(void)
 unsigned long hp_ptrace_helpers(void)
 {
     return ctl.helpers;
+}
+
+void hp_ptrace_profile(struct hp_stop_profile *out)
+{
+    *out = ctl.profile;
+}
+
+void hp_ptrace_guess_last_threads(bool on)
+{
+    guess_last = on;
 }
 
 

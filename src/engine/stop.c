@@ -469,9 +469,23 @@ struct linux_dirent64 {
     char d_name[];
 };
 
-HP_STOPPED_WINDOW long hp_stop_list_new(pid_t pid, pid_t skip)
+HP_STOPPED_WINDOW int hp_stop_add_tid(pid_t tid)
 {
     struct hp_stop_arrays *a = &hp_stop_arrays;
+    if (!hp_stop_reserve(a->count + 1))
+        return -ENOMEM;
+    if (!hp_stop_set_add(tid, a->count))
+        return 0;
+    hp_raw_fill(&a->states[a->count], 0, sizeof a->states[0]);
+    hp_raw_fill(&a->traced[a->count], 0, sizeof a->traced[0]);
+    a->states[a->count].tid = tid;
+    a->traced[a->count].tid = tid;
+    a->count++;
+    return 1;
+}
+
+HP_STOPPED_WINDOW long hp_stop_list_new(pid_t pid, pid_t skip)
+{
     char path[48];
     hp_stop_proc_path(path, sizeof path, pid, 0, "task");
     long fd = hp_sys4(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
@@ -498,18 +512,12 @@ HP_STOPPED_WINDOW long hp_stop_list_new(pid_t pid, pid_t skip)
                 tid = tid * 10 + (*c - '0');
             if (*c || tid <= 0 || tid == skip)
                 continue;
-            if (!hp_stop_reserve(a->count + 1)) {
+            int rc = hp_stop_add_tid((pid_t)tid);
+            if (rc < 0) {
                 hp_sys1(SYS_close, fd);
-                return -ENOMEM;
+                return rc;
             }
-            if (!hp_stop_set_add((pid_t)tid, a->count))
-                continue;
-            hp_raw_fill(&a->states[a->count], 0, sizeof a->states[0]);
-            hp_raw_fill(&a->traced[a->count], 0, sizeof a->traced[0]);
-            a->states[a->count].tid = (pid_t)tid;
-            a->traced[a->count].tid = (pid_t)tid;
-            a->count++;
-            added++;
+            added += rc;
         }
     }
     hp_sys1(SYS_close, fd);

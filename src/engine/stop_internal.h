@@ -88,6 +88,9 @@ bool hp_stop_task_is_io_worker(pid_t pid, pid_t tid) HP_STOPPED_WINDOW;
  * no memory for the arrays). Linear in the number of threads.
  */
 long hp_stop_list_new(pid_t pid, pid_t skip) HP_STOPPED_WINDOW;
+/* Appends tid (states[i].tid and traced[i].tid set, the rest zeroed): 1, or 0 when it is there
+ * already, or -ENOMEM. */
+int hp_stop_add_tid(pid_t tid) HP_STOPPED_WINDOW;
 
 /* ---- the two methods -------------------------------------------------------------------------- */
 

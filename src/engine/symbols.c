@@ -25,6 +25,15 @@
  *
  * Sizes matter to the engine (the jump must fit): they come from st_size of the symbol that
  * starts at the address. One caller at a time (the agent thread); no state is kept between calls.
+ *
+ * Variables (hp_symbol_resolve_data, for `var get TYPE SYMBOL` and a patch's imports) are found
+ * the same way among the data symbols: STT_OBJECT, STT_COMMON, and STT_NOTYPE when sized. A
+ * thread-local (STT_TLS: its st_value is an offset in each thread's block, not an address) and
+ * a name that only a function has are refused with their reason. An exported variable may be
+ * defined twice (the executable's copy relocation of a library's variable, or one object
+ * interposing another's): the definition the loader binds the process to (dlsym's answer) is the
+ * live one, and the shadowed copies do not make the name ambiguous. OBJECT "" names the main
+ * program, in both forms.
  */
 #include <dlfcn.h>
 #include <elf.h>
@@ -50,7 +59,9 @@ typedef struct hp_loaded_object object_t;
 struct match {
     uintptr_t address;
     size_t size;
+    unsigned type;              /* STT_* */
     bool ifunc;
+    bool dynamic;               /* exported (in .dynsym) */
     bool hidden;                /* a non-default version of its name */
     object_t object;
     char name[256];
@@ -100,6 +111,8 @@ static bool same_file(const char *path, const struct stat *want)
 static bool object_named(const object_t *o, const char *object, const struct stat *by_path,
                          const struct hp_symbol_scope *scope)
 {
+    if (!object[0])
+        return o->is_main;
     if (strcmp(o->shown, object) == 0)
         return true;
     for (size_t i = 0; scope && i < scope->count; i++)
@@ -115,17 +128,19 @@ static bool object_named(const object_t *o, const char *object, const struct sta
 
 /* ---- finding by name ------------------------------------------------------------------------ */
 
-/* NAME, NAME@VERSION or NAME@@VERSION. */
+/* NAME, NAME@VERSION or NAME@@VERSION, of a function or of a variable. */
 struct wanted {
+    bool data;                  /* variables (and, to refuse them, functions of that name) */
     const char *name;
     size_t name_len;
     const char *version;        /* NULL: any version */
     bool default_only;          /* @@: the default version only */
 };
 
-static void parse_wanted(const char *text, struct wanted *w)
+static void parse_wanted(const char *text, bool data, struct wanted *w)
 {
     const char *at = strchr(text, '@');
+    w->data = data;
     w->name = text;
     w->name_len = at ? (size_t)(at - text) : strlen(text);
     w->version = NULL;
@@ -136,10 +151,27 @@ static void parse_wanted(const char *text, struct wanted *w)
     }
 }
 
+static bool is_function_type(unsigned type)
+{
+    return type == STT_FUNC || type == STT_GNU_IFUNC;
+}
+
+/* The kinds of symbol a search looks at: functions; or for variables every data kind, and
+ * functions too so that a function's name is refused as one rather than as unknown. */
+static bool type_wanted(const ElfW(Sym) *sym, bool data)
+{
+    unsigned type = ELF64_ST_TYPE(sym->st_info);
+    if (is_function_type(type))
+        return true;
+    if (!data)
+        return false;
+    return type == STT_OBJECT || type == STT_COMMON || type == STT_TLS ||
+           (type == STT_NOTYPE && sym->st_size > 0);
+}
+
 static bool symbol_wanted(const struct hp_elf_symbol *s, const struct wanted *w)
 {
-    unsigned type = ELF64_ST_TYPE(s->sym->st_info);
-    if ((type != STT_FUNC && type != STT_GNU_IFUNC) || s->name_len != w->name_len ||
+    if (!type_wanted(s->sym, w->data) || s->name_len != w->name_len ||
         memcmp(s->name, w->name, w->name_len) != 0)
         return false;
     if (!w->version)
@@ -160,7 +192,9 @@ static void record_match(struct match *m, const struct hp_elf_symbol *s, uintptr
 {
     m->address = address;
     m->size = s->sym->st_size;
-    m->ifunc = ELF64_ST_TYPE(s->sym->st_info) == STT_GNU_IFUNC;
+    m->type = ELF64_ST_TYPE(s->sym->st_info);
+    m->ifunc = m->type == STT_GNU_IFUNC;
+    m->dynamic = s->dynamic;
     m->hidden = s->hidden;
     m->object = *o;
     snprintf(m->name, sizeof m->name, "%.*s", (int)s->name_len, s->name);
@@ -179,6 +213,7 @@ static bool add_if_named(const struct hp_elf_symbol *sym, void *ctx)
         /* The same function in .dynsym and .symtab, or under two versions: it is the default
          * when either entry says so. */
         s->matches[i].hidden = s->matches[i].hidden && sym->hidden;
+        s->matches[i].dynamic |= sym->dynamic;
         if (!s->matches[i].version[0] || (!sym->hidden && sym->version_len))
             snprintf(s->matches[i].version, sizeof s->matches[i].version, "%.*s",
                      (int)sym->version_len, sym->version);
@@ -213,7 +248,10 @@ static size_t search_object(const object_t *o, const struct wanted *want, struct
         return count;
     if (hp_elf_matches(&f, o->phdr, o->phnum)) {
         struct name_search s = {*want, o, matches, count};
-        hp_elf_each_symbol(&f, add_if_named, &s);
+        if (want->data)
+            hp_elf_each_symbol_with_tls(&f, add_if_named, &s);
+        else
+            hp_elf_each_symbol(&f, add_if_named, &s);
         count = prefer_default_versions(matches, count, s.count);
     }
     hp_elf_close(&f);
@@ -273,7 +311,64 @@ static size_t search_objects(const struct object_list *list, const char *object,
     return count;
 }
 
-static int resolve_in_objects(const char *object, const char *name,
+/* For a variable: the data definitions only, when a function has the name too (it is then
+ * not what was meant); and of several exported definitions, the one the loader binds the
+ * process to, when it is among them (the others are shadowed copies). */
+static size_t keep_live_data(const char *name, struct match *m, size_t count)
+{
+    size_t data = 0;
+    for (size_t i = 0; i < count; i++)
+        if (!is_function_type(m[i].type))
+            m[data++] = m[i];
+    if (data == 0)
+        return 1;                      /* only functions: the first is refused as one */
+    size_t exported = 0;
+    for (size_t i = 0; i < data; i++)
+        exported += m[i].dynamic;
+    void *bound = exported > 1 ? dlsym(RTLD_DEFAULT, name) : NULL;
+    bool bound_among = false;
+    for (size_t i = 0; bound && i < data; i++)
+        bound_among |= m[i].dynamic && m[i].address == (uintptr_t)bound;
+    if (!bound_among)
+        return data;
+    size_t kept = 0;
+    for (size_t i = 0; i < data; i++)
+        if (!m[i].dynamic || m[i].address == (uintptr_t)bound)
+            m[kept++] = m[i];
+    return kept;
+}
+
+/* A variable's own refusals: a function, a thread-local. 0 when it is an addressable one. */
+static int refuse_non_variable(const char *name, const struct match *m, char *why,
+                               size_t why_cap)
+{
+    if (is_function_type(m->type)) {
+        snprintf(why, why_cap, "%s is a function, not a variable (the func commands change "
+                 "functions)", name);
+        return -EINVAL;
+    }
+    if (m->type == STT_TLS) {
+        snprintf(why, why_cap, "%s is thread-local (STT_TLS): every thread has its own copy, so "
+                 "there is no one address to reach", name);
+        return -EINVAL;
+    }
+    if (m->size == 0) {
+        snprintf(why, why_cap, "%s has no size in the symbol tables (st_size 0)", name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static void say_unknown(const char *object, const char *name, bool data, char *why,
+                        size_t why_cap)
+{
+    snprintf(why, why_cap, "unknown %s %s%s%s: not registered and not in the symbol tables of "
+             "%s", data ? "variable" : "function", object ? object : "", object ? ":" : "", name,
+             object ? (*object ? object : "the main program")
+                    : "the executable or any loaded library");
+}
+
+static int resolve_in_objects(const char *object, const char *name, bool data,
                               const struct hp_symbol_scope *scope, struct hp_symbol *out,
                               char *why, size_t why_cap)
 {
@@ -287,18 +382,18 @@ static int resolve_in_objects(const char *object, const char *name,
     }
     list_objects(list);
     struct wanted want;
-    parse_wanted(name, &want);
+    parse_wanted(name, data, &want);
     size_t objects_named;
     size_t count = search_objects(list, object, scope, &want, matches, &objects_named);
+    if (data && count > 0)
+        count = keep_live_data(name, matches, count);
     if (object && objects_named == 0) {
         snprintf(why, why_cap, "no loaded object is called %s (use a file name such as "
-                 "libfoo.so, a full path, the executable's name, or a name given to "
-                 "'lib load')", object);
+                 "libfoo.so, a full path, the executable's name or \"\" for it, or a name "
+                 "given to 'lib load')", object);
         rc = -ENOENT;
     } else if (count == 0) {
-        snprintf(why, why_cap, "unknown function %s%s%s: not registered and not in the symbol "
-                 "tables of %s", object ? object : "", object ? ":" : "", name,
-                 object ? object : "the executable or any loaded library");
+        say_unknown(object, name, data, why, why_cap);
         rc = -ENOENT;
     } else if (!object && (count = prefer_program_objects(matches, count, scope)) > 1) {
         explain_ambiguity(name, matches, count, why, why_cap);
@@ -306,6 +401,10 @@ static int resolve_in_objects(const char *object, const char *name,
     } else if (count > 1) {
         explain_ambiguity(name, matches, count, why, why_cap);
         rc = -EEXIST;
+    } else if (data) {
+        rc = refuse_non_variable(name, &matches[0], why, why_cap);
+        if (rc == 0)
+            fill_symbol(&matches[0], out);
     } else if (matches[0].ifunc) {
         snprintf(why, why_cap, "%s is an IFUNC (its symbol is a resolver); name the "
                  "implementation it selects instead", name);
@@ -328,25 +427,55 @@ static bool valid_name(const char *name)
     return !at || at[at[1] == '@' ? 2 : 1] != '\0';
 }
 
-int hp_symbol_resolve(const char *func, const struct hp_symbol_scope *scope,
-                      struct hp_symbol *out, char *why, size_t why_cap)
+static int resolve_spec(const char *spec, bool data, const struct hp_symbol_scope *scope,
+                        struct hp_symbol *out, char *why, size_t why_cap)
 {
-    if (!func || !func[0] || strlen(func) >= sizeof out->name) {
-        snprintf(why, why_cap, "bad function name: expected NAME or OBJECT:NAME");
+    const char *what = data ? "variable" : "function";
+    if (!spec || !spec[0] || strlen(spec) >= sizeof out->name) {
+        snprintf(why, why_cap, "bad %s name: expected NAME or OBJECT:NAME", what);
         return -EINVAL;
     }
     char buf[512];
-    snprintf(buf, sizeof buf, "%s", func);
+    snprintf(buf, sizeof buf, "%s", spec);
     char *colon = strrchr(buf, ':');
     const char *name = colon ? colon + 1 : buf;
-    if ((colon && colon == buf) || !valid_name(name)) {
-        snprintf(why, why_cap, "bad function name '%s': expected NAME or OBJECT:NAME, with "
-                 "@VERSION or @@VERSION after NAME for a versioned symbol", func);
+    if (!valid_name(name)) {
+        snprintf(why, why_cap, "bad %s name '%s': expected NAME or OBJECT:NAME (OBJECT \"\" is "
+                 "the main program), with @VERSION or @@VERSION after NAME for a versioned "
+                 "symbol", what, spec);
         return -EINVAL;
     }
     if (colon)
         *colon = '\0';
-    return resolve_in_objects(colon ? buf : NULL, name, scope, out, why, why_cap);
+    return resolve_in_objects(colon ? buf : NULL, name, data, scope, out, why, why_cap);
+}
+
+int hp_symbol_resolve(const char *func, const struct hp_symbol_scope *scope,
+                      struct hp_symbol *out, char *why, size_t why_cap)
+{
+    return resolve_spec(func, false, scope, out, why, why_cap);
+}
+
+int hp_symbol_resolve_data(const char *variable, const struct hp_symbol_scope *scope,
+                           struct hp_symbol *out, char *why, size_t why_cap)
+{
+    return resolve_spec(variable, true, scope, out, why, why_cap);
+}
+
+int hp_memory_protection(uintptr_t address, size_t len)
+{
+    int prot = PROT_READ | PROT_WRITE | PROT_EXEC;
+    uintptr_t at = address, end = address + (len ? len : 1);
+    if (end < address)
+        return -1;
+    while (at < end) {
+        struct hp_mapping m;
+        if (!hp_maps_lookup(at, &m))
+            return -1;
+        prot &= m.prot;
+        at = m.end;
+    }
+    return prot;
 }
 
 /* ---- finding by address --------------------------------------------------------------------- */

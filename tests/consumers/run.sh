@@ -65,6 +65,25 @@ drive() {
   echo "ok: $(basename "$program") ($(tail -n 1 "$WORK/out"))"
 }
 
+# The patch file the project built with hotpatch_add_patch, for its own program: applied with the
+# CLI, it must make the program see the new answer_of(); its embedded build-id must be the
+# program's.
+check_patch() {
+  local want have
+  want=$(readelf -n "$PATCH_TARGET" | sed -n 's/.*Build ID: //p')
+  have=$(strings -a "$PATCH_FILE" | grep -x "$want" || true)
+  [ -n "$want" ] && [ "$have" = "$want" ] || fail "the patch does not carry the build-id $want"
+  "$PATCH_TARGET" >"$WORK/out" 2>"$WORK/err" &
+  local pid=$! ok=
+  for _ in $(seq 1 500); do
+    "$CLI" -p $pid patch apply "$PATCH_FILE" >/dev/null 2>"$WORK/apply" && { ok=1; break; }
+    sleep 0.02
+  done
+  [ -n "$ok" ] || fail "patch apply failed: $(cat "$WORK/apply")"
+  wait $pid || fail "patch_target exited $?: $(cat "$WORK/out" "$WORK/err")"
+  echo "ok: patch file built by hotpatch_add_patch ($(cat "$WORK/out"))"
+}
+
 # The preload agent named by the build system, in a gflags program without hotpatch code.
 check_preload() {
   [ -f "$PRELOAD" ] || fail "no preload agent at '$PRELOAD'"
@@ -98,5 +117,6 @@ drive "$C_PROGRAM" answer=42
 drive "$CXX_STATIC_PROGRAM" name=set level=7
 [ -z "${CXX_PROGRAM:-}" ] || drive "$CXX_PROGRAM" name=set level=7
 [ -z "${GFLAGS_PROGRAM:-}" ] || check_gflags_adapter
+[ -z "${PATCH_TARGET:-}" ] || check_patch
 check_preload
 echo "consumer $WAY passed"

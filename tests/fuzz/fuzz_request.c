@@ -6,10 +6,13 @@
  * in both forms. The first byte chooses whether the line arrives inside a session. Variables of
  * every type (with a validator and a change callback) are registered so typed parsing and
  * setting are reached. `lib load` can only name files of the seed corpus, which do not exist,
- * so fuzzing never loads code into the fuzzer.
+ * so fuzzing never loads code into the fuzzer. `var set TYPE SYMBOL VALUE` would write any
+ * global of the fuzzer's own process (libFuzzer learns the names the symbol search compares),
+ * so such a request for a name not registered here is skipped; reads by symbol are fuzzed.
  *
  * Build and run: make fuzz (FUZZ_SECONDS=600 for a longer run).
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +61,30 @@ static void register_everything(void)
     hotpatch_register_function("add_func", (void *)register_everything);
 }
 
+static bool is_registered(const char *name)
+{
+    static struct hp_variable_view view;   /* large; the fuzzer is single-threaded */
+    return hp_registry_get_variable(name, 0, &view) != -ENOENT;
+}
+
+/* True when the line may be `[json] var set TYPE NAME VALUE` for a NAME not registered: a
+ * write to a global found by symbol. Judged on the text up to any NUL byte (a line with one is
+ * refused whole by the agent anyway), so it errs towards skipping. */
+static bool writes_a_symbol(const uint8_t *data, size_t size)
+{
+    static char line[HP_LINE_MAX + 1];
+    if (size > HP_LINE_MAX)
+        return false;                     /* refused as too long before any handler */
+    memcpy(line, data, size);
+    line[size] = '\0';
+    char *words[HP_MAX_WORDS], why[128];
+    int n = hp_tokenize(line, words, HP_MAX_WORDS, why, sizeof why);
+    for (int i = 0; i + 1 < n && i < 3; i++)
+        if (strcmp(words[i], "var") == 0 && strcmp(words[i + 1], "set") == 0)
+            return n - i - 2 == 3 && !is_registered(words[i + 3]);
+    return false;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static bool registered;
@@ -65,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         register_everything();
         registered = true;
     }
-    if (size == 0)
+    if (size == 0 || writes_a_symbol(data + 1, size - 1))
         return 0;
     bool in_session = data[0] & 1;
     struct hp_reply *reply = hp_reply_new();

@@ -9,7 +9,8 @@ PREFIX=$BUILD/test-prefix
 fail() { echo "prefix check: $*" >&2; exit 1; }
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
-for f in bin/hotpatch include/hotpatch.h include/hotpatch.hpp \
+for f in bin/hotpatch include/hotpatch.h include/hotpatch.hpp include/hotpatch_patch.h \
+         lib/cmake/hotpatch/hotpatch_add_patch.cmake lib/cmake/hotpatch/hotpatch_build_id.cmake \
          share/man/man1/hotpatch.1 share/man/man3/libhotpatch.3 share/man/man7/hotpatch-protocol.7 \
          share/bash-completion/completions/hotpatch \
          lib/hotpatch/libhotpatch_preload.so lib/hotpatch/libhotpatch_gflags.so \

@@ -111,16 +111,24 @@ class Proc:
 
     def wait_output(self, pattern, timeout=10, start=0):
         """Waits for a stdout line (from index `start`) matching pattern; returns its index."""
+        return self._wait_line(self.lines, pattern, timeout, start)
+
+    def wait_error(self, pattern, timeout=10, start=0):
+        """The same for stderr. stdout and stderr are read by two threads, so a stderr line
+        written before a stdout line may still be unread when that stdout line is seen."""
+        return self._wait_line(self.err_lines, pattern, timeout, start)
+
+    def _wait_line(self, sink, pattern, timeout, start):
         rx = re.compile(pattern)
         deadline = time.time() + timeout
         with self._cond:
             while True:
-                for i in range(start, len(self.lines)):
-                    if rx.search(self.lines[i]):
+                for i in range(start, len(sink)):
+                    if rx.search(sink[i]):
                         return i
                 left = deadline - time.time()
                 if left <= 0:
-                    raise TimeoutError(f"no line matching {pattern!r}; last: {self.lines[-3:]}")
+                    raise TimeoutError(f"no line matching {pattern!r}; last: {sink[-3:]}")
                 self._cond.wait(left)
 
     def wait_exit(self, timeout=10):

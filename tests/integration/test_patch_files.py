@@ -1,6 +1,7 @@
 """Patch files on real processes: checked against the build, applied and reverted whole."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -100,21 +101,89 @@ HOTPATCH_REPLACE("add_func", g);
     assert cli("-p", server.pid, "patch", "revert", "mine").returncode == 0
 
 
-def test_a_missing_third_target_changes_nothing(spawn, tmp_path):
-    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
-    marker, src = marker_source(tmp_path, '"three", "the third target does not exist"', """
+def server_line(server):
+    """The next whole line simple_server prints: (age as shown, add_func(1, 2))."""
+    start = len(server.lines)
+    i = server.wait_output(r"add_func\(1, 2\)=", start=start)
+    i = server.wait_output(r"add_func\(1, 2\)=", start=i + 1)
+    m = re.search(r"age=(\d+) add_func\(1, 2\)=(\d+)", server.lines[i])
+    return int(m.group(1)), int(m.group(2))
+
+
+THREE = """
 int a(int x, int y) { return 1; }
-int b(int x) { return 2; }
+int b(int years) { return 2; }
 int c(void) { return 3; }
 HOTPATCH_REPLACE("add_func", a);
-HOTPATCH_REPLACE("simple_server:parse_option", b);
-HOTPATCH_REPLACE("no_such_function_anywhere", c);
-""")
-    r = cli("-p", p.pid, "patch", "apply", build_patch(tmp_path, "three", src))
-    assert r.returncode == 1 and "target no_such_function_anywhere" in r.stderr, r.stderr
+HOTPATCH_REPLACE("simple_server:shown_age", b);
+HOTPATCH_REPLACE("%s", c);
+"""
+
+
+def assert_untouched(p):
+    assert server_line(p) == (10, 3)
+    funcs = json.loads(cli("-j", "-p", p.pid, "func", "list").stdout)["items"]
+    assert [(f["name"], f["depth"]) for f in funcs] == [("add_func", 0)]
+    assert cli("-p", p.pid, "patch", "list").stdout.startswith("no patches are applied")
+
+
+def test_a_missing_third_target_changes_nothing(spawn, tmp_path):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
+    marker, src = marker_source(tmp_path, '"three", "the third target does not exist"',
+                                THREE % "no_such_function_anywhere")
+    so = build_patch(tmp_path, "three", src)
+    for check in ([], ["--check"]):
+        r = cli("-p", p.pid, "patch", "apply", *check, so)
+        assert r.returncode == 1
+        assert r.stderr == ("error: patch three: target no_such_function_anywhere: unknown "
+                            "function no_such_function_anywhere: not registered and not in the "
+                            "symbol tables of the executable or any loaded library\n")
     assert not marker.exists()
-    assert add_func_now(p) == 3
-    assert json.loads(cli("-j", "-p", p.pid, "func", "list").stdout)["items"][0]["depth"] == 0
+    assert_untouched(p)
+
+
+def test_a_three_function_patch_for_another_build_changes_nothing(spawn, tmp_path):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
+    marker, src = marker_source(tmp_path, '"other3", "for another build"', THREE % "main" +
+                                'HOTPATCH_TARGET_BUILD_ID("simple_server", "00ff");\n')
+    r = cli("-p", p.pid, "patch", "apply", build_patch(tmp_path, "other3", src))
+    assert r.returncode == 1
+    assert r.stderr == (f"error: patch other3 was built for simple_server with build-id 00ff, but "
+                        f"this process runs simple_server with build-id "
+                        f"{build_id(BIN / 'simple_server')}\n")
+    assert not marker.exists()
+    assert_untouched(p)
+
+
+def test_a_target_object_not_in_the_process(server, tmp_path):
+    marker, src = marker_source(tmp_path, '"elsewhere", "for a library not loaded"', """
+HOTPATCH_TARGET_BUILD_ID("libnot_loaded_here.so.1", "00ff");
+int f(int a, int b) { return 0; }
+HOTPATCH_REPLACE("add_func", f);
+""")
+    r = cli("-p", server.pid, "patch", "apply", "--check", build_patch(tmp_path, "else", src))
+    assert r.returncode == 1 and r.stderr == ("error: patch elsewhere was built for "
+                                              "libnot_loaded_here.so.1, which is not in this "
+                                              "process\n")
+    assert not marker.exists()
+
+
+def test_untrusted_files_are_refused_whichever_way_they_come(server, tmp_path):
+    so = build_patch(tmp_path, "fix", FIX)
+    os.chmod(so, 0o666)
+    r = cli("-p", server.pid, "patch", "apply", so)            # sent as a descriptor
+    assert r.returncode == 1 and "is writable by every user" in r.stderr, r.stderr
+    assert "is writable by every user" in nc(server.socket, f"patch apply {so}\n")  # by path
+    os.chmod(so, 0o644)
+    link = tmp_path / "link.so"
+    link.symlink_to(so)
+    os.chmod(tmp_path, 0o777)                 # a link in a directory anyone may write
+    try:
+        reply = nc(server.socket, f"patch apply {link}\n")
+    finally:
+        os.chmod(tmp_path, 0o755)
+    assert reply.startswith("error: refusing to load"), reply
+    assert add_func_now(server) == 3
 
 
 def test_refusals_name_the_cause(server, tmp_path):
@@ -154,3 +223,174 @@ def test_revert_order_is_enforced(server, tmp_path):
     assert add_func_now(server) == 1000
     assert cli("-p", server.pid, "patch", "revert", "first").returncode == 0
     assert add_func_now(server) == 3
+
+
+def ticket(host):
+    start = len(host.lines)
+    host.send("tick\n")
+    i = host.wait_output(r"^ticket=", start=start)
+    return tuple(int(kv.split("=")[1]) for kv in host.lines[i].split())
+
+
+def test_a_patch_imports_a_static_counter_and_increments_it(spawn, tmp_path):
+    """globals_host's next_ticket() increments its static `tickets`; the patch imports that
+    very counter (a static int, found in .symtab) and adds 1000 to it. The program's own code
+    reads the counter after each call, so the effect is the program's, not the patch's."""
+    host = spawn([BIN / "globals_host"], stdin_pipe=True)
+    assert ticket(host) == (1, 1)
+    so = build_patch(tmp_path, "tickets", """
+HOTPATCH_PATCH_INFO("tickets", "next_ticket jumps by a thousand");
+HOTPATCH_IMPORT(int, tickets, "globals_host:tickets");
+HOTPATCH_IMPORT(int, count, "count_i4");
+int next_ticket_fixed(void) { *tickets += 1000; *count += 1; return *tickets; }
+HOTPATCH_REPLACE("next_ticket", next_ticket_fixed);
+""")
+    r = cli("-p", host.pid, "patch", "apply", so)
+    assert r.returncode == 0, r.stderr
+    assert ticket(host) == (1001, 1001)
+    assert ticket(host) == (2001, 2001)
+    assert cli("-p", host.pid, "var", "get", "int", "count_i4").stdout == "42\n"
+    assert cli("-p", host.pid, "patch", "revert", "tickets").returncode == 0
+    assert ticket(host) == (2002, 2002)
+
+
+def test_imports_that_are_no_variable_are_refused(spawn, tmp_path):
+    host = spawn([BIN / "globals_host"], stdin_pipe=True)
+    marker, src = marker_source(tmp_path, '"tlsimport", "imports a thread-local"', """
+HOTPATCH_IMPORT(int, t, "per_thread_tls");
+int f(void) { return *t; }
+HOTPATCH_REPLACE("next_ticket", f);
+""")
+    r = cli("-p", host.pid, "patch", "apply", build_patch(tmp_path, "tlsimport", src))
+    assert r.returncode == 1
+    assert r.stderr == ("error: patch tlsimport: import per_thread_tls does not resolve: "
+                        "per_thread_tls is thread-local (STT_TLS): every thread has its own "
+                        "copy, so there is no one address to reach\n")
+    assert not marker.exists()
+    assert ticket(host) == (1, 1)
+
+
+PYTHON_DIR = REPO / "python"
+
+
+def unseen_by_the_agent(tmp_path, so, *command):
+    """Runs command in a mount namespace of its own where `hidden/` under tmp_path is a fresh
+    tmpfs holding a copy of the patch: the client sees hidden/fix.so, the agent (outside)
+    sees an empty directory. {} in command is the patch's path there."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(exist_ok=True)
+    path = hidden / so.name
+    script = f'mount -t tmpfs tmpfs "{hidden}" && cp "{so}" "{path}" && exec "$@"'
+    argv = [str(a).replace("{}", str(path)) for a in command]
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                           "sh", *argv], capture_output=True, text=True, timeout=30, env=env), path
+
+
+def test_both_clients_send_the_patch_file_itself(server, tmp_path):
+    so = build_patch(tmp_path, "fix", FIX)
+    # The agent cannot open that path itself: the premise of the test.
+    r, path = unseen_by_the_agent(tmp_path, so, "true")
+    assert r.returncode == 0, r.stderr
+    assert not path.exists()
+    assert "refusing to load" in nc(server.socket, f"patch apply --check {path}\n")
+    hp = BIN / "hotpatch"
+    r, _ = unseen_by_the_agent(tmp_path, so, hp, "-p", server.pid, "patch", "apply", "--check",
+                               "{}")
+    assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
+    r, _ = unseen_by_the_agent(tmp_path, so, hp, "-p", server.pid, "patch", "apply", "{}")
+    assert r.returncode == 0 and r.stdout.startswith("applied patch fix-1"), r.stderr
+    assert add_func_now(server) == 10003
+    listing = json.loads(cli("-j", "-p", server.pid, "patch", "list").stdout)["items"]
+    assert listing[0]["file"] == str(path)
+    assert cli("-p", server.pid, "patch", "revert", "fix-1").returncode == 0
+    # The Python client's command line, then its API.
+    r, _ = unseen_by_the_agent(tmp_path, so, "/usr/bin/python3", "-m", "hotpatch", "-p",
+                               server.pid, "patch", "apply", "--check", "{}")
+    assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
+    r, _ = unseen_by_the_agent(tmp_path, so, "/usr/bin/python3", "-m", "hotpatch", "-p",
+                               server.pid, "patch", "apply", "{}")
+    assert r.returncode == 0 and r.stdout.startswith("applied patch fix-1"), r.stderr
+    assert add_func_now(server) == 10003
+    assert cli("-p", server.pid, "patch", "revert", "fix-1").returncode == 0
+    api = ("import sys, hotpatch\n"
+           "with hotpatch.Client(pid=int(sys.argv[1])) as agent:\n"
+           "    print(agent.patch_apply(sys.argv[2], check=True)['checked_only'])\n"
+           "    print(agent.patch_apply(sys.argv[2])['name'])\n")
+    r, _ = unseen_by_the_agent(tmp_path, so, "/usr/bin/python3", "-c", api, server.pid, "{}")
+    assert (r.returncode, r.stdout) == (0, "True\nfix-1\n"), r.stderr
+    assert add_func_now(server) == 10003
+    assert cli("-p", server.pid, "patch", "revert", "fix-1").returncode == 0
+
+
+def test_a_relative_patch_path_is_the_clients(server, tmp_path):
+    so = build_patch(tmp_path, "fix", FIX)
+    r = cli("-p", server.pid, "patch", "apply", "--check", so.name, cwd=tmp_path)
+    assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
+    r = subprocess.run(["/usr/bin/python3", "-m", "hotpatch", "-p", str(server.pid), "patch",
+                        "apply", "--check", so.name], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(PYTHON_DIR)))
+    assert r.returncode == 0 and "every check passed" in r.stdout, r.stderr
+
+
+def test_hotpatch_add_patch_for_a_path_and_another_build(spawn, tmp_path):
+    """The CMake helper with FOR a path: the build-id read at build time is the file's; a patch
+    built for one program is refused by another with both ids named, and never runs."""
+    host = spawn([BIN / "globals_host"], stdin_pipe=True)
+    (tmp_path / "fix.c").write_text("""
+#include <fcntl.h>
+#include <unistd.h>
+#include "hotpatch_patch.h"
+HOTPATCH_PATCH_INFO(PATCH_NAME, "next_ticket says 77");
+__attribute__((constructor)) static void ran(void) { close(open(MARKER, O_CREAT | O_WRONLY, 0644)); }
+int next_ticket_77(void) { return 77; }
+HOTPATCH_REPLACE("next_ticket", next_ticket_77);
+""")
+    (tmp_path / "CMakeLists.txt").write_text(f"""
+cmake_minimum_required(VERSION 3.20)
+project(patches C)
+include({REPO}/cmake/scripts/hotpatch_add_patch.cmake)
+hotpatch_add_patch(for_host SOURCES fix.c FOR {BIN / 'globals_host'})
+target_compile_definitions(for_host PRIVATE PATCH_NAME="for-host" MARKER="{tmp_path}/ran-host")
+hotpatch_add_patch(for_other SOURCES fix.c FOR {BIN / 'simple_server'} OBJECT "")
+target_compile_definitions(for_other PRIVATE PATCH_NAME="for-other" MARKER="{tmp_path}/ran-other")
+""")
+    out = tmp_path / "out"
+    for cmd in (["cmake", "-S", tmp_path, "-B", out], ["cmake", "--build", out]):
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("-p", host.pid, "patch", "apply", out / "for_other.so")
+    assert r.returncode == 1
+    assert r.stderr == (f"error: patch for-other was built for the main program with build-id "
+                        f"{build_id(BIN / 'simple_server')}, but this process runs the main "
+                        f"program with build-id {build_id(BIN / 'globals_host')}\n")
+    assert not (tmp_path / "ran-other").exists()
+    assert ticket(host) == (1, 1)
+    r = cli("-p", host.pid, "patch", "apply", out / "for_host.so")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran-host").exists()
+    assert ticket(host) == (77, 1)
+
+
+def test_the_documented_gcc_line(spawn, tmp_path):
+    """The README's and hotpatch_patch.h's commands for people without CMake, as written there
+    (with this checkout's include directory for $(pkg-config --cflags hotpatch))."""
+    host = spawn([BIN / "globals_host"], stdin_pipe=True)
+    (tmp_path / "fix.c").write_text('#include "hotpatch_patch.h"\n'
+                                    'HOTPATCH_PATCH_INFO("by-hand", "built with two commands");\n'
+                                    'int next_ticket_5(void) { return 5; }\n'
+                                    'HOTPATCH_REPLACE("next_ticket", next_ticket_5);\n')
+    header = (INCLUDE / "hotpatch_patch.h").read_text()
+    block = header.split("Without CMake:\n", 1)[1].split("\n *\n", 1)[0]
+    lines = [l[len(" *     "):] for l in block.splitlines()]
+    script = "\n".join(lines).replace("$(pkg-config --cflags hotpatch)", f"-I{INCLUDE}")
+    script = script.replace("/path/to/server", str(BIN / "globals_host"))
+    readme = (REPO / "README.md").read_text()
+    assert "\n".join(lines) in readme
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fix.so").exists()
+    assert "HOTPATCH_TARGET_BUILD_ID(\"globals_host\"" in (tmp_path / "build_id.c").read_text()
+    assert cli("-p", host.pid, "patch", "apply", tmp_path / "fix.so").returncode == 0
+    assert ticket(host) == (5, 0)

@@ -387,8 +387,8 @@ def test_preload_stands_aside_for_a_programs_own_exported_agent(spawn):
     p.wait_output(r"age=10")
     assert agent_threads(p.pid) == 1
     exe = str((BIN / "simple_server_static_exported").resolve())
-    assert any(re.search(rf"preload agent not started: .*simple_server_static_exported has its "
-                         r"own hotpatch agent", l) for l in p.err_lines), p.err_lines
+    p.wait_error(r"preload agent not started: .*simple_server_static_exported has its "
+                 r"own hotpatch agent")
     r = cli("-p", p.pid, "var", "set", "age", "34")
     assert r.returncode == 0, r.stderr
     p.wait_output(r"age=34")

@@ -22,6 +22,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -273,7 +274,7 @@ def test_a_descriptor_is_loaded_only_by_lib_load_and_only_if_trusted(spawn, publ
     good = os.open(LIB / "libadd_func_patch1.so", os.O_RDONLY)
     try:
         reply = request(server.socket, "var list", [good])
-        assert reply == "error: 'var list' takes no file descriptor (only 'lib load' does); send " \
+        assert reply == "error: 'var list' takes no file descriptor (only 'lib load' and 'patch apply' do); send " \
                         "the request without one\n"
         reply = request(server.socket, "lib load p1 /shown/name.so", [good, good])
         assert reply.startswith("error: more than one file descriptor came with the request")
@@ -339,7 +340,7 @@ def test_a_planted_socket_name_cannot_keep_the_agent_from_serving(spawn, kind):
         assert agent_answers(path)
         assert request(path, "var get age") == "10\n"
         assert identity(name) == before, "the agent touched the planted name"
-        assert any(f"{name} is taken" in l and path in l for l in p.err_lines), p.err_lines
+        p.wait_error(re.escape(f"{name} is taken") + ".*" + re.escape(path))
         mode = stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)
         assert mode == 0o700 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert cli("-p", p.pid, "var", "get", "age").stdout == "10\n"

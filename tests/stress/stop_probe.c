@@ -22,7 +22,8 @@
  *                   flip succeeds (the signal stop retries with backoff, issue 11 defect 9)
  *   threads         THREADS threads (64 KiB stacks) blocked in futex, read, nanosleep and
  *                   epoll_wait while 2 call the target: every flip succeeds, every call
- *                   returns one version's result
+ *                   returns one version's result (skipped when the system's limits cannot
+ *                   hold that many threads)
  * Exit 0 on PASS, 1 on FAIL (with the reason), 2 on a usage error; 77 to skip.
  */
 #include <dlfcn.h>
@@ -571,8 +572,40 @@ static void *parked_main(void *arg)
     return NULL;
 }
 
+static long read_long(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+/* Whether the system's limits leave room for n threads (else the probe is skipped, saying so). */
+static bool room_for_threads(int n)
+{
+    long pid_max = read_long("/proc/sys/kernel/pid_max");
+    long threads_max = read_long("/proc/sys/kernel/threads-max");
+    struct rlimit nproc;
+    getrlimit(RLIMIT_NPROC, &nproc);
+    long want = (long)n + 1000;   /* and the rest of the machine */
+    if ((pid_max > 0 && pid_max < want) || (threads_max > 0 && threads_max < want) ||
+        (nproc.rlim_cur != RLIM_INFINITY && (long)nproc.rlim_cur < want)) {
+        printf("stop_probe: SKIP: %d threads need pid_max, threads-max and RLIMIT_NPROC of at "
+               "least %ld (they are %ld, %ld, %ld)\n", n, want, pid_max, threads_max,
+               nproc.rlim_cur == RLIM_INFINITY ? -1L : (long)nproc.rlim_cur);
+        return false;
+    }
+    return true;
+}
+
 static int mode_threads(int n_flips, int n_threads)
 {
+    if (!room_for_threads(n_threads))
+        return 77;
     if (pipe(pipe_fds) != 0 || (epoll_fd = epoll_create1(0)) < 0)
         return fail("%s", "pipe/epoll");
     pthread_t *t = calloc((size_t)n_threads + 2, sizeof *t);

@@ -28,6 +28,32 @@ static void expect(const char *line, const char *want_prefix)
     free(o.text);
 }
 
+/* Globals nobody registered, reached by symbol (var.c, engine/symbols.c). */
+__attribute__((used)) static long unit_total = 5;
+__attribute__((used)) static const int unit_limit = 3;
+__attribute__((used)) static bool unit_flag;
+
+static void globals_are_reached_by_symbol(void **state)
+{
+    (void)state;
+    expect("var get long unit_total", "5\n");
+    expect("var set long test_protocol:unit_total 6", "test_protocol:unit_total = 6 (was 5)\n");
+    assert_int_equal(__atomic_load_n(&unit_total, __ATOMIC_RELAXED), 6);
+    expect("var set bool :unit_flag yes", ":unit_flag = true (was false)\n");
+    assert_true(unit_flag);
+    expect("var get int unit_limit", "3\n");
+    expect("var set int unit_limit 4", "error: unit_limit at 0x");
+    assert_int_equal(*(volatile const int *)&unit_limit, 3);
+    expect("var get int unit_total", "error: unit_total is 8 bytes (its st_size), but int is 4; "
+                                     "types of that size: long, ulong, llong, ullong, double\n");
+    expect("var get unit_total", "error: no variable named 'unit_total' (see 'var list'); a "
+                                 "global nobody registered is reached by symbol with its type: "
+                                 "var get TYPE SYMBOL\n");
+    expect("var get long no_such_unit_global", "error: unknown variable no_such_unit_global");
+    expect("var get long globals_are_reached_by_symbol", "error: globals_are_reached_by_symbol "
+                                                         "is a function, not a variable");
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -126,6 +152,7 @@ int main(void)
         cmocka_unit_test(bad_bytes_are_refused_before_parsing),
         cmocka_unit_test(json_prefix_and_sessions),
         cmocka_unit_test(every_command_has_usage_and_summary),
+        cmocka_unit_test(globals_are_reached_by_symbol),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

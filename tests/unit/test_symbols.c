@@ -130,12 +130,63 @@ static void test_versions_in_symtab_and_dynsym(void **state)
     check_versioned_library(VERSIONED_STRIPPED_LIB, "libhp_versioned_stripped.so");
 }
 
+/* ---- variables (hp_symbol_resolve_data) ---------------------------------------------------- */
+
+__attribute__((used)) static int unit_counter = 3;
+__attribute__((used)) static const long unit_constant = 9;
+__attribute__((used)) static __thread int unit_per_thread;
+__attribute__((used)) static double unit_ratio;
+
+static int resolve_data(const char *name, struct hp_symbol *sym)
+{
+    int rc = hp_symbol_resolve_data(name, NULL, sym, why, sizeof why);
+    if (rc != 0)
+        print_message("%s: rc %d: %s\n", name, rc, why);
+    return rc;
+}
+
+static void test_static_variables(void **state)
+{
+    (void)state;
+    struct hp_symbol sym;
+    assert_int_equal(resolve_data("unit_counter", &sym), 0);
+    assert_ptr_equal(sym.address, &unit_counter);
+    assert_int_equal(sym.size, sizeof unit_counter);
+    assert_false(sym.executable);
+    assert_int_equal(resolve_data(":unit_ratio", &sym), 0);          /* "" the main program */
+    assert_ptr_equal(sym.address, &unit_ratio);
+    assert_int_equal(sym.size, sizeof(double));
+    assert_int_equal(resolve_data("test_symbols:unit_constant", &sym), 0);
+    assert_ptr_equal(sym.address, &unit_constant);
+    int prot = hp_memory_protection((uintptr_t)sym.address, sym.size);
+    assert_true(prot > 0 && !(prot & 2 /* PROT_WRITE */));
+    prot = hp_memory_protection((uintptr_t)&unit_counter, sizeof unit_counter);
+    assert_true(prot > 0 && (prot & 2));
+    assert_int_equal(hp_memory_protection(0, 4), -1);
+    /* The function resolver does not see variables, nor the variable one functions. */
+    assert_int_equal(hp_symbol_resolve("unit_counter", NULL, &sym, why, sizeof why), -ENOENT);
+    assert_int_equal(hp_symbol_resolve_data("test_static_variables", NULL, &sym, why,
+                                            sizeof why), -EINVAL);
+    assert_non_null(strstr(why, "is a function"));
+    assert_int_equal(hp_symbol_resolve_data("unit_per_thread", NULL, &sym, why, sizeof why),
+                     -EINVAL);
+    assert_non_null(strstr(why, "thread-local"));
+    assert_int_equal(hp_symbol_resolve_data("no_such_variable_anywhere", NULL, &sym, why,
+                                            sizeof why), -ENOENT);
+    assert_int_equal(hp_symbol_resolve_data(":", NULL, &sym, why, sizeof why), -EINVAL);
+    /* A library's exported variable: the loader's own answer. */
+    void *environ_address = dlsym(RTLD_DEFAULT, "environ");
+    assert_int_equal(resolve_data("environ", &sym), 0);
+    assert_ptr_equal(sym.address, environ_address);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_libc_versioned_symbols),
         cmocka_unit_test(test_full_path_object),
         cmocka_unit_test(test_versions_in_symtab_and_dynsym),
+        cmocka_unit_test(test_static_variables),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -85,6 +85,33 @@ int hp_arch_write_text(void *addr, const void *bytes, size_t len, char *why, siz
 int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, size_t len, char *why,
                          size_t why_cap);
 
+#ifdef HOTPATCH_FAULT_INJECTION
+/*
+ * Test build only (the static library built with HOTPATCH_FAULT_INJECTION, cmake/patch.cmake):
+ * failures injected into the code-write path, to prove its restore path on real code. Faults
+ * arm when the from_poke-th call of hp_arch_poke_stopped after hp_arch_inject_faults begins
+ * (1: the next one; 0 as well); each budget counts failures of one kind from then on (-1:
+ * every one). Call with the engine idle (between hp_patch_* calls); NULL clears the plan, and
+ * every call zeroes the counts and forgets that the kernel refused /proc/self/mem writes.
+ */
+struct hp_arch_fault_plan {
+    unsigned from_poke;
+    int proc_mem_failures;      /* /proc/self/mem writes that fail (the fallback is taken) */
+    size_t proc_mem_bytes;      /* the first of them writes this many bytes first (a short
+                                 * write), the later ones none */
+    int mprotect_failures;      /* mprotect(RWX) of the fallback fails (ENOMEM) */
+    int reprotect_failures;     /* restoring the page's protection afterwards fails (ENOMEM) */
+};
+struct hp_arch_fault_counts {
+    unsigned pokes;             /* hp_arch_poke_stopped calls */
+    unsigned proc_mem_writes;   /* /proc/self/mem writes tried */
+    unsigned mprotect_writes;   /* writes through the mprotect fallback tried */
+    unsigned reprotects_failed; /* restores of protection that failed (each retry counts) */
+};
+void hp_arch_inject_faults(const struct hp_arch_fault_plan *plan);
+void hp_arch_fault_counts(struct hp_arch_fault_counts *out);
+#endif
+
 /* Program counter of an interrupted context, and setting it. */
 uintptr_t hp_arch_context_pc(const void *ucontext);
 uintptr_t hp_arch_context_sp(const void *ucontext);

@@ -34,9 +34,17 @@
  * write land in its parent (while the parent's threads run), and one kept open could be closed
  * by the program and its number reused for one of the program's files.
  *
+ * Restoring the page's protection after the fallback is retried; when the kernel keeps
+ * refusing, the write is reported as failed (and undone), saying the page stays writable.
+ *
+ * Fault injection: built with HOTPATCH_FAULT_INJECTION (only the test build of the static
+ * library, cmake/patch.cmake; never the installed libraries), the write path can be told to
+ * fail after N bytes, to fail its /proc/self/mem write so that the fallback is taken, and to
+ * fail mprotect or its restore (hp_arch_inject_faults). Production builds have no such code.
+ *
  * State: whether the kernel refused /proc/self/mem writes (then the fallback is used at once)
  * and the membarrier registration flag (kept across fork, as the kernel keeps it), both owned
- * by the engine and touched only under the engine lock (patch.c).
+ * by the engine and touched only under the engine lock (patch.c); so is the fault plan.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -189,6 +197,42 @@ HP_STOPPED_WINDOW void hp_arch_sync_cores(void)
     hp_sys3(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
 }
 
+/* ---- injected faults (test build only) ------------------------------------------------------- */
+
+#ifdef HOTPATCH_FAULT_INJECTION
+static struct hp_arch_fault_plan fault_plan;     /* engine lock (set by the test between calls) */
+static struct hp_arch_fault_counts fault_counts; /* engine lock */
+
+void hp_arch_inject_faults(const struct hp_arch_fault_plan *plan)
+{
+    struct hp_arch_fault_plan none = {0};
+    fault_plan = plan ? *plan : none;
+    struct hp_arch_fault_counts zero = {0};
+    fault_counts = zero;
+    proc_mem_refused = false;
+}
+
+void hp_arch_fault_counts(struct hp_arch_fault_counts *out)
+{
+    *out = fault_counts;
+}
+
+/* True when the plan is armed (its poke has come) and *budget says one more failure. */
+HP_STOPPED_WINDOW static bool take_fault(int *budget)
+{
+    if (fault_counts.pokes < fault_plan.from_poke || *budget == 0)
+        return false;
+    if (*budget > 0)
+        (*budget)--;
+    return true;
+}
+#define FAULT(budget) take_fault(&fault_plan.budget)
+#define COUNT(what) (fault_counts.what++)
+#else
+#define FAULT(budget) false
+#define COUNT(what) ((void)0)
+#endif
+
 /* ---- writing bytes into code pages ---------------------------------------------------------- */
 
 HP_STOPPED_WINDOW static const char *errno_name(long err)
@@ -208,6 +252,22 @@ HP_STOPPED_WINDOW static bool write_through_proc_mem(void *addr, const void *byt
 {
     if (proc_mem_refused)
         return false;
+    COUNT(proc_mem_writes);
+#ifdef HOTPATCH_FAULT_INJECTION
+    if (FAULT(proc_mem_failures)) {   /* a short write: the first bytes land, then an error */
+        size_t some = fault_plan.proc_mem_bytes < len ? fault_plan.proc_mem_bytes : len;
+        fault_plan.proc_mem_bytes = 0;  /* once: later failures land nothing */
+        if (some > 0) {
+            long fd = hp_sys4(SYS_openat, AT_FDCWD, (long)"/proc/self/mem", O_RDWR | O_CLOEXEC,
+                              0);
+            if (!hp_sys_failed(fd)) {
+                hp_sys4(SYS_pwrite64, fd, (long)bytes, (long)some, (long)(uintptr_t)addr);
+                hp_sys1(SYS_close, fd);
+            }
+        }
+        return false;
+    }
+#endif
     long fd = hp_sys4(SYS_openat, AT_FDCWD, (long)"/proc/self/mem", O_RDWR | O_CLOEXEC, 0);
     if (hp_sys_failed(fd)) {
         proc_mem_refused = fd == -EPERM || fd == -EACCES;
@@ -225,6 +285,59 @@ HP_STOPPED_WINDOW static bool write_through_proc_mem(void *addr, const void *byt
     return n == (long)len;
 }
 
+/* Pages the fallback could not give their protection back (they stay writable): what that
+ * protection was, so that the next write through mprotect restores it, not the writable one it
+ * would read from /proc/self/maps. Engine lock. */
+#define LEFT_WRITABLE_MAX 8
+static struct left_writable {
+    uintptr_t first;
+    size_t span;
+    int prot;
+} left_writable[LEFT_WRITABLE_MAX];
+
+HP_STOPPED_WINDOW static struct left_writable *left_writable_at(uintptr_t first)
+{
+    for (int i = 0; i < LEFT_WRITABLE_MAX; i++)
+        if (left_writable[i].span && left_writable[i].first == first)
+            return &left_writable[i];
+    return NULL;
+}
+
+/* Remembers (or forgets, when healed) that [first, first+span) should have `prot`. */
+HP_STOPPED_WINDOW static void note_left_writable(uintptr_t first, size_t span, int prot,
+                                                 bool healed)
+{
+    struct left_writable *slot = left_writable_at(first);
+    if (healed) {
+        if (slot)
+            slot->span = 0;
+        return;
+    }
+    for (int i = 0; !slot && i < LEFT_WRITABLE_MAX; i++)
+        if (!left_writable[i].span)
+            slot = &left_writable[i];
+    if (slot) {
+        slot->first = first;
+        slot->span = span;
+        slot->prot = prot;
+    }
+}
+
+/* Gives the page(s) back their protection; retried, as a transient refusal (ENOMEM while the
+ * kernel merges the mappings again, EAGAIN) must not leave code writable. 0 or -errno. */
+HP_STOPPED_WINDOW static long reprotect(uintptr_t first, size_t span, int prot)
+{
+    long rc = -EIO;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        rc = FAULT(reprotect_failures) ? -ENOMEM : hp_sys3(SYS_mprotect, (long)first,
+                                                            (long)span, prot);
+        if (!hp_sys_failed(rc))
+            return 0;
+        COUNT(reprotects_failed);
+    }
+    return rc;
+}
+
 HP_STOPPED_WINDOW static int write_through_mprotect(void *addr, const void *bytes, size_t len,
                                                     char *why, size_t why_cap)
 {
@@ -236,9 +349,14 @@ HP_STOPPED_WINDOW static int write_through_mprotect(void *addr, const void *byte
         hp_stop_fmt(why, why_cap, "cannot write code at %p: its mapping was not found", addr);
         return -EFAULT;
     }
+    const struct left_writable *earlier = left_writable_at(first);
+    if (earlier)
+        prot = earlier->prot;
+    COUNT(mprotect_writes);
     size_t span = last + page - first;
-    long rc = hp_sys3(SYS_mprotect, (long)first, (long)span,
-                      prot | PROT_READ | PROT_WRITE | PROT_EXEC);
+    long rc = FAULT(mprotect_failures) ? -ENOMEM
+                                       : hp_sys3(SYS_mprotect, (long)first, (long)span,
+                                                 prot | PROT_READ | PROT_WRITE | PROT_EXEC);
     if (hp_sys_failed(rc)) {
         hp_stop_fmt(why, why_cap, "cannot write code at %p: /proc/self/mem refused and "
                     "mprotect(RWX) failed: %s", addr, errno_name(-rc));
@@ -248,7 +366,14 @@ HP_STOPPED_WINDOW static int write_through_mprotect(void *addr, const void *byte
     volatile uint8_t *dst = addr;
     for (size_t i = 0; i < len; i++)
         dst[i] = ((const uint8_t *)bytes)[i];
-    hp_sys3(SYS_mprotect, (long)first, (long)span, prot);
+    rc = reprotect(first, span, prot);
+    note_left_writable(first, span, prot, !hp_sys_failed(rc));
+    if (hp_sys_failed(rc)) {
+        hp_stop_fmt(why, why_cap, "cannot write code at %p: after writing it through "
+                    "mprotect, restoring the page's protection failed (%s) and it stays "
+                    "writable", addr, errno_name(-rc));
+        return (int)rc;
+    }
     return 0;
 }
 
@@ -290,6 +415,7 @@ HP_STOPPED_WINDOW int hp_arch_poke_stopped(uint8_t *addr, const uint8_t *bytes, 
     uint8_t before[16];
     if (len > sizeof before)
         return -EINVAL;
+    COUNT(pokes);
     hp_raw_copy(before, addr, len);
     if (!hp_raw_differ(addr, bytes, len))
         return 0;
