@@ -154,7 +154,7 @@ target_compile_options(stop_probe PRIVATE -O2)
 target_link_libraries(stop_probe PRIVATE hotpatch_static)
 # The ptrace probes skip (77) where the ptrace stop is not available (TSan builds use the
 # signal stop, which TSan's signal deferral makes refuse busy threads).
-foreach(probe sleepers signalfd rtqueue blocker altstack)
+foreach(probe sleepers signalfd signalstream sharedsignal rtqueue blocker altstack)
   add_test(NAME stop_${probe} COMMAND stop_probe ${probe} 300)
   set_tests_properties(stop_${probe} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
   if(NOT HOTPATCH_SANITIZE STREQUAL "thread")

@@ -382,114 +382,20 @@ HP_STOPPED_WINDOW static int helper_stop(struct helper_ctl *c)
     return 0;
 }
 
-/* The default action of these is to do nothing: pending, they would not have interrupted. */
-#define DEFAULT_IGNORED                                                                       \
-    ((1ULL << (SIGCHLD - 1)) | (1ULL << (SIGCONT - 1)) | (1ULL << (SIGURG - 1)) |             \
-     (1ULL << (SIGWINCH - 1)))
-
-/*
- * What the release needs to know of signals, read once per release and only when a thread is
- * to be rewound: the process's dispositions (/proc/PID/status SigIgn, SigCgt) and the signals
- * queued for the whole process (PTRACE_PEEKSIGINFO_SHARED through any stopped thread).
- */
-struct signal_facts {
-    bool have_dispositions, have_shared;
-    unsigned long long inert;       /* signals that do nothing: ignored, or ignored by default */
-    unsigned long long shared;      /* queued for the process */
-};
-
-#ifndef PTRACE_PEEKSIGINFO
-#define PTRACE_PEEKSIGINFO 0x4209
-#endif
-#ifndef PTRACE_GETSIGMASK
-#define PTRACE_GETSIGMASK 0x420a
-#endif
-#define HP_PEEKSIGINFO_SHARED 1
-
-struct hp_peeksiginfo_args {
-    uint64_t off;
-    uint32_t flags;
-    int32_t nr;
-};
-
-/* The signals queued for a thread (or, shared, for the process): a mask; false on failure. */
-HP_STOPPED_WINDOW static bool queued_signals(pid_t tid, bool shared, unsigned long long *mask)
-{
-    siginfo_t infos[16];
-    *mask = 0;
-    for (uint64_t off = 0; off < 100000;) {
-        struct hp_peeksiginfo_args args = {off, shared ? HP_PEEKSIGINFO_SHARED : 0, 16};
-        long n = ptrace4(PTRACE_PEEKSIGINFO, tid, (long)&args, (long)infos);
-        if (hp_sys_failed(n))
-            return false;
-        for (long i = 0; i < n; i++)
-            if (infos[i].si_signo > 0 && infos[i].si_signo <= 64)
-                *mask |= 1ULL << (infos[i].si_signo - 1);
-        if (n < 16)
-            return true;
-        off += (uint64_t)n;
-    }
-    return true;
-}
-
-HP_STOPPED_WINDOW static bool load_dispositions(struct helper_ctl *c, struct signal_facts *f)
-{
-    if (f->have_dispositions)
-        return true;
-    char path[48], text[4096];
-    unsigned long long ign = 0, cgt = 0;
-    hp_stop_proc_path(path, sizeof path, c->tgid, 0, "status");
-    if (hp_stop_read_file(path, text, sizeof text) <= 0 ||
-        !hp_stop_status_hex(text, "SigIgn", &ign) || !hp_stop_status_hex(text, "SigCgt", &cgt))
-        return false;
-    f->inert = ign | (DEFAULT_IGNORED & ~cgt);
-    f->have_dispositions = true;
-    return true;
-}
-
-/*
- * True when a signal that would do something (run a handler, stop or end the process) is
- * pending for the thread and not blocked by it, counting `inject`, the one it was stopped
- * with: then the EINTR it got belongs to that signal, as it would have without us. Unsure
- * (a query failed) counts as true: the EINTR is left alone.
- */
-HP_STOPPED_WINDOW static bool live_signal_pending(struct helper_ctl *c, struct signal_facts *f,
-                                                  pid_t tid, int inject)
-{
-    unsigned long long blocked = 0, mine = 0;
-    if (!load_dispositions(c, f) ||
-        hp_sys_failed(ptrace4(PTRACE_GETSIGMASK, tid, sizeof blocked, (long)&blocked)) ||
-        !queued_signals(tid, false, &mine))
-        return true;
-    if (!f->have_shared) {
-        if (!queued_signals(tid, true, &f->shared))
-            return true;
-        f->have_shared = true;
-    }
-    unsigned long long pending = mine | f->shared;
-    if (inject > 0 && inject <= 64)
-        pending |= 1ULL << (inject - 1);
-    return (pending & ~blocked & ~f->inert) != 0;
-}
-
-/* Lets one stopped thread go, rewinding a system call the stop made fail with EINTR. */
-HP_STOPPED_WINDOW static void release_one(struct helper_ctl *c, struct signal_facts *f,
-                                          struct hp_traced *t)
+/* Lets one stopped thread go. A system call the stop made fail with EINTR is handed back to
+ * the kernel's restart (x86_64_restart.c): restarted, unless a handler runs first, in which
+ * case the EINTR is the handler's signal's, as it would have been without the stop. A signal
+ * the thread was stopped with is handed back. */
+HP_STOPPED_WINDOW static void release_one(struct helper_ctl *c, struct hp_traced *t)
 {
     if (hp_arch_interrupted_eintr(&t->regs) &&
         (t->stop_kind == HP_KIND_EVENT || t->stop_kind == HP_KIND_SIGNAL)) {
-        /* A signal-delivery-stop for a signal that does nothing (ignored: only queued because
-         * we trace the thread) interrupted the call as our interrupt would have. */
-        bool ours = t->stop_kind == HP_KIND_EVENT ||
-                    (load_dispositions(c, f) && (f->inert >> (t->inject - 1) & 1));
-        if (ours && !live_signal_pending(c, f, t->tid, t->inject)) {
-            struct user_regs_struct regs;
-            hp_raw_copy(&regs, &t->regs, sizeof regs);
-            hp_arch_rewind_syscall(&regs);
-            struct iovec iov = {&regs, sizeof regs};
-            if (!hp_sys_failed(ptrace4(PTRACE_SETREGSET, t->tid, NT_PRSTATUS, (long)&iov)))
-                c->rewound++;
-        }
+        struct user_regs_struct regs;
+        hp_raw_copy(&regs, &t->regs, sizeof regs);
+        hp_arch_rewind_syscall(&regs);
+        struct iovec iov = {&regs, sizeof regs};
+        if (!hp_sys_failed(ptrace4(PTRACE_SETREGSET, t->tid, NT_PRSTATUS, (long)&iov)))
+            c->rewound++;
     }
     ptrace4(PTRACE_DETACH, t->tid, 0, t->inject);
     t->status = HP_TRACED_DETACHED;
@@ -503,14 +409,13 @@ HP_STOPPED_WINDOW static void release_one(struct helper_ctl *c, struct signal_fa
 HP_STOPPED_WINDOW static void helper_release(struct helper_ctl *c, size_t n)
 {
     struct hp_stop_arrays *a = &hp_stop_arrays;
-    struct signal_facts facts = {false, false, 0, 0};
     long long t0 = hp_stop_now_ns();
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < n; i++) {
             struct hp_traced *t = &a->traced[i];
             bool in_syscall = (long)t->regs.orig_rax >= 0;
             if (t->status == HP_TRACED_STOPPED && in_syscall == (pass == 0))
-                release_one(c, &facts, t);
+                release_one(c, t);
         }
     }
     c->profile.release_ns += hp_stop_now_ns() - t0;

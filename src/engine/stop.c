@@ -31,12 +31,14 @@
  *      SIGSTOP/SIGCONT. What it does not restart is what returns -EINTR itself after any stop
  *      (signal(7), "Interruption of system calls ... by stop signals"): epoll_wait/epoll_pwait
  *      (/2), semop/semtimedop, rt_sigtimedwait, io_getevents, and socket calls with
- *      SO_RCVTIMEO/SO_SNDTIMEO. The helper rewinds those before it lets the thread go, as the
- *      kernel does for a restart: the program counter back over the 2-byte `syscall`, rax =
- *      orig_rax (arch/x86_64_regs.c has the list and the details). It does not when a signal
- *      that would run a handler in that thread is pending (then the EINTR is the program's own),
- *      nor for calls that are not safe to run twice (close, connect, io_uring_enter...). A
- *      restarted timed wait starts its timeout afresh: it can end later, never earlier;
+ *      SO_RCVTIMEO/SO_SNDTIMEO. For those the helper puts the kernel's -ERESTARTNOHAND in rax
+ *      before it lets the thread go, and the kernel's restart code, which runs after the stop,
+ *      decides: the call runs again (program counter back over the 2-byte `syscall`, rax =
+ *      orig_rax) unless a handler runs first, in which case it fails with EINTR as the
+ *      program's own signal would have made it, in the one thread that takes the signal
+ *      (arch/x86_64_restart.c has the list and the details). Calls that are not safe to run
+ *      twice (close, connect, io_uring_enter...) keep their EINTR. A restarted timed wait
+ *      starts its timeout afresh: it can end later, never earlier;
  *    - a signal that arrives while the helper holds a thread is reported to the helper
  *      (signal-delivery-stop) and handed back, unchanged, when it lets the thread go: none is
  *      lost or added, and a group stop (SIGSTOP) stays in force;
@@ -55,9 +57,7 @@
  *      child never uses its parent's helper;
  *    - hp_threads_resume only tells the helper to let the threads go (those blocked in system
  *      calls first, running ones last); the next stop waits for it or, when it is still at it,
- *      hands it the next stop directly. Deciding a rewind costs two ptrace requests
- *      (PTRACE_GETSIGMASK, PTRACE_PEEKSIGINFO), and the process's dispositions and shared queue
- *      are read once per release;
+ *      hands it the next stop directly. Handing a call back costs one PTRACE_SETREGSET;
  *    - waiting is per tid (wait4(tid)): wait4(-1) walks every tracee on each call. The closing
  *      listing is skipped when the kernel's thread count is the caller plus the threads held.
  *    When ptrace cannot work, the helper says why and the signal stop is used: Yama

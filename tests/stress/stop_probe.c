@@ -20,6 +20,18 @@
  *                   it is without them (a ratio of counts, not a time limit)
  *   altstack        one thread spends most of its time in a handler on a sigaltstack: every
  *                   flip succeeds (the signal stop retries with backoff, issue 11 defect 9)
+ *   signalstream    a steady stream of the program's own queued real-time signals (with a
+ *                   handler, SA_RESTART) reaches threads sleeping in epoll_wait, nanosleep,
+ *                   sigtimedwait, semtimedop and a recv with SO_RCVTIMEO, first sent to each
+ *                   thread, then to the process: every signal is handled exactly once, and
+ *                   while they are sent to threads a call fails with EINTR only in a thread
+ *                   whose handler ran during that call (the program's signal, not the stop).
+ *                   A signal sent to the process can leave an EINTR in a thread that another
+ *                   thread beat to it, with or without stops: that phase checks counts only
+ *   sharedsignal    four threads wait in epoll_wait; while the stop holds them all, the
+ *                   program queues one signal (a handler) to the whole process: when they go
+ *                   on, exactly one thread runs the handler and may see EINTR, the others
+ *                   must not (they would not have been woken without the stop)
  *   threads         THREADS threads (64 KiB stacks) blocked in futex, read, nanosleep and
  *                   epoll_wait while 2 call the target: every flip succeeds, every call
  *                   returns one version's result (skipped when the system's limits cannot
@@ -271,6 +283,254 @@ static int mode_sleepers(int n_flips, bool ptrace_mode)
     if (ptrace_mode && bad)
         return fail("%s", "the program saw EINTR or an early return under the ptrace stop");
     printf("stop_probe: PASS%s\n", ptrace_mode ? "" : " (signal stop: counts are reported, "
+                                                      "not checked)");
+    return 0;
+}
+
+/* ---- signalstream ---------------------------------------------------------------------------- */
+
+/* The stop may interrupt a call at the moment the program's own signal arrives: the EINTR then
+ * belongs to the thread that runs the handler, and to no other. */
+enum stream_kind { S_EPOLL, S_NANOSLEEP, S_SIGTIMEDWAIT, S_SEMOP, S_RECV, N_STREAM };
+static const char *stream_names[N_STREAM] = {"epoll_wait", "nanosleep", "sigtimedwait",
+                                             "semtimedop", "recv+SO_RCVTIMEO"};
+static atomic_long stream_eintr[N_STREAM], stream_spurious[N_STREAM], stream_rounds[N_STREAM];
+static atomic_long stream_sent, stream_handled;
+static int stream_signal;          /* set before the threads start */
+static _Thread_local volatile sig_atomic_t handled_here;
+
+static void stream_handler(int sig)
+{
+    (void)sig;
+    handled_here++;
+    atomic_fetch_add(&stream_handled, 1);
+}
+
+static int stream_call(enum stream_kind kind, int ep, int sock, const sigset_t *usr2)
+{
+    switch (kind) {
+    case S_EPOLL: {
+        struct epoll_event ev;
+        return epoll_wait(ep, &ev, 1, NAP_MS);
+    }
+    case S_NANOSLEEP: {
+        struct timespec ts = {0, NAP_MS * 1000000L};
+        return nanosleep(&ts, NULL);
+    }
+    case S_SIGTIMEDWAIT: {
+        struct timespec ts = {0, NAP_MS * 1000000L};
+        int rc = sigtimedwait(usr2, NULL, &ts);
+        return rc < 0 && errno == EAGAIN ? 0 : rc;
+    }
+    case S_SEMOP: {
+        struct sembuf op = {0, -1, 0};
+        struct timespec ts = {0, NAP_MS * 1000000L};
+        int rc = semtimedop(semid, &op, 1, &ts);
+        return rc < 0 && errno == EAGAIN ? 0 : rc;
+    }
+    case S_RECV: {
+        char c;
+        int rc = (int)recv(sock, &c, 1, 0);
+        return rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : rc;
+    }
+    default:
+        return 0;
+    }
+}
+
+static void *stream_sleeper(void *arg)
+{
+    enum stream_kind kind = (enum stream_kind)(intptr_t)arg;
+    int ep = epoll_create1(0);
+    int sv[2] = {-1, -1};
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    struct timeval tv = {0, NAP_MS * 1000};
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sigset_t usr2, stream;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &usr2, NULL);
+    sigemptyset(&stream);
+    sigaddset(&stream, stream_signal);
+    pthread_sigmask(SIG_UNBLOCK, &stream, NULL);     /* blocked where it was created */
+    while (atomic_load(&running)) {
+        sig_atomic_t before = handled_here;
+        int rc = stream_call(kind, ep, sv[0], &usr2);
+        if (rc < 0 && errno == EINTR) {
+            stream_eintr[kind]++;
+            if (handled_here == before)
+                stream_spurious[kind]++;
+        }
+        stream_rounds[kind]++;
+    }
+    close(ep);
+    close(sv[0]);
+    close(sv[1]);
+    return NULL;
+}
+
+static pthread_t stream_threads[N_STREAM];
+static atomic_int stream_to_process;    /* 0: to each sleeper in turn; 1: to the process */
+
+/* Queues the program's signal about every 300 us. */
+static void *stream_sender(void *arg)
+{
+    int sig = (int)(intptr_t)arg;
+    union sigval v = {0};
+    for (unsigned turn = 0; atomic_load(&running); turn++) {
+        int rc = atomic_load(&stream_to_process)
+                     ? sigqueue(getpid(), sig, v)
+                     : pthread_sigqueue(stream_threads[turn % N_STREAM], sig, v);
+        if (rc == 0)
+            atomic_fetch_add(&stream_sent, 1);
+        struct timespec ts = {0, 300000};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    return NULL;
+}
+
+/* Flips n times in bursts; how many succeeded. */
+static int stream_flips(int n)
+{
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        ok += flips(1);
+        if (i % 10 == 9)
+            usleep(3000);
+    }
+    return ok;
+}
+
+static int mode_signalstream(int n_flips, bool ptrace_mode)
+{
+    int sig = stream_signal = SIGRTMIN + 2;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = stream_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+    /* The flipping thread and the sender block it: the sleepers take every one. */
+    sigset_t mine;
+    sigemptyset(&mine);
+    sigaddset(&mine, sig);
+    pthread_sigmask(SIG_BLOCK, &mine, NULL);
+    semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+    for (int k = 0; k < N_STREAM; k++)
+        stream_threads[k] = spawn(stream_sleeper, (void *)(intptr_t)k, 0);
+    pthread_t sender = spawn(stream_sender, (void *)(intptr_t)sig, 0);
+    usleep(50000);
+    int ok = stream_flips(n_flips / 2);
+    long spurious = 0;
+    for (int k = 0; k < N_STREAM; k++)
+        spurious += atomic_exchange(&stream_spurious[k], 0);
+    atomic_store(&stream_to_process, 1);
+    ok += stream_flips(n_flips - n_flips / 2);
+    atomic_store(&running, 0);
+    pthread_join(sender, NULL);
+    /* Every queued signal must reach a handler; the sleepers wake at least every NAP_MS. */
+    for (int i = 0; i < 200 && atomic_load(&stream_handled) < atomic_load(&stream_sent); i++)
+        usleep(10000);
+    for (int k = 0; k < N_STREAM; k++)
+        pthread_join(stream_threads[k], NULL);
+    if (semid >= 0)
+        semctl(semid, 0, IPC_RMID);
+    printf("%-18s %8s %8s %9s   (%s stop, %d flips, %d refused; signals sent %ld, handled "
+           "%ld)\n", "call", "rounds", "EINTR", "spurious", hp_threads_stop_method(), n_flips,
+           n_flips - ok, atomic_load(&stream_sent), atomic_load(&stream_handled));
+    for (int k = 0; k < N_STREAM; k++)
+        printf("%-18s %8ld %8ld %9s\n", stream_names[k], stream_rounds[k], stream_eintr[k], "");
+    printf("EINTR with no handler in that thread, signals sent to threads: %ld\n", spurious);
+    if (ok != n_flips)
+        return fail("a flip was refused: %s", last_why);
+    if (atomic_load(&stream_handled) != atomic_load(&stream_sent))
+        return fail("%s", "a queued signal was lost or handled twice");
+    if (ptrace_mode && spurious)
+        return fail("%s", "a call failed with EINTR in a thread whose handler did not run");
+    printf("stop_probe: PASS%s\n", ptrace_mode ? "" : " (signal stop: EINTRs are reported, "
+                                                      "not checked)");
+    return 0;
+}
+
+/* ---- sharedsignal ------------------------------------------------------------------------------ */
+
+#define SHARED_SLEEPERS 4
+static atomic_long shared_eintr, shared_spurious, shared_calls;
+
+static void *shared_sleeper(void *arg)
+{
+    (void)arg;
+    int ep = epoll_create1(0);
+    sigset_t stream;
+    sigemptyset(&stream);
+    sigaddset(&stream, stream_signal);
+    pthread_sigmask(SIG_UNBLOCK, &stream, NULL);     /* blocked where it was created */
+    while (atomic_load(&running)) {
+        sig_atomic_t before = handled_here;
+        struct epoll_event ev;
+        if (epoll_wait(ep, &ev, 1, 50) < 0 && errno == EINTR) {
+            shared_eintr++;
+            if (handled_here == before)
+                shared_spurious++;
+        }
+        shared_calls++;
+    }
+    close(ep);
+    return NULL;
+}
+
+/* The signal is queued while every other thread is held (the stop's own API, used here by
+ * the only thread that uses the engine), so that no thread is woken for it before the stop
+ * lets them go: which of them takes it is then the kernel's choice alone. */
+static int mode_sharedsignal(int rounds, bool ptrace_mode)
+{
+    int sig = stream_signal = SIGRTMIN + 3;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = stream_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+    sigset_t mine;
+    sigemptyset(&mine);
+    sigaddset(&mine, sig);
+    pthread_sigmask(SIG_BLOCK, &mine, NULL);
+    pthread_t t[SHARED_SLEEPERS];
+    for (int k = 0; k < SHARED_SLEEPERS; k++)
+        t[k] = spawn(shared_sleeper, NULL, 0);
+    usleep(50000);
+    union sigval v = {0};
+    int stopped = 0;
+    for (int i = 0; i < rounds; i++) {
+        struct hp_stopped s;
+        if (hp_threads_stop(&s, 1000) != 0) {
+            snprintf(last_why, sizeof last_why, "%s", s.why);
+            continue;
+        }
+        if (sigqueue(getpid(), sig, v) == 0)
+            atomic_fetch_add(&stream_sent, 1);
+        hp_threads_resume(&s);
+        stopped++;
+        usleep(3000);
+    }
+    atomic_store(&running, 0);
+    for (int i = 0; i < 200 && atomic_load(&stream_handled) < atomic_load(&stream_sent); i++)
+        usleep(10000);
+    for (int k = 0; k < SHARED_SLEEPERS; k++)
+        pthread_join(t[k], NULL);
+    printf("%d stops (%s stop), each with one signal queued to the process: sent %ld, handled "
+           "%ld; epoll_wait calls %ld, EINTR %ld, EINTR with no handler in that thread %ld\n",
+           stopped, hp_threads_stop_method(), atomic_load(&stream_sent),
+           atomic_load(&stream_handled), atomic_load(&shared_calls),
+           atomic_load(&shared_eintr), atomic_load(&shared_spurious));
+    if (stopped != rounds)
+        return fail("a stop was refused: %s", last_why);
+    if (atomic_load(&stream_handled) != atomic_load(&stream_sent))
+        return fail("%s", "a queued signal was lost or handled twice");
+    if (ptrace_mode && atomic_load(&shared_spurious))
+        return fail("%s", "a thread that did not take the signal saw EINTR");
+    printf("stop_probe: PASS%s\n", ptrace_mode ? "" : " (signal stop: EINTRs are reported, "
                                                       "not checked)");
     return 0;
 }
@@ -665,6 +925,10 @@ int main(int argc, char **argv)
         return mode_sleepers(n_flips, ptrace_mode);
     if (strcmp(mode, "signalfd") == 0)
         return mode_signalfd(n_flips);
+    if (strcmp(mode, "signalstream") == 0)
+        return mode_signalstream(n_flips, ptrace_mode);
+    if (strcmp(mode, "sharedsignal") == 0)
+        return mode_sharedsignal(n_flips, ptrace_mode);
     if (strcmp(mode, "rtqueue") == 0)
         return mode_rtqueue(n_flips);
     if (strcmp(mode, "blocker") == 0)

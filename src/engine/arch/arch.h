@@ -131,7 +131,8 @@ int hp_arch_ucontext_to_state(const void *ucontext, uintptr_t *pc, uintptr_t *sp
 /* True when r is a thread stopped on its way out of a system call that failed with EINTR
  * because of the stop, and that may safely run again (x86_64_restart.c lists them). */
 bool hp_arch_interrupted_eintr(const struct user_regs_struct *r);
-/* Makes the thread run that system call again when it resumes (as the kernel's restart). */
+/* Makes the kernel restart that system call when the thread resumes, unless a handler runs
+ * first (then it fails with EINTR, as the handler's signal would have made it). */
 void hp_arch_rewind_syscall(struct user_regs_struct *r);
 /* clone(flags) on `stack_top` whose child runs hp_stop_helper_entry(arg) and exits; the
  * child's tid or -errno. The child shares the caller's thread pointer. */

@@ -11,12 +11,20 @@
  * -ERESTARTNOHAND (rip -= 2, rax = orig_rax) and -ERESTART_RESTARTBLOCK (restart_syscall, with
  * the time that was left). A call that ended in -EINTR is not restarted: that is what a
  * program sees after any stop (signal(7), "Interruption of system calls and library functions
- * by stop signals"). The helper does for those calls what the kernel does for a restart:
- * rip -= 2 (back over the `syscall` instruction, 0F 05, or `int $0x80`, CD 80: both 2 bytes)
- * and rax = orig_rax, so that the call runs again with the arguments it had (the registers
- * that carry them are preserved by the kernel). Only calls that are known to have done
- * nothing when they fail with EINTR, and whose second run means the same thing, are
- * rewound:
+ * by stop signals"). For those calls the stop puts -ERESTARTNOHAND in rax, the code the
+ * kernel itself gives a call that must not be restarted after a handler, and lets the kernel
+ * decide as the thread goes on (its restart code runs after the stop, on these registers):
+ *   - no handler runs: the call is restarted (rip -= 2 over the `syscall` instruction, 0F 05,
+ *     or `int $0x80`, CD 80, both 2 bytes; rax = orig_rax), with the arguments it had (the
+ *     registers that carry them are preserved by the kernel);
+ *   - a handler runs (the program's own signal arrived while the thread was held, or the stop
+ *     was a signal's): the call fails with EINTR, as it would have without the stop, and only
+ *     in the thread that runs the handler. A process-directed signal reaches one thread; the
+ *     others restart. Deciding this in the stop instead would mean guessing which thread the
+ *     kernel will give it to.
+ * A stop that comes again before the thread has left the kernel finds -ERESTARTNOHAND (not
+ * EINTR) and leaves it. Only calls that are known to have done nothing when they fail with
+ * EINTR, and whose second run means the same thing, are handed back:
  *   epoll_wait, epoll_pwait, epoll_pwait2 (a signal mask given to epoll_pwait is put back by
  *       the kernel before the thread returns to user mode, and set again by the second run);
  *   rt_sigtimedwait (sigtimedwait, sigwaitinfo), semop, semtimedop, msgrcv, msgsnd,
@@ -83,9 +91,12 @@ HP_STOPPED_WINDOW bool hp_arch_interrupted_eintr(const struct user_regs_struct *
     return nr >= 0 && (long)r->rax == -EINTR && rewindable(nr);
 }
 
+/* The kernel's own code for "restart unless a handler runs" (include/linux/errno.h); never
+ * seen by a program. */
+#define HP_ERESTARTNOHAND 514
+
 HP_STOPPED_WINDOW void hp_arch_rewind_syscall(struct user_regs_struct *r)
 {
-    r->rax = r->orig_rax;
-    r->rip -= 2;
+    r->rax = (unsigned long long)-HP_ERESTARTNOHAND;
 }
 
