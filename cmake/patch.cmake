@@ -162,6 +162,9 @@ foreach(probe sleepers signalfd signalstream sharedsignal rtqueue blocker altsta
     set_tests_properties(stop_${probe}_signal PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
   endif()
 endforeach()
+# A stop that must give up (a thread in vfork) lets the threads it held go itself.
+add_test(NAME stop_unstoppable COMMAND stop_probe unstoppable)
+set_tests_properties(stop_unstoppable PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77)
 # Thread scaling: 4,000 and 10,000 threads (64 KiB stacks); under ASan 1,000 (the sanitizers' threads are
 # heavier, and TSan caps live threads: not registered there).
 if(HOTPATCH_SANITIZE STREQUAL "")

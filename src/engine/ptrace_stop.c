@@ -95,6 +95,7 @@ struct helper_ctl {
     pid_t owner;                /* getpid() of the process the helper serves */
     pid_t tgid, caller;
     size_t expect;              /* threads the engine expects (room made for them first) */
+    long long give_up_ns;       /* the helper's deadline for this stop (before the engine's) */
     int stage, err;             /* where and why the last stop failed */
     pid_t fail_tid;
     unsigned long rewound;      /* system calls rewound, all stops (tests) */
@@ -244,9 +245,23 @@ HP_STOPPED_WINDOW static int wait_all_stopped(struct helper_ctl *c, size_t first
     struct hp_stop_arrays *a = &hp_stop_arrays;
     for (size_t i = first; i < a->count; i++) {
         struct hp_traced *t = &a->traced[i];
-        while (t->status == HP_TRACED_SEIZED) {
+        for (int polls = 0; t->status == HP_TRACED_SEIZED; polls++) {
             int status = 0;
-            long pid = hp_sys4(SYS_wait4, t->tid, (long)&status, __WALL, 0);
+            long pid = hp_sys4(SYS_wait4, t->tid, (long)&status, __WALL | WNOHANG, 0);
+            if (pid == 0) {
+                /* Not stopped yet (running, or waiting for a CPU): yield to it a few times,
+                 * then nap, and give up in time to let every held thread go ourselves (a
+                 * killed helper would leave their EINTRs unrewound). */
+                if (hp_stop_now_ns() > c->give_up_ns)
+                    return fail(c, STAGE_WAIT, -ETIMEDOUT, t->tid);
+                if (polls < 8) {
+                    hp_sys0(SYS_sched_yield);
+                } else {
+                    struct timespec nap = {0, 50000};
+                    hp_sys2(SYS_nanosleep, (long)&nap, 0);
+                }
+                continue;
+            }
             if (pid == -EINTR)
                 continue;
             if (pid == -ECHILD) {           /* no longer ours to wait for: it has gone */
@@ -363,6 +378,7 @@ HP_STOPPED_WINDOW static int helper_stop(struct helper_ctl *c)
             }
             return fail(c, STAGE_REGS, rc, t->tid);
         }
+        t->have_regs = true;
         if (kept != i)
             hp_raw_copy(&a->traced[kept], t, sizeof *t);
         hp_raw_fill(&a->states[kept], 0, sizeof a->states[kept]);
@@ -388,7 +404,11 @@ HP_STOPPED_WINDOW static int helper_stop(struct helper_ctl *c)
  * the thread was stopped with is handed back. */
 HP_STOPPED_WINDOW static void release_one(struct helper_ctl *c, struct hp_traced *t)
 {
-    if (hp_arch_interrupted_eintr(&t->regs) &&
+    if (!t->have_regs) {        /* a stop that failed before it read them */
+        struct iovec iov = {&t->regs, sizeof t->regs};
+        t->have_regs = !hp_sys_failed(ptrace4(PTRACE_GETREGSET, t->tid, NT_PRSTATUS, (long)&iov));
+    }
+    if (t->have_regs && hp_arch_interrupted_eintr(&t->regs) &&
         (t->stop_kind == HP_KIND_EVENT || t->stop_kind == HP_KIND_SIGNAL)) {
         struct user_regs_struct regs;
         hp_raw_copy(&regs, &t->regs, sizeof regs);
@@ -493,7 +513,12 @@ HP_STOPPED_WINDOW static void helper_loop(struct helper_ctl *c)
                 set_state(c, H_FAILED);
             } else if (helper_stop(c) != 0) {
                 helper_release(c, a->count);
+                bool still_held = false;
+                for (size_t i = 0; i < a->count; i++)
+                    still_held |= a->traced[i].status == HP_TRACED_SEIZED;
                 set_state(c, H_FAILED);
+                if (still_held)
+                    return;     /* PTRACE_DETACH needs a stop: our exit lets them go */
             } else {
                 set_state(c, H_STOPPED);
             }
@@ -565,6 +590,17 @@ HP_STOPPED_WINDOW static void end_helper(long long ns)
         int status;
         while (hp_sys4(SYS_wait4, tid, (long)&status, __WCLONE, 0) == -EINTR)
             ;
+        return;
+    }
+    /* The kernel clears the tid word before the exiting helper lets go of the threads it
+     * traces: until it is a zombie (or reaped by init), a new helper's seize would find them
+     * taken. A short wait, bounded. */
+    for (int i = 0; tid > 0 && i < 2000; i++) {
+        char st = hp_stop_task_state(tid, 0);
+        if (st == 0 || st == 'Z' || st == 'X')
+            break;
+        struct timespec nap = {0, 50000};
+        hp_sys2(SYS_nanosleep, (long)&nap, 0);
     }
 }
 
@@ -678,6 +714,10 @@ HP_STOPPED_WINDOW static int stop_window(long long deadline, bool *killed)
     if (s == H_STOPPED)
         return 0;
     if (s == H_FAILED) {
+        if (ctl.stage == STAGE_WAIT && ctl.err == ETIMEDOUT) {
+            end_helper(1000000000LL);       /* it let the stopped go, and exits for the rest */
+            return -1;
+        }
         set_state(&ctl, H_IDLE);            /* the helper let every thread go already */
         return -1;
     }
@@ -841,6 +881,15 @@ static void explain_failure(struct hp_stopped *out, int timeout_ms, bool killed,
                  "%d ms", timeout_ms);
         return;
     }
+    if (ctl.stage == STAGE_WAIT && ctl.err == ETIMEDOUT) {
+        char state = hp_stop_task_state(getpid(), ctl.fail_tid);
+        out->missing = ctl.fail_tid;
+        *kind = HP_STOP_FAIL_BUSY;
+        snprintf(out->why, sizeof out->why, "thread %d did not stop within %d ms (state %c%s)",
+                 ctl.fail_tid, timeout_ms * 4 / 5, state ? state : '?',
+                 state == 'D' ? ": in an uninterruptible system call" : "");
+        return;
+    }
     if (ctl.stage == STAGE_NONE && ctl.err == ETIMEDOUT) {
         *kind = HP_STOP_FAIL_BUSY;
         snprintf(out->why, sizeof out->why, "the ptrace helper was busy for %d ms", timeout_ms);
@@ -932,6 +981,8 @@ int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure 
     if (threads / 5 > timeout_ms)
         timeout_ms = (int)(threads / 5);
     long long deadline = hp_stop_now_ns() + (long long)timeout_ms * 1000000;
+    /* The helper gives up first, with time left to let every thread go itself. */
+    ctl.give_up_ns = deadline - (long long)timeout_ms * 200000;
     if (stop_window(deadline, &killed) == 0) {
         out->threads = hp_stop_arrays.states;
         out->count = hp_stop_arrays.count;

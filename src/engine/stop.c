@@ -58,7 +58,12 @@
  *    - hp_threads_resume only tells the helper to let the threads go (those blocked in system
  *      calls first, running ones last); the next stop waits for it or, when it is still at it,
  *      hands it the next stop directly. Handing a call back costs one PTRACE_SETREGSET;
- *    - waiting is per tid (wait4(tid)): wait4(-1) walks every tracee on each call. The closing
+ *    - a thread that does not stop in time (vfork's parent waits unwakeably): the helper gives
+ *      up at four fifths of the deadline, lets the stopped threads go with their calls handed
+ *      back, and exits so that the kernel lets the still-seized ones go (PTRACE_DETACH needs a
+ *      stop). Killing it at the deadline, the last resort, would leave the EINTRs in place;
+ *    - waiting is per tid (wait4(tid, WNOHANG), yielding, then napping 50 us, up to the
+ *      helper's deadline): wait4(-1) walks every tracee on each call. The closing
  *      listing is skipped when the kernel's thread count is the caller plus the threads held.
  *    When ptrace cannot work, the helper says why and the signal stop is used: Yama
  *    ptrace_scope 1 is met with prctl(PR_SET_PTRACER, helper) for the stop (Yama cannot tell

@@ -27,6 +27,7 @@ struct hp_traced {
     uint8_t stop_kind;          /* HP_KIND_*: why it is stopped */
     int inject;                 /* signal to deliver when detaching (a signal-delivery-stop) */
     bool inert;                 /* a zombie or an io_uring worker: never runs user code */
+    bool have_regs;             /* regs were read (a stop that failed part-way may not have) */
     struct user_regs_struct regs;
 };
 enum { HP_TRACED_SEIZED = 1, HP_TRACED_STOPPED, HP_TRACED_GONE, HP_TRACED_DETACHED };

@@ -65,18 +65,24 @@ def table():
 
 def test_options(table):
     usage = cli("--help").stdout
-    assert complete("hotpatch --j") == ["--json"]
+    assert complete("hotpatch --js") == ["--json"]
+    assert complete("hotpatch --j") == ["--jobs", "--json"]
     offered = complete("hotpatch -")
-    for option in ("-p", "--pid", "-s", "--socket", "--json", "--raw", "--timeout",
-                   "--trust-peer", "--help", "--version"):
+    for option in ("-p", "--pid", "--pgrep", "--all", "-s", "--socket", "--json", "--raw",
+                   "--timeout", "--jobs", "--trust-peer", "--help", "--version"):
         assert option in usage and option in offered, option
 
 
 def test_families_and_verbs_come_from_the_table(table):
     families = sorted({row[0] for row in table})
-    assert complete("hotpatch ") == families
-    assert complete("hotpatch -p 1 ") == families
-    assert complete("hotpatch --json json ") == families
+    # Besides the agent's commands, the client's own: ps without a target, attach with one.
+    assert complete("hotpatch ") == sorted(families + ["ps"])
+    assert complete("hotpatch -p 1 ") == sorted(families + ["attach"])
+    assert complete("hotpatch -p1 at") == ["attach"]
+    assert complete("hotpatch --pgrep my_server ") == sorted(families + ["attach"])
+    assert complete("hotpatch --all --jobs 4 ") == sorted(families + ["attach"])
+    assert complete("hotpatch --pgrep my_server var s") == ["set"]
+    assert complete("hotpatch --json json ") == sorted(families + ["ps"])
     for family in {row[0] for row in table if row[1] != "-"}:
         verbs = sorted(row[1] for row in table if row[0] == family)
         assert complete(f"hotpatch -p 1 {family} ") == verbs, family

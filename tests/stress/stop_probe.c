@@ -32,6 +32,9 @@
  *                   program queues one signal (a handler) to the whole process: when they go
  *                   on, exactly one thread runs the handler and may see EINTR, the others
  *                   must not (they would not have been woken without the stop)
+ *   unstoppable     one thread waits in vfork() for a child that sleeps 1.5 s (such a thread
+ *                   cannot stop before the child is done): the stop gives up and refuses, and
+ *                   the careless sleepers of `sleepers` it had already held see no EINTR
  *   threads         THREADS threads (64 KiB stacks) blocked in futex, read, nanosleep and
  *                   epoll_wait while 2 call the target: every flip succeeds, every call
  *                   returns one version's result (skipped when the system's limits cannot
@@ -54,6 +57,8 @@
 #include <sys/sem.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -535,6 +540,65 @@ static int mode_sharedsignal(int rounds, bool ptrace_mode)
     return 0;
 }
 
+/* ---- unstoppable ------------------------------------------------------------------------------ */
+
+static atomic_int vfork_started;
+
+/* vfork's parent waits for the child killably: no stop reaches it until the child is done. */
+static void *vforker(void *arg)
+{
+    (void)arg;
+    atomic_store(&vfork_started, 1);
+    pid_t child = vfork();
+    if (child == 0) {
+        struct timespec ts = {1, 500000000L};
+        syscall(SYS_nanosleep, &ts, NULL);
+        _exit(0);
+    }
+    if (child > 0)
+        waitpid(child, NULL, 0);
+    return NULL;
+}
+
+static int mode_unstoppable(bool ptrace_mode)
+{
+    semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+    pthread_t t[N_KINDS];
+    for (int k = 0; k < N_KINDS; k++)
+        t[k] = spawn(sleeper_main, (void *)(intptr_t)k, 0);
+    usleep(50000);
+    pthread_t v = spawn(vforker, NULL, 0);
+    while (!atomic_load(&vfork_started))
+        usleep(1000);
+    usleep(20000);
+    int refused_rc = flip();
+    char refused_why[sizeof last_why];
+    snprintf(refused_why, sizeof refused_why, "%s", last_why);
+    pthread_join(v, NULL);
+    int ok = flips(20);
+    atomic_store(&running, 0);
+    for (int k = 0; k < N_KINDS; k++)
+        pthread_join(t[k], NULL);
+    if (semid >= 0)
+        semctl(semid, 0, IPC_RMID);
+    long bad = 0;
+    for (int k = 0; k < N_KINDS; k++)
+        bad += eintr[k] + early[k];
+    printf("(%s stop) the flip during the vfork: %s; afterwards %d of 20 flips; EINTRs and "
+           "early returns: %ld\n", hp_threads_stop_method(),
+           refused_rc == 0 ? "succeeded" : refused_why, ok, bad);
+    if (refused_rc == 0)
+        return fail("%s", "a flip succeeded while a thread could not be stopped");
+    if (!strstr(refused_why, "did not stop"))
+        return fail("the refusal does not say which thread did not stop: %s", refused_why);
+    if (ok != 20)
+        return fail("a flip after the vfork was refused: %s", last_why);
+    if (ptrace_mode && bad)
+        return fail("%s", "a stop that gave up left an EINTR or an early return");
+    printf("stop_probe: PASS\n");
+    return 0;
+}
+
 /* ---- signalfd ------------------------------------------------------------------------------- */
 
 static atomic_long read_own, read_foreign;
@@ -929,6 +993,8 @@ int main(int argc, char **argv)
         return mode_signalstream(n_flips, ptrace_mode);
     if (strcmp(mode, "sharedsignal") == 0)
         return mode_sharedsignal(n_flips, ptrace_mode);
+    if (strcmp(mode, "unstoppable") == 0)
+        return mode_unstoppable(ptrace_mode);
     if (strcmp(mode, "rtqueue") == 0)
         return mode_rtqueue(n_flips);
     if (strcmp(mode, "blocker") == 0)
