@@ -10,22 +10,10 @@ set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 export PATH="$BUILD/bin:$PATH"
 HOTPATCH=hotpatch
-bold=$'\e[1m'; dim=$'\e[2m'; reset=$'\e[0m'
-[ -t 1 ] || { bold=; dim=; reset=; }
-step() { printf '\n%s== %s%s\n' "$bold" "$*" "$reset"; }
-run()  { printf '%s$' "$dim"; printf ' %q' "$@"; printf '%s\n' "$reset"; "$@"; }
-fail() { echo "demo_func failed: $*" >&2; exit 1; }
-
-if [ $# -ge 3 ]; then
-  PID=$2; LOG=$3
-else
-  LOG=$(mktemp)
-  "$BUILD/bin/simple_server" --interval-ms 300 >"$LOG" 2>"$LOG.err" &
-  PID=$!
-  trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -f "$LOG" "$LOG.err"' EXIT
-  for _ in $(seq 1 50); do [ -S "/tmp/$PID.socket" ] && break; sleep 0.1; done
-  [ -S "/tmp/$PID.socket" ] || fail "simple_server's agent socket did not appear"
-fi
+DEMO_NAME=demo_func
+# shellcheck source=scripts/demo_lib.sh
+. "$(dirname "$0")/demo_lib.sh"
+demo_target "${@:2}"
 
 # Waits until a line printed from now on shows add_func(1, 2)=$1.
 await_result() {

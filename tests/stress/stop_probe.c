@@ -311,6 +311,25 @@ static void stream_handler(int sig)
     atomic_fetch_add(&stream_handled, 1);
 }
 
+/* Installs the counting handler (SA_RESTART) for sig and blocks it in the calling thread, the
+ * one that flips (and in the threads it creates until they unblock it): the sleepers take
+ * every one. */
+static int take_stream_signal(int sig)
+{
+    stream_signal = sig;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = stream_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+    sigset_t mine;
+    sigemptyset(&mine);
+    sigaddset(&mine, sig);
+    pthread_sigmask(SIG_BLOCK, &mine, NULL);
+    return sig;
+}
+
 static int stream_call(enum stream_kind kind, int ep, int sock, const sigset_t *usr2)
 {
     switch (kind) {
@@ -409,18 +428,7 @@ static int stream_flips(int n)
 
 static int mode_signalstream(int n_flips, bool ptrace_mode)
 {
-    int sig = stream_signal = SIGRTMIN + 2;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = stream_handler;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(sig, &sa, NULL);
-    /* The flipping thread and the sender block it: the sleepers take every one. */
-    sigset_t mine;
-    sigemptyset(&mine);
-    sigaddset(&mine, sig);
-    pthread_sigmask(SIG_BLOCK, &mine, NULL);
+    int sig = take_stream_signal(SIGRTMIN + 2);
     semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
     for (int k = 0; k < N_STREAM; k++)
         stream_threads[k] = spawn(stream_sleeper, (void *)(intptr_t)k, 0);
@@ -490,17 +498,7 @@ static void *shared_sleeper(void *arg)
  * lets them go: which of them takes it is then the kernel's choice alone. */
 static int mode_sharedsignal(int rounds, bool ptrace_mode)
 {
-    int sig = stream_signal = SIGRTMIN + 3;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = stream_handler;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(sig, &sa, NULL);
-    sigset_t mine;
-    sigemptyset(&mine);
-    sigaddset(&mine, sig);
-    pthread_sigmask(SIG_BLOCK, &mine, NULL);
+    int sig = take_stream_signal(SIGRTMIN + 3);
     pthread_t t[SHARED_SLEEPERS];
     for (int k = 0; k < SHARED_SLEEPERS; k++)
         t[k] = spawn(shared_sleeper, NULL, 0);
