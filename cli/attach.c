@@ -427,6 +427,22 @@ static bool is_restorer(const struct libc_text *text, uint64_t word)
 
 #define STACK_SCAN_BYTES (256 * 1024)
 
+/*
+ * True when the word at `at`, which holds __restore_rt's address, begins a real signal frame
+ * and is not a stale copy (glibc's sigaction puts that address in a structure on the stack, and
+ * such words outlive the call in the frames above). The kernel's frame is the return address,
+ * then the ucontext: uc_flags (a few UC_* bits), uc_link, uc_stack, the general registers, and
+ * the pointer to the saved FPU state, which the kernel puts just above the frame.
+ */
+static bool is_signal_frame(struct traced_process *p, uintptr_t at)
+{
+    uint64_t frame[30];
+    if (pread(p->mem_fd, frame, sizeof frame, (off_t)at) != (ssize_t)sizeof frame)
+        return false;
+    uint64_t uc_flags = frame[1], fpstate = frame[29];
+    return uc_flags <= 0xf && (fpstate == 0 || (fpstate > at && fpstate - at < 64 * 1024));
+}
+
 /* True when the stack above sp holds a signal frame (a return address to __restore_rt). */
 static bool stack_has_signal_frame(struct traced_process *p, const struct libc_text *text,
                                    uintptr_t sp)
@@ -438,7 +454,7 @@ static bool stack_has_signal_frame(struct traced_process *p, const struct libc_t
         if (n <= 0)
             return false;            /* the end of the stack's mapping */
         for (size_t i = 0; i < (size_t)n / 8; i++)
-            if (is_restorer(text, chunk[i]))
+            if (is_restorer(text, chunk[i]) && is_signal_frame(p, sp + done + i * 8))
                 return true;
     }
     return false;
