@@ -949,11 +949,19 @@ int hp_ptrace_stop(struct hp_stopped *out, int timeout_ms, enum hp_stop_failure 
         snprintf(out->why, sizeof out->why, "cannot read /proc/self/status");
         return -1;
     }
-    /* Our own helper shows as the tracer while it is still letting the last stop's threads go;
-     * request_stop hands it this stop directly. Taking it for a debugger would send this stop
-     * to the signal fallback, whose EINTRs the program would see. */
-    if (hp_stop_status_dec(status, "TracerPid", &tracer) && tracer != 0 &&
-        !(ctl.owner == getpid() && tracer == atomic_load(&ctl.alive))) {
+    /* While our helper is still letting the last stop's threads go, the main thread shows it
+     * as its tracer (request_stop then hands it this stop directly), or, for an instant while
+     * the kernel unlinks it, its real parent. Taking either for a debugger would send this
+     * stop to the signal fallback, whose EINTRs the program would see: a tracer that is not
+     * the helper is believed only once the helper holds nothing. */
+    bool traced = hp_stop_status_dec(status, "TracerPid", &tracer) && tracer != 0 &&
+                  !(ctl.owner == getpid() && tracer == atomic_load(&ctl.alive));
+    if (traced) {
+        hp_ptrace_quiesce();
+        traced = hp_stop_read_file("/proc/self/status", status, sizeof status) > 0 &&
+                 hp_stop_status_dec(status, "TracerPid", &tracer) && tracer != 0;
+    }
+    if (traced) {
         *kind = HP_STOP_FAIL_NOT_NOW;
         snprintf(out->why, sizeof out->why, "the process is traced by process %ld (a debugger)",
                  tracer);
