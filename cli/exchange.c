@@ -221,6 +221,14 @@ static int connect_with_timeout(const char *path, long pid, int timeout_ms, int 
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
         int err = errno;
         close(fd);
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+            /* A Unix socket's connect waits while the listener's backlog is full, for at most
+             * SO_SNDTIMEO: the agent is there but has not accepted. */
+            say("timed out after %d ms connecting to %s: the agent did not accept the "
+                "connection (its backlog is full; it may be busy or stuck); try again, or raise "
+                "--timeout", timeout_ms, path);
+            return EXIT_TROUBLE;
+        }
         explain_unreachable(path, pid, err);
         return EXIT_TROUBLE;
     }

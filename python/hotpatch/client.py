@@ -291,6 +291,13 @@ def connect(path: str, pid: Optional[int] = None,
         sock.connect(raw_path if raw_path else b"\0" * _SUN_PATH)
     except OSError as e:
         sock.close()
+        if e.errno in (errno_mod.EAGAIN, errno_mod.EWOULDBLOCK) and timeout is not None:
+            # A Unix socket's connect waits while the listener's backlog is full, for at most
+            # SO_SNDTIMEO: the agent is there but has not accepted.
+            raise errors.UnreachableError(
+                f"timed out after {int(round(timeout * 1000))} ms connecting to {path}: the "
+                "agent did not accept the connection (its backlog is full; it may be busy or "
+                "stuck); try again, or raise --timeout", path) from None
         raise _unreachable(path, pid, e.errno or errno_mod.EIO) from None
     return sock
 

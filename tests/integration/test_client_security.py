@@ -32,7 +32,7 @@ import tty
 
 import pytest
 
-from conftest import BIN, HOTPATCH, cli
+from conftest import BIN, HOTPATCH, REPO, cli
 
 T1, T2 = "hotpatch-t1", "hotpatch-t2"
 
@@ -373,16 +373,32 @@ def test_listener_handed_over_while_the_client_connects_is_refused(fakes):
     assert agent.requests() == []
 
 
+@pytest.mark.parametrize("client", ["c", "python"])
+def test_an_agent_that_never_accepts_times_out_with_a_clear_reason(fakes, client):
+    agent = fakes(["/tmp/{pid}.socket"], backlog=0, hand_over_on_signal="stay")
+    program = [str(HOTPATCH)] if client == "c" else [sys.executable, "-m", "hotpatch"]
+    with connect_blocked(agent.paths[0], "-t", "300", "-p", agent.pid, "var", "get", "age",
+                         program=program) as running:
+        out, err = running.communicate(timeout=15)
+    assert (running.returncode, out, err) == (
+        2, "", f"hotpatch: timed out after 300 ms connecting to {agent.paths[0]}: the agent did "
+               "not accept the connection (its backlog is full; it may be busy or stuck); try "
+               "again, or raise --timeout\n")
+    assert agent.requests() == []
+
+
 class connect_blocked:
     """Runs the CLI while a connection fills the listener's backlog (0), so the CLI, once it
     has made its socket (it has found the agent), waits in connect() until the listener
     accepts; the test changes the world meanwhile."""
 
-    def __init__(self, path, *args):
+    def __init__(self, path, *args, program=None):
         self.filler = socket.socket(socket.AF_UNIX)
         self.filler.connect(path)
-        self.client = subprocess.Popen([str(HOTPATCH), *[str(a) for a in args]], text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+        self.client = subprocess.Popen([*(program or [str(HOTPATCH)]), *[str(a) for a in args]],
+                                       text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       env=env)
         deadline = time.time() + 10
         while not self._has_socket() and self.client.poll() is None and time.time() < deadline:
             time.sleep(0.005)
