@@ -162,18 +162,39 @@ static int semid = -1;
 
 #define NAP_MS 20
 
+/* What a sleeper waits on: an empty epoll set, a socket whose receive times out after
+ * NAP_MS, and SIGUSR2 (blocked, for sigtimedwait). */
+struct sleeper_kit {
+    int ep, sv[2];
+    sigset_t usr2;
+};
+
+static void sleeper_kit_open(struct sleeper_kit *k)
+{
+    k->ep = epoll_create1(0);
+    k->sv[0] = k->sv[1] = -1;
+    socketpair(AF_UNIX, SOCK_STREAM, 0, k->sv);
+    struct timeval tv = {0, NAP_MS * 1000};
+    setsockopt(k->sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sigemptyset(&k->usr2);
+    sigaddset(&k->usr2, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &k->usr2, NULL);
+}
+
+static void sleeper_kit_close(struct sleeper_kit *k)
+{
+    close(k->ep);
+    close(k->sv[0]);
+    close(k->sv[1]);
+}
+
 static void *sleeper_main(void *arg)
 {
     enum sleeper_kind kind = (enum sleeper_kind)(intptr_t)arg;
-    int ep = epoll_create1(0);
-    int sv[2] = {-1, -1};
-    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
-    struct timeval tv = {0, NAP_MS * 1000};
-    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sigset_t usr2;
-    sigemptyset(&usr2);
-    sigaddset(&usr2, SIGUSR2);
-    pthread_sigmask(SIG_BLOCK, &usr2, NULL);
+    struct sleeper_kit kit;
+    sleeper_kit_open(&kit);
+    int ep = kit.ep, *sv = kit.sv;
+    sigset_t usr2 = kit.usr2;
     while (atomic_load(&running)) {
         long long t0 = now_ns(), want = (kind == SLEEP ? 1000LL : NAP_MS) * 1000000LL;
         int rc = 0, err = 0;
@@ -247,9 +268,7 @@ static void *sleeper_main(void *arg)
             early[kind]++;
         rounds[kind]++;
     }
-    close(ep);
-    close(sv[0]);
-    close(sv[1]);
+    sleeper_kit_close(&kit);
     return NULL;
 }
 
@@ -365,21 +384,15 @@ static int stream_call(enum stream_kind kind, int ep, int sock, const sigset_t *
 static void *stream_sleeper(void *arg)
 {
     enum stream_kind kind = (enum stream_kind)(intptr_t)arg;
-    int ep = epoll_create1(0);
-    int sv[2] = {-1, -1};
-    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
-    struct timeval tv = {0, NAP_MS * 1000};
-    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sigset_t usr2, stream;
-    sigemptyset(&usr2);
-    sigaddset(&usr2, SIGUSR2);
-    pthread_sigmask(SIG_BLOCK, &usr2, NULL);
+    struct sleeper_kit kit;
+    sleeper_kit_open(&kit);
+    sigset_t stream;
     sigemptyset(&stream);
     sigaddset(&stream, stream_signal);
     pthread_sigmask(SIG_UNBLOCK, &stream, NULL);     /* blocked where it was created */
     while (atomic_load(&running)) {
         sig_atomic_t before = handled_here;
-        int rc = stream_call(kind, ep, sv[0], &usr2);
+        int rc = stream_call(kind, kit.ep, kit.sv[0], &kit.usr2);
         if (rc < 0 && errno == EINTR) {
             stream_eintr[kind]++;
             if (handled_here == before)
@@ -387,9 +400,7 @@ static void *stream_sleeper(void *arg)
         }
         stream_rounds[kind]++;
     }
-    close(ep);
-    close(sv[0]);
-    close(sv[1]);
+    sleeper_kit_close(&kit);
     return NULL;
 }
 
