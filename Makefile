@@ -37,7 +37,7 @@ demo: build
 	@scripts/demo.sh $(BUILD)
 
 bench: build
-	@bench/run.sh $(BUILD)
+	@BUILD_DIR=$(BUILD) bench/run.sh
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
