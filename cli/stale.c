@@ -22,6 +22,7 @@
 #include "message.h"
 #include "procfs.h"
 #include "stale.h"
+#include "unix_diag.h"
 
 #define TMP_ENTRIES_LIMIT 65536     /* names of /tmp looked at */
 
@@ -35,11 +36,23 @@ bool is_private_fallback(const char *path, long pid)
     return slash && slash > rest && strcmp(slash, "/socket") == 0;
 }
 
+/* Whether a socket of this network namespace is bound to the socket file at path, which *st
+ * describes: by the file's identity (unix_diag), so that a live socket of the same name in
+ * another mount namespace does not keep a stale file here; by name when the kernel cannot
+ * say. An error counts as bound: nothing is called stale then. */
+static bool socket_file_is_bound(const char *path, const struct stat *st)
+{
+    unsigned long socket_inode;
+    if (unix_diag_socket_of_file(st, UNIX_DIAG_ANY, &socket_inode) == 0)
+        return socket_inode != 0;
+    return proc_path_is_bound(path);
+}
+
 bool is_stale_socket_file(const char *path, struct stat *st)
 {
     struct stat own;
     struct stat *s = st ? st : &own;
-    return lstat(path, s) == 0 && S_ISSOCK(s->st_mode) && !proc_path_is_bound(path);
+    return lstat(path, s) == 0 && S_ISSOCK(s->st_mode) && !socket_file_is_bound(path, s);
 }
 
 /* ---- the names of /tmp, sorted ------------------------------------------------------------------ */
@@ -160,7 +173,7 @@ static bool connect_refused(const char *path)
 static bool stale_and_ours(int dirfd, const char *name, const char *path, struct stat *st)
 {
     return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st->st_mode) &&
-           st->st_uid == geteuid() && !proc_path_is_bound(path) && connect_refused(path);
+           st->st_uid == geteuid() && !socket_file_is_bound(path, st) && connect_refused(path);
 }
 
 /* Still the very file checked (device, inode, a socket of ours). */

@@ -8,10 +8,12 @@
  * than how to start an agent. `hotpatch ps --prune` removes them: only files the caller owns,
  * only when nothing listens on them, and only the very file that was checked.
  *
- * "Nothing listens": a socket file's inode is not the socket's (the Inode column of
- * /proc/net/unix is the socket's own, in sockfs), so the file is stale when no socket of the
- * caller's network namespace is bound to its name and a connect() to it is refused (which also
- * covers a listener in another network namespace sharing this /tmp).
+ * "Nothing listens": the file is stale when no socket of the caller's network namespace is
+ * bound to it and a connect() to it is refused (which also covers a listener in another
+ * network namespace sharing this /tmp). "Bound to it" is asked of the kernel by the file's
+ * device and inode (unix_diag.h), not by its name: another mount namespace may have a live
+ * socket of the same name in a /tmp of its own. Where the kernel cannot say, the name is
+ * used, which errs on the side of keeping a file.
  */
 #ifndef HOTPATCH_CLI_STALE_H
 #define HOTPATCH_CLI_STALE_H

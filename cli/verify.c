@@ -10,11 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "message.h"
 #include "procfs.h"
 #include "stale.h"
+#include "unix_diag.h"
 #include "verify.h"
 
 #define ENVIRON_LIMIT (1 << 16)     /* the part of /proc/PID/environ searched (as before) */
@@ -276,12 +278,27 @@ static bool find_held_listener(const struct unix_entry *e, void *context)
     return !s->foreign;
 }
 
-/* Whether the process still holds a listening socket bound to path, and no other listening
- * socket carries that name: two listeners can be bound to one name (the file was replaced),
- * and the file, which connect() follows, belongs to the later; the one the process holds may
- * not be the one we reached. 0, or an errno and in *unreadable the /proc file that could not
- * be read. */
-static int check_still_held(long pid, const char *path, bool *held_now, const char **unreadable)
+/* By name, for a process whose sockets unix_diag cannot be asked about: whether it holds a
+ * listening socket bound to `bound` and no other listening socket carries that name (two
+ * listeners can be bound to one name, the file was replaced, and the file, which connect()
+ * follows, belongs to the later). In a network namespace that mount namespaces share, a name
+ * may also be another container's, which this cannot tell from ours. */
+static int held_by_name(long pid, const struct inode_set *held, const char *bound,
+                        bool *held_now)
+{
+    struct holder_search search = {.held = held, .path = bound};
+    int err = held->count ? proc_scan_unix(pid, find_held_listener, &search) : 0;
+    *held_now = search.found && !search.foreign;
+    return err;
+}
+
+/* Whether the process still holds the listening socket bound to the very file the client
+ * connected to (found->path, looked at again now): unix_diag names that socket by the file's
+ * device and inode, which no other socket can share. Falls back to names when the process is
+ * in another network namespace or the kernel has no unix_diag. 0, or an errno and in
+ * *unreadable the /proc file that could not be read. */
+static int check_still_held(long pid, const struct agent_socket *found, bool *held_now,
+                            const char **unreadable)
 {
     struct inode_set held;
     int err = proc_held_sockets(pid, &held);
@@ -289,11 +306,17 @@ static int check_still_held(long pid, const char *path, bool *held_now, const ch
         *unreadable = "fd";
         return err;
     }
-    struct holder_search search = {.held = &held, .path = path};
-    err = held.count ? proc_scan_unix(pid, find_held_listener, &search) : 0;
+    struct stat file;
+    unsigned long listener = 0;
+    if (!proc_net_is_ours(pid) ||
+        (lstat(found->path, &file) == 0 &&
+         unix_diag_socket_of_file(&file, UNIX_DIAG_LISTENING, &listener) != 0)) {
+        err = held_by_name(pid, &held, found->bound, held_now);
+        *unreadable = "net/unix";
+    } else {
+        *held_now = listener && inode_set_has(&held, listener);
+    }
     inode_set_free(&held);
-    *held_now = search.found && !search.foreign;
-    *unreadable = "net/unix";
     return err;
 }
 
@@ -317,7 +340,7 @@ bool check_agent_of_process(int fd, const struct agent_socket *found,
     }
     bool held_now = false;
     const char *unreadable = "";
-    int held_err = check_still_held(who->pid, found->bound, &held_now, &unreadable);
+    int held_err = check_still_held(who->pid, found, &held_now, &unreadable);
     /* The start time is read last, so a pid reused during the checks above is noticed and
      * named as such rather than as whatever those checks saw. */
     unsigned long long start_time;

@@ -6,7 +6,9 @@
  * does, and a pid may be reused by another process after the one that bound the socket exits.
  * So with -p the client looks for the agent among the listening sockets the process itself
  * holds (its /proc/PID/fd against /proc/PID/net/unix), and after connecting checks the peer's
- * credentials, that the process still holds that socket and that its pid was not reused.
+ * credentials, that the process still holds the listener bound to the very file connected to
+ * (by device and inode, unix_diag.h: names repeat across mount namespaces) and that its pid
+ * was not reused.
  * With -s there is no process to compare with: the peer must run as root, as the caller, or
  * as the uid the operator named with --trust-peer.
  *

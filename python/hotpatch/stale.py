@@ -8,10 +8,12 @@ removes them: only files the caller owns, only when nothing listens on them, and
 file that was checked (device and inode compared right before ``unlink``, through descriptors;
 /tmp is sticky, so another user cannot swap a file the caller owns).
 
-"Nothing listens": a socket file's inode is not the socket's (the Inode column of
-/proc/net/unix is the socket's own), so a file is stale when no socket of the caller's network
-namespace is bound to its name, and, before removing it, a ``connect()`` to it is refused
-(which also covers a listener in another network namespace that shares this /tmp).
+"Nothing listens": a file is stale when no socket of the caller's network namespace is bound
+to it, and, before removing it, a ``connect()`` to it is refused (which also covers a listener
+in another network namespace that shares this /tmp). "Bound to it" is asked of the kernel by the
+file's device and inode (:mod:`hotpatch.unix_diag`), not by its name: another mount namespace
+may have a live socket of the same name in a /tmp of its own. Where the kernel cannot say, the
+name is used, which errs on the side of keeping a file.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import socket
 import stat
 from typing import Callable, Optional
 
-from . import creply, verify
+from . import creply, unix_diag, verify
 
 __all__ = ["find_stale_socket_of_pid", "is_private_fallback", "is_stale_socket_file", "prune"]
 
@@ -35,9 +37,16 @@ def is_private_fallback(path: bytes, pid: int) -> bool:
     return verify._is_fallback(path, pid)
 
 
-def _bound_in_our_namespace(path: bytes) -> bool:
-    """A socket of the caller's network namespace is bound to ``path`` (listening or not);
-    an unreadable table counts as bound (nothing is called stale then)."""
+def _bound_in_our_namespace(path: bytes, st: os.stat_result) -> bool:
+    """A socket of the caller's network namespace is bound to the socket file at ``path``,
+    which ``st`` describes (listening or not): by the file's identity (unix_diag), so that a
+    live socket of the same name in another mount namespace does not keep a stale file here;
+    by name when the kernel cannot say. An unreadable table counts as bound (nothing is
+    called stale then)."""
+    try:
+        return unix_diag.socket_of_file(st, listening_only=False) != 0
+    except OSError:
+        pass
     try:
         return any(p == path for _, _, p in verify.unix_sockets(0))
     except OSError:
@@ -51,7 +60,7 @@ def is_stale_socket_file(path: "str | bytes") -> bool:
         st = os.lstat(raw)
     except OSError:
         return False
-    return stat.S_ISSOCK(st.st_mode) and not _bound_in_our_namespace(raw)
+    return stat.S_ISSOCK(st.st_mode) and not _bound_in_our_namespace(raw, st)
 
 
 def _tmp_names(prefix: bytes) -> list[bytes]:
@@ -124,7 +133,7 @@ def _lstat_at(dirfd: int, name: bytes) -> Optional[os.stat_result]:
 def _stale_and_ours(dirfd: int, name: bytes, path: bytes) -> Optional[os.stat_result]:
     st = _lstat_at(dirfd, name)
     if (st is None or not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid()
-            or _bound_in_our_namespace(path) or not _connect_refused(path)):
+            or _bound_in_our_namespace(path, st) or not _connect_refused(path)):
         return None
     return st
 

@@ -374,6 +374,66 @@ def test_a_process_in_a_container_is_reached_by_its_host_pid(tmp_path):
         outer.wait(10)
 
 
+def test_containers_whose_agents_bind_one_socket_name_are_each_reached(tmp_path):
+    """Every container's first process is pid 1 in its namespace, so their agents all bind
+    /tmp/1.socket, each in a /tmp of its own but in one network namespace: /proc/net/unix shows
+    several listeners of that name. Each is told from the others by its file, not its name."""
+    started = [_container(tmp_path) for _ in range(2)]
+    try:
+        pids = [pid for _, pid in started]
+        names = [line for line in Path("/proc/net/unix").read_text().splitlines()
+                 if line.endswith(" /tmp/1.socket")]
+        assert len(names) >= 2
+        for value, pid in enumerate(pids, 20):
+            assert run_c("-p", pid, "var", "set", "age", value)[0] == 0
+        for value, pid in enumerate(pids, 20):
+            assert both("-p", pid, "var", "get", "age") == (0, b"%d\n" % value, b"")
+        rc, out, err = both("ps", "--json", mask=without_uptime)
+        assert (rc, err) == (0, b"")
+        assert set(pids) <= {json.loads(line)["pid"] for line in out.splitlines()}
+    finally:
+        for outer, pid in started:
+            os.kill(pid, 9)
+            outer.wait(10)
+
+
+NAMESAKE = """
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _namesake(path):
+    """A live listener bound to `path` in a mount namespace of its own with a private /tmp:
+    another container's socket that happens to carry the name."""
+    p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                          'mount -t tmpfs none /tmp && exec "$0" -c "$1" "$2"', sys.executable,
+                          NAMESAKE, path], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "ready\n"
+    return p
+
+
+def test_a_live_namesake_in_another_mount_namespace_neither_blocks_nor_keeps_a_socket(procs):
+    agent = server(procs)
+    namesakes = [_namesake(agent.socket), _namesake("/tmp/4242.socket")]
+    try:
+        # The agent is reached although another socket of its name listens elsewhere.
+        assert both("-p", agent.pid, "var", "get", "age") == (0, b"10\n", b"")
+        # A stale file here is stale, whatever listens under its name in another namespace.
+        for run in (run_c, run_py):
+            stale_socket("/tmp/4242.socket")
+            assert run("ps", "--prune") == (0, b"removed /tmp/4242.socket\n", b""), run
+            assert not os.path.lexists("/tmp/4242.socket")
+    finally:
+        for p in namesakes:
+            p.kill()
+            p.wait()
+
+
 # ==== offline help ===================================================================================
 
 def test_offline_help_is_the_agents_own(procs):

@@ -657,3 +657,26 @@ def test_ns_last_pid_a_name_whose_listener_the_process_does_not_hold_is_refused(
     with pytest.raises(hotpatch.VerificationError, match="does not hold that listening socket"):
         hotpatch.Client(pid=pid, timeout=1).var_list()
     assert _received(impostor) == b""
+
+
+def test_unix_diag_names_the_socket_bound_to_a_file_by_its_identity(tmp_path):
+    """hotpatch.unix_diag, the piece both checks above rest on: a file is tied to the socket
+    bound to it (the inode /proc/PID/fd links show), listening or not as asked; a file no
+    socket is bound to any more, and a file of the same name elsewhere, are tied to none."""
+    from hotpatch import unix_diag
+    path = tmp_path / "s.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    own = os.fstat(s.fileno()).st_ino
+    st = os.lstat(path)
+    assert unix_diag.socket_of_file(st, listening_only=False) == own
+    assert unix_diag.socket_of_file(st, listening_only=True) == 0      # bound, not listening
+    s.listen()
+    assert unix_diag.socket_of_file(st, listening_only=True) == own
+    other = tmp_path / "other.sock"
+    t = socket.socket(socket.AF_UNIX)
+    t.bind(str(other))
+    assert unix_diag.socket_of_file(os.lstat(other), listening_only=False) != own
+    s.close()
+    t.close()
+    assert unix_diag.socket_of_file(st, listening_only=False) == 0      # the file is stale now

@@ -1,0 +1,39 @@
+/*
+ * unix_diag.h — which Unix socket is bound to a given file, asked of the kernel (sock_diag).
+ *
+ * Why not /proc/net/unix alone: it names a socket by the path its process passed to bind(),
+ * and a network namespace is shared by every mount namespace in it. Two containers that each
+ * bind /tmp/5.socket in a /tmp of their own show two sockets of one name, so a name cannot
+ * tell which socket a file belongs to, and a check by name refuses (or trusts) the wrong one.
+ * The kernel's unix_diag reports, for each bound socket, the device and inode of its file:
+ * that ties a socket to the very file the client looked at with lstat().
+ *
+ * Only the caller's own network namespace can be asked. The callers fall back to names for a
+ * process in another one, and when the kernel has no unix_diag (an error here).
+ *
+ * The kernel reports the file's inode in 32 bits: a file matches when its device and the low
+ * 32 bits of its inode do. Reads are bounded (UNIX_DIAG_MESSAGES_LIMIT sockets) and time out
+ * after a second; the functions print nothing and are safe to call from any thread.
+ */
+#ifndef HOTPATCH_CLI_UNIX_DIAG_H
+#define HOTPATCH_CLI_UNIX_DIAG_H
+
+#include <stdbool.h>
+#include <sys/stat.h>
+
+/* Which sockets a search looks at. */
+enum unix_diag_states {
+    UNIX_DIAG_LISTENING, /* only listening sockets */
+    UNIX_DIAG_ANY,       /* every socket, in any state */
+};
+
+/* Finds the socket of the caller's network namespace bound to the file that *file (an lstat)
+ * describes. Returns 0 with *socket_inode set to that socket's inode (its number in
+ * /proc/PID/fd links), or to 0 when no such socket is bound to it. Errors: the errno of
+ * socket()/send()/recv() (EPROTONOSUPPORT or ENOENT when the kernel has no unix_diag,
+ * EAGAIN when it did not answer within a second), EPROTO for a reply that cannot be read,
+ * E2BIG when the namespace has more sockets than the bound, ENOMEM. */
+int unix_diag_socket_of_file(const struct stat *file, enum unix_diag_states states,
+                             unsigned long *socket_inode);
+
+#endif

@@ -1,0 +1,109 @@
+"""Which Unix socket is bound to a given file, asked of the kernel (sock_diag) — as the C
+client's cli/unix_diag.c.
+
+Why not /proc/net/unix alone: it names a socket by the path its process passed to ``bind()``,
+and a network namespace is shared by every mount namespace in it. Two containers that each
+bind /tmp/5.socket in a /tmp of their own show two sockets of one name, so a name cannot tell
+which socket a file belongs to. The kernel's unix_diag reports, for each bound socket, the
+device and inode of its file: that ties a socket to the very file the client looked at.
+
+Only the caller's own network namespace can be asked; callers fall back to names for a process
+in another one, and when the kernel has no unix_diag (:class:`OSError` here). The kernel
+reports the inode in 32 bits: a file matches when its device and the low 32 bits of its inode
+do. One dump, bounded (``_MESSAGES_LIMIT`` sockets), each read timing out after a second.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import socket
+import struct
+
+__all__ = ["socket_of_file"]
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_UDIAG_SHOW_VFS = 0x2
+_UNIX_DIAG_VFS = 1
+_TCP_LISTEN = 10
+_MESSAGES_LIMIT = 1 << 22
+_DATAGRAM_LIMIT = 65536
+
+_HEADER = struct.Struct("=IHHII")          # struct nlmsghdr
+_REQUEST = struct.Struct("=BBHIII8s")      # struct unix_diag_req (cookie: 8 bytes)
+_MESSAGE = struct.Struct("=BBBBI8s")       # struct unix_diag_msg
+_ATTRIBUTE = struct.Struct("=HH")          # struct rtattr
+_VFS = struct.Struct("=II")                # struct unix_diag_vfs: inode, device
+
+
+def _kernel_device(dev: int) -> int:
+    """The device as the kernel keeps it (MAJOR << 20 | MINOR), which unix_diag reports."""
+    return ((os.major(dev) << 20) | (os.minor(dev) & 0xFFFFF)) & 0xFFFFFFFF
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _file_of(body: bytes) -> "tuple[int, int] | None":
+    """(inode, device) of one socket's UNIX_DIAG_VFS attribute, or None when it has none."""
+    pos = _MESSAGE.size
+    while pos + _ATTRIBUTE.size <= len(body):
+        length, kind = _ATTRIBUTE.unpack_from(body, pos)
+        if length < _ATTRIBUTE.size or pos + length > len(body):
+            return None
+        if kind == _UNIX_DIAG_VFS and length - _ATTRIBUTE.size >= _VFS.size:
+            return _VFS.unpack_from(body, pos + _ATTRIBUTE.size)
+        pos += _align(length)
+    return None
+
+
+def _search_datagram(data: bytes, wanted: tuple[int, int], seen: list[int]) -> "int | None":
+    """The socket inode found in one datagram, 0 when the dump ended without it, None when
+    more is to be read. Raises OSError for a kernel error or a reply that cannot be read."""
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        length, kind, _, _, _ = _HEADER.unpack_from(data, pos)
+        if length < _HEADER.size or pos + length > len(data):
+            raise OSError(errno_mod.EPROTO, "unreadable sock_diag reply")
+        body = data[pos + _HEADER.size:pos + length]
+        if kind == _NLMSG_DONE:
+            return 0
+        if kind == _NLMSG_ERROR:
+            error = struct.unpack_from("=i", body)[0] if len(body) >= 4 else 0
+            raise OSError(-error if error < 0 else errno_mod.EPROTO, "sock_diag refused")
+        if kind != _SOCK_DIAG_BY_FAMILY or len(body) < _MESSAGE.size:
+            raise OSError(errno_mod.EPROTO, "unreadable sock_diag reply")
+        seen[0] += 1
+        if seen[0] > _MESSAGES_LIMIT:
+            raise OSError(errno_mod.E2BIG, "too many sockets")
+        if _file_of(body) == wanted:
+            return _MESSAGE.unpack_from(body)[4]
+        pos += _align(length)
+    return None
+
+
+def socket_of_file(st: os.stat_result, listening_only: bool) -> int:
+    """The inode of the socket of the caller's network namespace bound to the file ``st`` (an
+    lstat) describes — only among listening sockets when ``listening_only`` — or 0 when no
+    socket is bound to it. Raises OSError when the kernel cannot be asked (no unix_diag,
+    no answer within a second, a reply that cannot be read)."""
+    states = 1 << _TCP_LISTEN if listening_only else 0xFFFFFFFF
+    request = _REQUEST.pack(socket.AF_UNIX, 0, 0, states, 0, _UDIAG_SHOW_VFS, b"\0" * 8)
+    header = _HEADER.pack(_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
+                          _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+    wanted = (st.st_ino & 0xFFFFFFFF, _kernel_device(st.st_dev))
+    seen = [0]
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as s:
+        s.settimeout(1.0)
+        s.sendto(header + request, (0, 0))
+        while True:
+            data = s.recv(_DATAGRAM_LIMIT)
+            if not data:
+                raise OSError(errno_mod.EPROTO, "sock_diag closed")
+            found = _search_datagram(data, wanted, seen)
+            if found is not None:
+                return found
