@@ -164,11 +164,6 @@ bool proc_root_is_ours(long pid)
     return same_as_ours(pid, "root") && same_as_ours(pid, "ns/mnt");
 }
 
-bool proc_net_is_ours(long pid)
-{
-    return same_as_ours(pid, "ns/net");
-}
-
 /* ---- the sockets a process holds -------------------------------------------------------------- */
 
 void inode_set_free(struct inode_set *set)

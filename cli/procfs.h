@@ -43,10 +43,6 @@ int proc_cmdline(long pid, char *buf, size_t cap, size_t *len);
  * "ours": the reads that follow then fail with their own reason. */
 bool proc_root_is_ours(long pid);
 
-/* Whether the process is in the caller's network namespace, whose sockets unix_diag.h can
- * ask about. An error reads as "ours", as above. */
-bool proc_net_is_ours(long pid);
-
 /* The inodes of the sockets among a process's descriptors, sorted for lookup. */
 struct inode_set {
     unsigned long *inodes;

@@ -43,7 +43,7 @@ bool is_private_fallback(const char *path, long pid)
 static bool socket_file_is_bound(const char *path, const struct stat *st)
 {
     unsigned long socket_inode;
-    if (unix_diag_socket_of_file(st, UNIX_DIAG_ANY, &socket_inode) == 0)
+    if (unix_diag_socket_of_file(0, st, UNIX_DIAG_ANY, &socket_inode) == 0)
         return socket_inode != 0;
     return proc_path_is_bound(path);
 }

@@ -9,10 +9,14 @@
  * drops whatever the kernel had left to send.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,13 +131,63 @@ static int read_dump(int fd, struct file_search *search)
     return err;
 }
 
-int unix_diag_socket_of_file(const struct stat *file, enum unix_diag_states states,
+static int plain_diag_socket(void)
+{
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    return fd >= 0 ? fd : -errno;
+}
+
+static bool same_object(int a, int b)
+{
+    struct stat x, y;
+    return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+/* A sock_diag socket of pid's network namespace (pid 0: the caller's), or -errno. A netlink
+ * socket answers for the namespace it was made in, so for another one the calling thread
+ * enters it for the socket() call alone and goes back; setns() needs CAP_SYS_ADMIN over that
+ * namespace (root has it), and without it this is -EPERM. */
+static int open_diag_socket(long pid)
+{
+    if (pid == 0)
+        return plain_diag_socket();
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/ns/net", pid);
+    int theirs = open(path, O_RDONLY | O_CLOEXEC);
+    if (theirs < 0)
+        return -errno;
+    int ours = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (ours < 0) {
+        int err = -errno;
+        close(theirs);
+        return err;
+    }
+    int fd;
+    if (same_object(theirs, ours))
+        fd = plain_diag_socket();
+    else if (setns(theirs, CLONE_NEWNET) != 0)
+        fd = -errno;
+    else {
+        fd = plain_diag_socket();
+        /* Going back cannot fail for a caller that could enter (the same capability over
+         * its own namespace); if it did, the socket is not used. */
+        if (setns(ours, CLONE_NEWNET) != 0 && fd >= 0) {
+            close(fd);
+            fd = -EPERM;
+        }
+    }
+    close(ours);
+    close(theirs);
+    return fd;
+}
+
+int unix_diag_socket_of_file(long pid, const struct stat *file, enum unix_diag_states states,
                              unsigned long *socket_inode)
 {
     *socket_inode = 0;
-    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    int fd = open_diag_socket(pid);
     if (fd < 0)
-        return errno;
+        return -fd;
     struct timeval second = {.tv_sec = 1};
     int err = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second) ? errno : 0;
     if (!err)

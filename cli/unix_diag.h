@@ -8,12 +8,16 @@
  * The kernel's unix_diag reports, for each bound socket, the device and inode of its file:
  * that ties a socket to the very file the client looked at with lstat().
  *
- * Only the caller's own network namespace can be asked. The callers fall back to names for a
- * process in another one, and when the kernel has no unix_diag (an error here).
+ * A netlink socket answers for the network namespace it was made in. For a process in another
+ * one (a container, a pod whose containers share one), the calling thread enters that
+ * namespace for the socket() call alone, which needs CAP_SYS_ADMIN over it (root has it).
+ * Where that is refused, or the kernel has no unix_diag, this returns an error and the
+ * callers fall back to names.
  *
  * The kernel reports the file's inode in 32 bits: a file matches when its device and the low
  * 32 bits of its inode do. Reads are bounded (UNIX_DIAG_MESSAGES_LIMIT sockets) and time out
- * after a second; the functions print nothing and are safe to call from any thread.
+ * after a second. Prints nothing; safe to call from any thread (setns() changes only the
+ * calling thread's namespace, and changes it back before returning).
  */
 #ifndef HOTPATCH_CLI_UNIX_DIAG_H
 #define HOTPATCH_CLI_UNIX_DIAG_H
@@ -27,13 +31,15 @@ enum unix_diag_states {
     UNIX_DIAG_ANY,       /* every socket, in any state */
 };
 
-/* Finds the socket of the caller's network namespace bound to the file that *file (an lstat)
- * describes. Returns 0 with *socket_inode set to that socket's inode (its number in
- * /proc/PID/fd links), or to 0 when no such socket is bound to it. Errors: the errno of
- * socket()/send()/recv() (EPROTONOSUPPORT or ENOENT when the kernel has no unix_diag,
+/* Finds the socket of pid's network namespace (pid 0: the caller's) bound to the file that
+ * *file (an lstat) describes. Returns 0 with *socket_inode set to that socket's inode (its
+ * number in /proc/PID/fd links), or to 0 when no such socket is bound to it. Errors: the errno
+ * of open()/setns() on /proc/PID/ns/net (EPERM without CAP_SYS_ADMIN over that namespace,
+ * ENOENT when pid is gone) or of socket()/send()/recv() (EPROTONOSUPPORT when the kernel has
+ * no unix_diag,
  * EAGAIN when it did not answer within a second), EPROTO for a reply that cannot be read,
  * E2BIG when the namespace has more sockets than the bound, ENOMEM. */
-int unix_diag_socket_of_file(const struct stat *file, enum unix_diag_states states,
+int unix_diag_socket_of_file(long pid, const struct stat *file, enum unix_diag_states states,
                              unsigned long *socket_inode);
 
 #endif

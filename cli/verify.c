@@ -278,11 +278,11 @@ static bool find_held_listener(const struct unix_entry *e, void *context)
     return !s->foreign;
 }
 
-/* By name, for a process whose sockets unix_diag cannot be asked about: whether it holds a
- * listening socket bound to `bound` and no other listening socket carries that name (two
- * listeners can be bound to one name, the file was replaced, and the file, which connect()
- * follows, belongs to the later). In a network namespace that mount namespaces share, a name
- * may also be another container's, which this cannot tell from ours. */
+/* By name, where unix_diag cannot be asked: whether the process holds a listening socket
+ * bound to `bound` and no other listening socket carries that name (two listeners can be
+ * bound to one name, the file was replaced, and the file, which connect() follows, belongs to
+ * the later). In a network namespace that mount namespaces share, a name may also be another
+ * container's, which this cannot tell from ours. */
 static int held_by_name(long pid, const struct inode_set *held, const char *bound,
                         bool *held_now)
 {
@@ -293,10 +293,10 @@ static int held_by_name(long pid, const struct inode_set *held, const char *boun
 }
 
 /* Whether the process still holds the listening socket bound to the very file the client
- * connected to (found->path, looked at again now): unix_diag names that socket by the file's
- * device and inode, which no other socket can share. Falls back to names when the process is
- * in another network namespace or the kernel has no unix_diag. 0, or an errno and in
- * *unreadable the /proc file that could not be read. */
+ * connected to (found->path, looked at again now): unix_diag, asked in the process's network
+ * namespace, names that socket by the file's device and inode, which no other socket can
+ * share. Falls back to names when that namespace cannot be entered or the kernel has no
+ * unix_diag. 0, or an errno and in *unreadable the /proc file that could not be read. */
 static int check_still_held(long pid, const struct agent_socket *found, bool *held_now,
                             const char **unreadable)
 {
@@ -308,9 +308,8 @@ static int check_still_held(long pid, const struct agent_socket *found, bool *he
     }
     struct stat file;
     unsigned long listener = 0;
-    if (!proc_net_is_ours(pid) ||
-        (lstat(found->path, &file) == 0 &&
-         unix_diag_socket_of_file(&file, UNIX_DIAG_LISTENING, &listener) != 0)) {
+    if (lstat(found->path, &file) == 0 &&
+        unix_diag_socket_of_file(pid, &file, UNIX_DIAG_LISTENING, &listener) != 0) {
         err = held_by_name(pid, &held, found->bound, held_now);
         *unreadable = "net/unix";
     } else {

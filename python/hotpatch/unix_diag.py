@@ -7,14 +7,17 @@ bind /tmp/5.socket in a /tmp of their own show two sockets of one name, so a nam
 which socket a file belongs to. The kernel's unix_diag reports, for each bound socket, the
 device and inode of its file: that ties a socket to the very file the client looked at.
 
-Only the caller's own network namespace can be asked; callers fall back to names for a process
-in another one, and when the kernel has no unix_diag (:class:`OSError` here). The kernel
-reports the inode in 32 bits: a file matches when its device and the low 32 bits of its inode
+A netlink socket answers for the network namespace it was made in. For a process in another
+one (a container, a pod whose containers share one), the calling thread enters that namespace
+for the ``socket()`` call alone, which needs CAP_SYS_ADMIN over it (root has it). Where that is
+refused, or the kernel has no unix_diag, :class:`OSError` is raised and the callers fall back
+to names. The kernel reports the inode in 32 bits: a file matches when its device and the low 32 bits of its inode
 do. One dump, bounded (``_MESSAGES_LIMIT`` sockets), each read timing out after a second.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno as errno_mod
 import os
 import socket
@@ -31,6 +34,7 @@ _UNIX_DIAG_VFS = 1
 _TCP_LISTEN = 10
 _MESSAGES_LIMIT = 1 << 22
 _DATAGRAM_LIMIT = 65536
+_CLONE_NEWNET = 0x40000000
 
 _HEADER = struct.Struct("=IHHII")          # struct nlmsghdr
 _REQUEST = struct.Struct("=BBHIII8s")      # struct unix_diag_req (cookie: 8 bytes)
@@ -86,18 +90,60 @@ def _search_datagram(data: bytes, wanted: tuple[int, int], seen: list[int]) -> "
     return None
 
 
-def socket_of_file(st: os.stat_result, listening_only: bool) -> int:
-    """The inode of the socket of the caller's network namespace bound to the file ``st`` (an
-    lstat) describes — only among listening sockets when ``listening_only`` — or 0 when no
-    socket is bound to it. Raises OSError when the kernel cannot be asked (no unix_diag,
-    no answer within a second, a reply that cannot be read)."""
+def _setns(fd: int) -> None:
+    """setns(fd, CLONE_NEWNET) for the calling thread (os.setns is Python 3.12's)."""
+    if hasattr(os, "setns"):
+        os.setns(fd, _CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _same_object(a: int, b: int) -> bool:
+    x, y = os.fstat(a), os.fstat(b)
+    return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+
+
+def _diag_socket(pid: int) -> socket.socket:
+    """A sock_diag socket of ``pid``'s network namespace (0: the caller's)."""
+    def plain() -> socket.socket:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+    if not pid:
+        return plain()
+    theirs = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ours = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _same_object(theirs, ours):
+                return plain()
+            _setns(theirs)
+            try:
+                return plain()
+            finally:
+                # Going back cannot fail for a caller that could enter (the same capability
+                # over its own namespace); if it did, the error is raised from here.
+                _setns(ours)
+        finally:
+            os.close(ours)
+    finally:
+        os.close(theirs)
+
+
+def socket_of_file(st: os.stat_result, listening_only: bool, pid: int = 0) -> int:
+    """The inode of the socket of ``pid``'s network namespace (0: the caller's) bound to the
+    file ``st`` (an lstat) describes — only among listening sockets when ``listening_only`` —
+    or 0 when no socket is bound to it. Raises OSError when the kernel cannot be asked (the
+    namespace cannot be entered, no unix_diag, no answer within a second, a reply that
+    cannot be read)."""
     states = 1 << _TCP_LISTEN if listening_only else 0xFFFFFFFF
     request = _REQUEST.pack(socket.AF_UNIX, 0, 0, states, 0, _UDIAG_SHOW_VFS, b"\0" * 8)
     header = _HEADER.pack(_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
                           _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
     wanted = (st.st_ino & 0xFFFFFFFF, _kernel_device(st.st_dev))
     seen = [0]
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as s:
+    with _diag_socket(pid) as s:
         s.settimeout(1.0)
         s.sendto(header + request, (0, 0))
         while True:

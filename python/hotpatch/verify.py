@@ -504,17 +504,11 @@ class _Unreadable(Exception):
         self.what, self.error = what, error
 
 
-def net_is_ours(pid: int) -> bool:
-    """Whether ``pid`` is in the caller's network namespace, whose sockets unix_diag can be
-    asked about. An error reads as "ours"."""
-    return _same_as_ours(pid, "ns/net")
-
-
 def _held_by_name(pid: int, held: frozenset[int], bound: bytes) -> bool:
-    """By name, for a process whose sockets unix_diag cannot be asked about: ``pid`` holds a
-    listening socket bound to ``bound`` and no other listening socket carries that name (the
-    file, which connect() follows, belongs to the later of two). In a network namespace that
-    mount namespaces share, a name may also be another container's, which this cannot tell."""
+    """By name, where unix_diag cannot be asked: ``pid`` holds a listening socket bound to
+    ``bound`` and no other listening socket carries that name (the file, which connect()
+    follows, belongs to the later of two). In a network namespace that mount namespaces share,
+    a name may also be another container's, which this cannot tell."""
     found = False
     try:
         for inode, name in listening_sockets(pid):
@@ -529,25 +523,24 @@ def _held_by_name(pid: int, held: frozenset[int], bound: bytes) -> bool:
 
 def _still_holds(pid: int, path: str, bound: bytes) -> bool:
     """Whether ``pid`` holds the listening socket bound to the very file at ``path`` (looked
-    at again now): unix_diag names that socket by the file's device and inode, which no other
-    socket can share. By name (``bound``) when the process is in another network namespace or
-    the kernel has no unix_diag. Raises :class:`_Unreadable` when /proc cannot be read."""
+    at again now): unix_diag, asked in the process's network namespace, names that socket by
+    the file's device and inode, which no other socket can share. By name (``bound``) when that
+    namespace cannot be entered or the kernel has no unix_diag. Raises :class:`_Unreadable`
+    when /proc cannot be read."""
     try:
         held = socket_inodes(pid)
     except OSError as e:
         raise _Unreadable("fd", e) from None
     if not held:
         return False
-    if net_is_ours(pid):
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False
-        try:
-            return unix_diag.socket_of_file(st, listening_only=True) in held - {0}
-        except OSError:
-            pass
-    return _held_by_name(pid, held, bound)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    try:
+        return unix_diag.socket_of_file(st, listening_only=True, pid=pid) in held - {0}
+    except OSError:
+        return _held_by_name(pid, held, bound)
 
 
 def recheck_process(path: str, process: Process) -> None:

@@ -397,6 +397,59 @@ def test_containers_whose_agents_bind_one_socket_name_are_each_reached(tmp_path)
             outer.wait(10)
 
 
+def _descendants(root, comm):
+    """The pids of root's descendants whose command is comm, found through PPid."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            parents[int(entry.name)] = (int(fields[1]), name)
+    found = []
+    for pid, (ppid, name) in parents.items():
+        ancestor = ppid
+        while ancestor and ancestor != root:
+            ancestor = parents.get(ancestor, (0, ""))[0]
+        if ancestor == root and name == comm:
+            found.append(pid)
+    return sorted(found)
+
+
+def test_containers_of_a_pod_in_another_network_namespace_are_each_reached(tmp_path):
+    """A pod: containers with pid and mount namespaces of their own, sharing one network
+    namespace that is not ours. Their agents all bind /tmp/1.socket; the check asks that
+    namespace's sock_diag which of them holds the file reached."""
+    private_tmp = Path(__file__).parent / "private_tmp.sh"
+    container = (f"unshare --pid --mount --fork {private_tmp} {REPO} {BIN.parent} -- "
+                 f"{BIN / 'simple_server'} --interval-ms 1000")
+    pod = subprocess.Popen(["unshare", "--net", "--fork", "sh", "-c",
+                            f"{container} & {container} & wait"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        pids = []
+        while time.time() < deadline:
+            pids = _descendants(pod.pid, "simple_server")
+            if len(pids) == 2 and all(agent_answers(f"/proc/{p}/root/tmp/1.socket")
+                                      for p in pids):
+                break
+            time.sleep(0.02)
+        assert len(pids) == 2
+        assert os.stat(f"/proc/{pids[0]}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+        for value, pid in enumerate(pids, 30):
+            assert run_c("-p", pid, "var", "set", "age", value)[0] == 0
+        for value, pid in enumerate(pids, 30):
+            assert both("-p", pid, "var", "get", "age") == (0, b"%d\n" % value, b"")
+    finally:
+        for pid in _descendants(pod.pid, "simple_server"):
+            os.kill(pid, 9)
+        pod.kill()
+        pod.wait(10)
+
+
 NAMESAKE = """
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
