@@ -36,23 +36,25 @@ bool is_private_fallback(const char *path, long pid)
     return slash && slash > rest && strcmp(slash, "/socket") == 0;
 }
 
-/* Whether a socket of this network namespace is bound to the socket file at path, which *st
- * describes: by the file's identity (unix_diag), so that a live socket of the same name in
- * another mount namespace does not keep a stale file here; by name when the kernel cannot
- * say. An error counts as bound: nothing is called stale then. */
-static bool socket_file_is_bound(const char *path, const struct stat *st)
+/* Whether a socket of this network namespace is bound to the socket file at path, from a
+ * unix_diag search that returned diag_error and socket_inode: by the file's identity, so that
+ * a live socket of the same name in another mount namespace does not keep a stale file here;
+ * by name when the kernel could not say. An unreadable table counts as bound: nothing is
+ * called stale then. */
+static bool socket_file_is_bound(int diag_error, unsigned long socket_inode, const char *path)
 {
-    unsigned long socket_inode;
-    if (unix_diag_socket_of_file(0, st, UNIX_DIAG_ANY, &socket_inode) == 0)
-        return socket_inode != 0;
-    return proc_path_is_bound(path);
+    return diag_error == 0 ? socket_inode != 0 : proc_path_is_bound(path);
 }
 
 bool is_stale_socket_file(const char *path, struct stat *st)
 {
     struct stat own;
     struct stat *s = st ? st : &own;
-    return lstat(path, s) == 0 && S_ISSOCK(s->st_mode) && !socket_file_is_bound(path, s);
+    if (lstat(path, s) != 0 || !S_ISSOCK(s->st_mode))
+        return false;
+    unsigned long socket_inode;
+    int err = unix_diag_socket_at_path(0, path, UNIX_DIAG_ANY, &socket_inode);
+    return !socket_file_is_bound(err, socket_inode, path);
 }
 
 /* ---- the names of /tmp, sorted ------------------------------------------------------------------ */
@@ -172,8 +174,14 @@ static bool connect_refused(const char *path)
  * what was checked. */
 static bool stale_and_ours(int dirfd, const char *name, const char *path, struct stat *st)
 {
-    return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st->st_mode) &&
-           st->st_uid == geteuid() && !socket_file_is_bound(path, st) && connect_refused(path);
+    struct stat directory;
+    if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISSOCK(st->st_mode) ||
+        st->st_uid != geteuid())
+        return false;
+    unsigned long socket_inode = 0;
+    int err = fstat(dirfd, &directory) != 0 ? errno
+              : unix_diag_socket_of_file(0, st, &directory, UNIX_DIAG_ANY, &socket_inode);
+    return !socket_file_is_bound(err, socket_inode, path) && connect_refused(path);
 }
 
 /* Still the very file checked (device, inode, a socket of ours). */

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
@@ -73,7 +74,7 @@ static bool file_of(const struct nlmsghdr *header, struct unix_diag_vfs *vfs)
 }
 
 struct file_search {
-    uint32_t device, inode;    /* as unix_diag reports them */
+    uint32_t device, directory_device, inode;   /* as unix_diag reports them */
     unsigned long socket_inode;
     long seen;
 };
@@ -97,8 +98,9 @@ static int search_datagram(const char *buffer, ssize_t size, struct file_search 
         if (++search->seen > UNIX_DIAG_MESSAGES_LIMIT)
             return -E2BIG;
         struct unix_diag_vfs vfs;
-        if (file_of(header, &vfs) && vfs.udiag_vfs_dev == search->device &&
-            vfs.udiag_vfs_ino == search->inode) {
+        if (file_of(header, &vfs) && vfs.udiag_vfs_ino == search->inode &&
+            (vfs.udiag_vfs_dev == search->device ||
+             vfs.udiag_vfs_dev == search->directory_device)) {
             search->socket_inode = ((const struct unix_diag_msg *)NLMSG_DATA(header))->udiag_ino;
             return 1;
         }
@@ -181,8 +183,8 @@ static int open_diag_socket(long pid)
     return fd;
 }
 
-int unix_diag_socket_of_file(long pid, const struct stat *file, enum unix_diag_states states,
-                             unsigned long *socket_inode)
+int unix_diag_socket_of_file(long pid, const struct stat *file, const struct stat *directory,
+                             enum unix_diag_states states, unsigned long *socket_inode)
 {
     *socket_inode = 0;
     int fd = open_diag_socket(pid);
@@ -192,12 +194,35 @@ int unix_diag_socket_of_file(long pid, const struct stat *file, enum unix_diag_s
     int err = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second) ? errno : 0;
     if (!err)
         err = send_dump_request(fd, states);
-    struct file_search search = {.device = kernel_device(file->st_dev),
-                                 .inode = (uint32_t)file->st_ino};
+    struct file_search search = {
+        .device = kernel_device(file->st_dev),
+        .directory_device = kernel_device(directory ? directory->st_dev : file->st_dev),
+        .inode = (uint32_t)file->st_ino,
+    };
     if (!err)
         err = read_dump(fd, &search);
     close(fd);
     if (!err)
         *socket_inode = search.socket_inode;
     return err;
+}
+
+int unix_diag_socket_at_path(long pid, const char *path, enum unix_diag_states states,
+                             unsigned long *socket_inode)
+{
+    *socket_inode = 0;
+    struct stat file, directory;
+    if (lstat(path, &file) != 0)
+        return errno;
+    char parent[PATH_MAX];
+    if ((size_t)snprintf(parent, sizeof parent, "%s", path) >= sizeof parent)
+        return ENAMETOOLONG;
+    char *slash = strrchr(parent, '/');
+    bool have_directory = false;
+    if (slash) {
+        slash[slash == parent] = '\0'; /* the directory of "/x" is "/" */
+        have_directory = stat(parent, &directory) == 0;
+    }
+    return unix_diag_socket_of_file(pid, &file, have_directory ? &directory : NULL, states,
+                                    socket_inode);
 }

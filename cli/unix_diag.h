@@ -14,10 +14,17 @@
  * Where that is refused, or the kernel has no unix_diag, this returns an error and the
  * callers fall back to names.
  *
- * The kernel reports the file's inode in 32 bits: a file matches when its device and the low
- * 32 bits of its inode do. Reads are bounded (UNIX_DIAG_MESSAGES_LIMIT sockets) and time out
- * after a second. Prints nothing; safe to call from any thread (setns() changes only the
- * calling thread's namespace, and changes it back before returning).
+ * The kernel reports the file's inode in 32 bits, and the device of the filesystem the file
+ * was bound through, which stat() does not always give for the file itself: an overlay whose
+ * upper layer is another filesystem reports the layer's device for a file but its own for a
+ * directory. So a socket matches a file when the low 32 bits of the inode agree and its device
+ * is the file's or its directory's. Where even that fails (a btrfs subvolume reports neither)
+ * no socket matches: the listener check then falls back to names (verify.c), and a stale-file
+ * check still needs a refused connect() before it removes anything (stale.c).
+ *
+ * Reads are bounded (UNIX_DIAG_MESSAGES_LIMIT sockets) and each times out after a second.
+ * Prints nothing; safe to call from any thread (setns() changes only the calling thread's
+ * namespace, and changes it back before returning).
  */
 #ifndef HOTPATCH_CLI_UNIX_DIAG_H
 #define HOTPATCH_CLI_UNIX_DIAG_H
@@ -32,14 +39,19 @@ enum unix_diag_states {
 };
 
 /* Finds the socket of pid's network namespace (pid 0: the caller's) bound to the file that
- * *file (an lstat) describes. Returns 0 with *socket_inode set to that socket's inode (its
- * number in /proc/PID/fd links), or to 0 when no such socket is bound to it. Errors: the errno
- * of open()/setns() on /proc/PID/ns/net (EPERM without CAP_SYS_ADMIN over that namespace,
- * ENOENT when pid is gone) or of socket()/send()/recv() (EPROTONOSUPPORT when the kernel has
- * no unix_diag,
- * EAGAIN when it did not answer within a second), EPROTO for a reply that cannot be read,
- * E2BIG when the namespace has more sockets than the bound, ENOMEM. */
-int unix_diag_socket_of_file(long pid, const struct stat *file, enum unix_diag_states states,
+ * *file (an lstat) describes, in the directory that *directory (a stat, or NULL) describes.
+ * Returns 0 with *socket_inode set to that socket's inode (its number in /proc/PID/fd links),
+ * or to 0 when no such socket is bound to it. Errors: the errno of open()/setns() on
+ * /proc/PID/ns/net (EPERM without CAP_SYS_ADMIN over that namespace, ENOENT when pid is gone)
+ * or of socket()/send()/recv() (EPROTONOSUPPORT when the kernel has no unix_diag, EAGAIN when
+ * it did not answer within a second), EPROTO for a reply that cannot be read, E2BIG when the
+ * namespace has more sockets than the bound, ENOMEM. */
+int unix_diag_socket_of_file(long pid, const struct stat *file, const struct stat *directory,
+                             enum unix_diag_states states, unsigned long *socket_inode);
+
+/* The same for the file at path, which it lstat()s (its directory stat()ed): also the errno
+ * of that lstat(), or ENAMETOOLONG. */
+int unix_diag_socket_at_path(long pid, const char *path, enum unix_diag_states states,
                              unsigned long *socket_inode);
 
 #endif

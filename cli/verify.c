@@ -295,25 +295,25 @@ static int held_by_name(long pid, const struct inode_set *held, const char *boun
 /* Whether the process still holds the listening socket bound to the very file the client
  * connected to (found->path, looked at again now): unix_diag, asked in the process's network
  * namespace, names that socket by the file's device and inode, which no other socket can
- * share. Falls back to names when that namespace cannot be entered or the kernel has no
- * unix_diag. 0, or an errno and in *unreadable the /proc file that could not be read. */
+ * share. When it cannot name one (no unix_diag, a namespace that cannot be entered, a
+ * filesystem whose devices it reports otherwise), names decide, as held_by_name() says. 0,
+ * or an errno and in *unreadable the /proc file that could not be read. */
 static int check_still_held(long pid, const struct agent_socket *found, bool *held_now,
                             const char **unreadable)
 {
     struct inode_set held;
     int err = proc_held_sockets(pid, &held);
-    if (err) {
-        *unreadable = "fd";
+    *unreadable = "fd";
+    if (err)
         return err;
-    }
-    struct stat file;
     unsigned long listener = 0;
-    if (lstat(found->path, &file) == 0 &&
-        unix_diag_socket_of_file(pid, &file, UNIX_DIAG_LISTENING, &listener) != 0) {
+    if (held.count &&
+        unix_diag_socket_at_path(pid, found->path, UNIX_DIAG_LISTENING, &listener) == 0 &&
+        listener) {
+        *held_now = inode_set_has(&held, listener);
+    } else {
         err = held_by_name(pid, &held, found->bound, held_now);
         *unreadable = "net/unix";
-    } else {
-        *held_now = listener && inode_set_has(&held, listener);
     }
     inode_set_free(&held);
     return err;

@@ -37,14 +37,13 @@ def is_private_fallback(path: bytes, pid: int) -> bool:
     return verify._is_fallback(path, pid)
 
 
-def _bound_in_our_namespace(path: bytes, st: os.stat_result) -> bool:
-    """A socket of the caller's network namespace is bound to the socket file at ``path``,
-    which ``st`` describes (listening or not): by the file's identity (unix_diag), so that a
-    live socket of the same name in another mount namespace does not keep a stale file here;
-    by name when the kernel cannot say. An unreadable table counts as bound (nothing is
-    called stale then)."""
+def _bound_in_our_namespace(path: bytes, find: Callable[[], int]) -> bool:
+    """A socket of the caller's network namespace is bound to the socket file at ``path``, as
+    ``find`` (a unix_diag search) says: by the file's identity, so that a live socket of the
+    same name in another mount namespace does not keep a stale file here; by name when the
+    kernel cannot say. An unreadable table counts as bound (nothing is called stale then)."""
     try:
-        return unix_diag.socket_of_file(st, listening_only=False) != 0
+        return find() != 0
     except OSError:
         pass
     try:
@@ -60,7 +59,8 @@ def is_stale_socket_file(path: "str | bytes") -> bool:
         st = os.lstat(raw)
     except OSError:
         return False
-    return stat.S_ISSOCK(st.st_mode) and not _bound_in_our_namespace(raw, st)
+    return stat.S_ISSOCK(st.st_mode) and not _bound_in_our_namespace(
+        raw, lambda: unix_diag.socket_at_path(raw, listening_only=False))
 
 
 def _tmp_names(prefix: bytes) -> list[bytes]:
@@ -132,8 +132,11 @@ def _lstat_at(dirfd: int, name: bytes) -> Optional[os.stat_result]:
 
 def _stale_and_ours(dirfd: int, name: bytes, path: bytes) -> Optional[os.stat_result]:
     st = _lstat_at(dirfd, name)
-    if (st is None or not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid()
-            or _bound_in_our_namespace(path, st) or not _connect_refused(path)):
+    if st is None or not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid():
+        return None
+    def find() -> int:
+        return unix_diag.socket_of_file(st, listening_only=False, directory=os.fstat(dirfd))
+    if _bound_in_our_namespace(path, find) or not _connect_refused(path):
         return None
     return st
 

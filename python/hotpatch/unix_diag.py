@@ -23,7 +23,7 @@ import os
 import socket
 import struct
 
-__all__ = ["socket_of_file"]
+__all__ = ["socket_at_path", "socket_of_file"]
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -65,7 +65,8 @@ def _file_of(body: bytes) -> "tuple[int, int] | None":
     return None
 
 
-def _search_datagram(data: bytes, wanted: tuple[int, int], seen: list[int]) -> "int | None":
+def _search_datagram(data: bytes, wanted: "set[tuple[int, int]]",
+                     seen: list[int]) -> "int | None":
     """The socket inode found in one datagram, 0 when the dump ended without it, None when
     more is to be read. Raises OSError for a kernel error or a reply that cannot be read."""
     pos = 0
@@ -84,7 +85,7 @@ def _search_datagram(data: bytes, wanted: tuple[int, int], seen: list[int]) -> "
         seen[0] += 1
         if seen[0] > _MESSAGES_LIMIT:
             raise OSError(errno_mod.E2BIG, "too many sockets")
-        if _file_of(body) == wanted:
+        if _file_of(body) in wanted:
             return _MESSAGE.unpack_from(body)[4]
         pos += _align(length)
     return None
@@ -131,17 +132,21 @@ def _diag_socket(pid: int) -> socket.socket:
         os.close(theirs)
 
 
-def socket_of_file(st: os.stat_result, listening_only: bool, pid: int = 0) -> int:
+def socket_of_file(st: os.stat_result, listening_only: bool, pid: int = 0,
+                   directory: "os.stat_result | None" = None) -> int:
     """The inode of the socket of ``pid``'s network namespace (0: the caller's) bound to the
-    file ``st`` (an lstat) describes — only among listening sockets when ``listening_only`` —
-    or 0 when no socket is bound to it. Raises OSError when the kernel cannot be asked (the
-    namespace cannot be entered, no unix_diag, no answer within a second, a reply that
-    cannot be read)."""
+    file ``st`` (an lstat) describes, in the directory ``directory`` (a stat) describes — only
+    among listening sockets when ``listening_only`` — or 0 when no socket is bound to it.
+    Raises OSError when the kernel cannot be asked (the namespace cannot be entered, no
+    unix_diag, no answer within a second, a reply that cannot be read)."""
     states = 1 << _TCP_LISTEN if listening_only else 0xFFFFFFFF
     request = _REQUEST.pack(socket.AF_UNIX, 0, 0, states, 0, _UDIAG_SHOW_VFS, b"\0" * 8)
     header = _HEADER.pack(_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
                           _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
-    wanted = (st.st_ino & 0xFFFFFFFF, _kernel_device(st.st_dev))
+    ino = st.st_ino & 0xFFFFFFFF
+    wanted = {(ino, _kernel_device(st.st_dev))}
+    if directory is not None:
+        wanted.add((ino, _kernel_device(directory.st_dev)))
     seen = [0]
     with _diag_socket(pid) as s:
         s.settimeout(1.0)
@@ -153,3 +158,16 @@ def socket_of_file(st: os.stat_result, listening_only: bool, pid: int = 0) -> in
             found = _search_datagram(data, wanted, seen)
             if found is not None:
                 return found
+
+
+def socket_at_path(path: "str | bytes", listening_only: bool, pid: int = 0) -> int:
+    """:func:`socket_of_file` for the file at ``path``, which it lstat()s (its directory
+    stat()ed). Raises OSError also when ``path`` cannot be looked at."""
+    raw = os.fsencode(path)
+    st = os.lstat(raw)
+    parent = os.path.dirname(raw) or b"."
+    try:
+        directory: "os.stat_result | None" = os.stat(parent)
+    except OSError:
+        directory = None
+    return socket_of_file(st, listening_only, pid, directory)

@@ -524,8 +524,9 @@ def _held_by_name(pid: int, held: frozenset[int], bound: bytes) -> bool:
 def _still_holds(pid: int, path: str, bound: bytes) -> bool:
     """Whether ``pid`` holds the listening socket bound to the very file at ``path`` (looked
     at again now): unix_diag, asked in the process's network namespace, names that socket by
-    the file's device and inode, which no other socket can share. By name (``bound``) when that
-    namespace cannot be entered or the kernel has no unix_diag. Raises :class:`_Unreadable`
+    the file's device and inode, which no other socket can share. When it cannot name one (no
+    unix_diag, a namespace that cannot be entered, a filesystem whose devices it reports
+    otherwise), names decide (``bound``, :func:`_held_by_name`). Raises :class:`_Unreadable`
     when /proc cannot be read."""
     try:
         held = socket_inodes(pid)
@@ -534,13 +535,12 @@ def _still_holds(pid: int, path: str, bound: bytes) -> bool:
     if not held:
         return False
     try:
-        st = os.lstat(path)
+        listener = unix_diag.socket_at_path(path, listening_only=True, pid=pid)
     except OSError:
-        return False
-    try:
-        return unix_diag.socket_of_file(st, listening_only=True, pid=pid) in held - {0}
-    except OSError:
-        return _held_by_name(pid, held, bound)
+        listener = 0
+    if listener:
+        return listener in held
+    return _held_by_name(pid, held, bound)
 
 
 def recheck_process(path: str, process: Process) -> None:

@@ -451,7 +451,8 @@ def test_containers_of_a_pod_in_another_network_namespace_are_each_reached(tmp_p
 
 
 NAMESAKE = """
-import socket, sys, time
+import os, socket, sys, time
+os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)
 s = socket.socket(socket.AF_UNIX)
 s.bind(sys.argv[1])
 s.listen()
@@ -485,6 +486,38 @@ def test_a_live_namesake_in_another_mount_namespace_neither_blocks_nor_keeps_a_s
         for p in namesakes:
             p.kill()
             p.wait()
+
+
+def test_an_agent_on_an_overlay_is_told_from_its_namesake_by_its_file(procs, tmp_path):
+    """An overlay whose upper layer is another filesystem reports the layer's device for a
+    file and its own for a directory, and sock_diag the overlay's: the file is still matched
+    (by its directory's device), so a namesake elsewhere does not get the agent refused."""
+    base = Path("/tmp/overlay-case")
+    layers = base / "layers"
+    for d in (base / "lower", base / "merged", layers):
+        d.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(layers)], check=True)
+    try:
+        (layers / "upper").mkdir()
+        (layers / "work").mkdir()
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={base / 'lower'},upperdir={layers / 'upper'},"
+                        f"workdir={layers / 'work'}", str(base / "merged")], check=True)
+        path = str(base / "merged" / "agent.socket")
+        agent = procs([BIN / "simple_server", "--interval-ms", "1000"],
+                      env={"HOTPATCH_SOCKET": path}, socket_path=path)
+        assert os.lstat(path).st_dev != os.stat(base / "merged").st_dev   # the case itself
+        namesake = _namesake(path)
+        try:
+            assert both("-p", agent.pid, "var", "get", "age") == (0, b"10\n", b"")
+        finally:
+            namesake.kill()
+            namesake.wait()
+        agent.stop()
+    finally:
+        subprocess.run(["umount", str(base / "merged")])
+        subprocess.run(["umount", str(layers)])
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # ==== offline help ===================================================================================
