@@ -420,6 +420,26 @@ def test_another_users_process_is_refused(spawn):
     assert snapshot(p.pid) == before
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not have_user(T1), reason="needs root and hotpatch-t1")
+def test_a_user_attaches_to_its_own_process_without_any_capability(spawn):
+    """Tracing one's own process needs no privilege where Yama allows it (this kernel has no
+    Yama): the attach, the commands and detach all run as that user."""
+    as_t1 = ["setpriv", "--reuid", T1, "--regid", T1, "--clear-groups"]
+    p = spawn([*as_t1, SLEEP, "600"], wait_socket=False)
+    time.sleep(0.1)
+
+    def run(*args):
+        return subprocess.run([*as_t1, str(BIN / "hotpatch"), "-p", str(p.pid), *args],
+                              capture_output=True, text=True, timeout=30)
+    r = run("attach")
+    assert r.returncode == 0, r.stderr
+    assert f"attached to process {p.pid}" in r.stdout
+    r = run("status")
+    assert r.returncode == 0 and "attached agent" in r.stdout, r.stderr
+    assert run("detach").returncode == 0
+    assert not os.path.exists(f"/tmp/{p.pid}.socket")
+
+
 # ---- containers -----------------------------------------------------------------------------------
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
