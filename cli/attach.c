@@ -6,8 +6,8 @@
  * The design, and why.
  *
  *  1. Refuse early, from /proc, before touching anything: a zombie or a stopped process, one
- *     already traced (its tracer named), another user's process without CAP_SYS_PTRACE, Yama's
- *     ptrace_scope, no glibc dynamic loader (static or another libc), a seccomp filter that
+ *     already traced (its tracer named), without CAP_SYS_PTRACE another user's or group's
+ *     process or one that is not dumpable, Yama's ptrace_scope, no glibc dynamic loader (static or another libc), a seccomp filter that
  *     would kill or fail a call the injection or the agent makes (seccomp_check.c), an agent
  *     already serving. Each refusal is one line naming the cause and the fix.
  *
@@ -217,6 +217,37 @@ static int check_yama(long pid, bool cap)
     return 0;
 }
 
+/* What the kernel asks of a tracer without CAP_SYS_PTRACE beyond the uids (ptrace(2),
+ * "Ptrace access mode checking"): the target's real, effective and saved gids are the
+ * caller's, and the target is dumpable. A process that is not (it called
+ * prctl(PR_SET_DUMPABLE, 0), or changed credentials as a setuid program does) has the files
+ * in its /proc directory (not the directory itself) owned by root, which is how it shows. 0 or the exit status (said). */
+static int check_group_and_dumpable(long pid, const char *status, bool cap)
+{
+    if (cap)
+        return 0;
+    char field[256];
+    status_field(status, "Gid", field, sizeof field);
+    unsigned long rgid, egid, sgid;
+    if (sscanf(field, "%lu %lu %lu", &rgid, &egid, &sgid) == 3 &&
+        (rgid != getgid() || egid != getgid() || sgid != getgid())) {
+        say("refusing to attach to process %ld: it runs as group %lu, not as yours (gid %lu), "
+            "and you lack CAP_SYS_PTRACE; attach as root or from a process of group %lu", pid,
+            egid, (unsigned long)getgid(), egid);
+        return EXIT_REFUSED;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    struct stat st;
+    if (stat(path, &st) == 0 && st.st_uid != getuid()) {
+        say("refusing to attach to process %ld: it is not dumpable (it called "
+            "prctl(PR_SET_DUMPABLE, 0), or changed its credentials as a setuid program does), "
+            "and only CAP_SYS_PTRACE may trace such a process; attach as root", pid);
+        return EXIT_REFUSED;
+    }
+    return 0;
+}
+
 /* Everything /proc/PID/status tells: state, tracer, owner, seccomp. 0 or the exit status. */
 static int check_status(long pid, int *seccomp_mode)
 {
@@ -258,6 +289,9 @@ static int check_status(long pid, int *seccomp_mode)
             (unsigned long)getuid(), euid);
         return EXIT_REFUSED;
     }
+    int rc_of_owner = check_group_and_dumpable(pid, status, cap);
+    if (rc_of_owner)
+        return rc_of_owner;
     int rc = check_yama(pid, cap);
     if (rc)
         return rc;

@@ -27,7 +27,8 @@ PREBUILT = BIN / "prebuilt_server"
 PATCH1 = LIB / "libadd_func_patch1.so"
 DB_BENCH = shutil.which("db_bench")
 SLEEP = shutil.which("sleep")
-T1 = "hotpatch-t1"
+T1, T2 = "hotpatch-t1", "hotpatch-t2"
+PYTHON = "/usr/bin/python3"
 
 
 def have_user(name):
@@ -438,6 +439,37 @@ def test_a_user_attaches_to_its_own_process_without_any_capability(spawn):
     assert r.returncode == 0 and "attached agent" in r.stdout, r.stderr
     assert run("detach").returncode == 0
     assert not os.path.exists(f"/tmp/{p.pid}.socket")
+
+
+NOT_DUMPABLE = """
+import ctypes, sys, time
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)      # PR_SET_DUMPABLE 0
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not have_user(T1) or not have_user(T2),
+                    reason="needs root, hotpatch-t1 and hotpatch-t2")
+def test_without_cap_sys_ptrace_another_group_or_a_non_dumpable_process_is_refused(spawn):
+    """The kernel asks more than the uid of a tracer without CAP_SYS_PTRACE: the gids, and a
+    dumpable target. Each is refused up front, with its reason, and the target untouched;
+    root attaches to the non-dumpable one."""
+    as_t1 = ["setpriv", "--reuid", T1, "--regid", T1, "--clear-groups"]
+    other_group = spawn(["setpriv", "--reuid", T1, "--regid", T2, "--clear-groups", SLEEP,
+                         "600"], wait_socket=False)
+    hidden = spawn([*as_t1, PYTHON, "-c", NOT_DUMPABLE], wait_socket=False, stdin_pipe=True)
+    hidden.wait_output(r"^ready$")
+    for p, reason in ((other_group, "it runs as group"), (hidden, "it is not dumpable")):
+        before = snapshot(p.pid)
+        r = subprocess.run([*as_t1, str(BIN / "hotpatch"), "-p", str(p.pid), "attach"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.count("\n") == 1 and reason in r.stderr, r.stderr
+        assert "CAP_SYS_PTRACE" in r.stderr
+        assert snapshot(p.pid) == before
+    r = cli("-p", hidden.pid, "attach")
+    assert r.returncode == 0, r.stderr
 
 
 # ---- containers -----------------------------------------------------------------------------------
