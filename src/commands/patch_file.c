@@ -252,12 +252,17 @@ static bool names_object(const struct dl_phdr_info *info, const char *object)
 static bool note_build_id(uintptr_t base, const ElfW(Phdr) *ph, char *hex, size_t cap)
 {
     const uint8_t *p = (const uint8_t *)(base + ph->p_vaddr), *end = p + ph->p_memsz;
-    while (p + sizeof(ElfW(Nhdr)) <= end) {
+    while ((size_t)(end - p) >= sizeof(ElfW(Nhdr))) {
         const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
-        size_t name_size = (nh->n_namesz + 3) & ~3u, desc_size = (nh->n_descsz + 3) & ~3u;
-        const uint8_t *name = p + sizeof *nh, *desc = name + name_size;
-        if (desc + desc_size > end)
+        /* Sizes are compared with what is left, never added to a pointer first: a damaged
+         * note must end the walk, not point past the segment. */
+        size_t name_size = ((size_t)nh->n_namesz + 3) & ~(size_t)3;
+        size_t desc_size = ((size_t)nh->n_descsz + 3) & ~(size_t)3;
+        const uint8_t *name = p + sizeof *nh;
+        size_t left = (size_t)(end - name);
+        if (name_size > left || desc_size > left - name_size)
             return false;
+        const uint8_t *desc = name + name_size;
         if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && memcmp(name, "GNU", 4) == 0 &&
             nh->n_descsz * 2 + 1 <= cap) {
             for (size_t i = 0; i < nh->n_descsz; i++)
