@@ -48,6 +48,10 @@ enum hotpatch_type {
     HOTPATCH_TYPE_FLOAT,    /* float     */
     HOTPATCH_TYPE_DOUBLE,   /* double    */
     HOTPATCH_TYPE_STRING,   /* string    (a char buffer with a capacity, or a custom accessor) */
+    HOTPATCH_TYPE_SCHAR,    /* schar     (signed char: a 1-byte integer) */
+    HOTPATCH_TYPE_UCHAR,    /* uchar     (unsigned char) */
+    HOTPATCH_TYPE_SHORT,    /* short     */
+    HOTPATCH_TYPE_USHORT,   /* ushort    (unsigned short) */
 };
 
 /*
@@ -172,8 +176,9 @@ HOTPATCH_API int hotpatch_unregister(const char *name);
 
 /*
  * hotpatch_register_variable(name, &x): registers a numeric or bool variable, its type taken
- * from the pointer (int, unsigned, long, unsigned long, long long, unsigned long long, bool,
- * float, double). hotpatch_register_variable_checked() adds a validator, a change callback
+ * from the pointer (int, unsigned, long, unsigned long, long long, unsigned long long, short,
+ * unsigned short, signed char, unsigned char, bool, float, double; a plain char * is not
+ * taken: it is a string). hotpatch_register_variable_checked() adds a validator, a change callback
  * and a user pointer. For strings use hotpatch_register_string(). C11 and later; C++ programs
  * use hotpatch::RegisterVariable from hotpatch.hpp.
  */
@@ -188,7 +193,11 @@ HOTPATCH_API int hotpatch_unregister(const char *name);
         long long *: HOTPATCH_TYPE_LLONG,                                                  \
         unsigned long long *: HOTPATCH_TYPE_ULLONG,                                        \
         float *: HOTPATCH_TYPE_FLOAT,                                                      \
-        double *: HOTPATCH_TYPE_DOUBLE)
+        double *: HOTPATCH_TYPE_DOUBLE,                                                    \
+        short *: HOTPATCH_TYPE_SHORT,                                                      \
+        unsigned short *: HOTPATCH_TYPE_USHORT,                                            \
+        signed char *: HOTPATCH_TYPE_SCHAR,                                                \
+        unsigned char *: HOTPATCH_TYPE_UCHAR)
 #define hotpatch_register_variable(name, ptr)                                              \
     hotpatch_register_typed((name), HOTPATCH_TYPE_OF_POINTER(ptr), (void *)(ptr), NULL,    \
                             NULL, NULL)

@@ -40,6 +40,16 @@ template <> struct TypeOf<unsigned long long> {
 };
 template <> struct TypeOf<float> { static constexpr hotpatch_type value = HOTPATCH_TYPE_FLOAT; };
 template <> struct TypeOf<double> { static constexpr hotpatch_type value = HOTPATCH_TYPE_DOUBLE; };
+template <> struct TypeOf<short> { static constexpr hotpatch_type value = HOTPATCH_TYPE_SHORT; };
+template <> struct TypeOf<unsigned short> {
+    static constexpr hotpatch_type value = HOTPATCH_TYPE_USHORT;
+};
+template <> struct TypeOf<signed char> {
+    static constexpr hotpatch_type value = HOTPATCH_TYPE_SCHAR;
+};
+template <> struct TypeOf<unsigned char> {
+    static constexpr hotpatch_type value = HOTPATCH_TYPE_UCHAR;
+};
 
 /* Accessors for a std::string; they run on the agent thread under the registry lock. */
 inline int GetStdString(void *user, char *out, size_t cap)

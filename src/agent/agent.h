@@ -80,6 +80,10 @@ size_t hp_type_size(enum hotpatch_type type);
 /* A scalar value of any numeric or bool type. */
 union hp_scalar {
     bool b;
+    signed char sc;
+    unsigned char uc;
+    short s;
+    unsigned short us;
     int i;
     unsigned int u;
     long l;

@@ -39,6 +39,10 @@ static const struct type_info types[] = {
     {HOTPATCH_TYPE_FLOAT, "float", sizeof(float)},
     {HOTPATCH_TYPE_DOUBLE, "double", sizeof(double)},
     {HOTPATCH_TYPE_STRING, "string", 0},
+    {HOTPATCH_TYPE_SCHAR, "schar", sizeof(signed char)},
+    {HOTPATCH_TYPE_UCHAR, "uchar", sizeof(unsigned char)},
+    {HOTPATCH_TYPE_SHORT, "short", sizeof(short)},
+    {HOTPATCH_TYPE_USHORT, "ushort", sizeof(unsigned short)},
 };
 
 /* Other spellings users reach for; each maps to one of the names above. */
@@ -49,7 +53,9 @@ static const struct {
     {"unsigned", HOTPATCH_TYPE_UINT}, {"int32", HOTPATCH_TYPE_INT},
     {"uint32", HOTPATCH_TYPE_UINT},   {"int64", HOTPATCH_TYPE_LLONG},
     {"uint64", HOTPATCH_TYPE_ULLONG}, {"str", HOTPATCH_TYPE_STRING},
-    {"boolean", HOTPATCH_TYPE_BOOL},
+    {"boolean", HOTPATCH_TYPE_BOOL},  {"int8", HOTPATCH_TYPE_SCHAR},
+    {"uint8", HOTPATCH_TYPE_UCHAR},   {"int16", HOTPATCH_TYPE_SHORT},
+    {"uint16", HOTPATCH_TYPE_USHORT},
 };
 
 static const struct type_info *type_info_of(enum hotpatch_type type)
@@ -85,19 +91,29 @@ enum hotpatch_type hp_type_from_name(const char *name)
 
 const char *hp_type_names(void)
 {
-    return "bool, int, uint, long, ulong, llong, ullong, float, double, string";
+    return "bool, schar, uchar, short, ushort, int, uint, long, ulong, llong, ullong, float, "
+           "double, string";
 }
 
 /* ---- parsing ------------------------------------------------------------------------------ */
 
 static bool is_signed_integer_type(enum hotpatch_type t)
 {
-    return t == HOTPATCH_TYPE_INT || t == HOTPATCH_TYPE_LONG || t == HOTPATCH_TYPE_LLONG;
+    return t == HOTPATCH_TYPE_SCHAR || t == HOTPATCH_TYPE_SHORT || t == HOTPATCH_TYPE_INT ||
+           t == HOTPATCH_TYPE_LONG || t == HOTPATCH_TYPE_LLONG;
+}
+
+static bool is_unsigned_integer_type(enum hotpatch_type t)
+{
+    return t == HOTPATCH_TYPE_UCHAR || t == HOTPATCH_TYPE_USHORT || t == HOTPATCH_TYPE_UINT ||
+           t == HOTPATCH_TYPE_ULONG || t == HOTPATCH_TYPE_ULLONG;
 }
 
 static void signed_range(enum hotpatch_type t, long long *lo, long long *hi)
 {
     switch (t) {
+    case HOTPATCH_TYPE_SCHAR: *lo = SCHAR_MIN; *hi = SCHAR_MAX; break;
+    case HOTPATCH_TYPE_SHORT: *lo = SHRT_MIN; *hi = SHRT_MAX; break;
     case HOTPATCH_TYPE_INT: *lo = INT_MIN; *hi = INT_MAX; break;
     case HOTPATCH_TYPE_LONG: *lo = LONG_MIN; *hi = LONG_MAX; break;
     default: *lo = LLONG_MIN; *hi = LLONG_MAX; break;
@@ -107,6 +123,8 @@ static void signed_range(enum hotpatch_type t, long long *lo, long long *hi)
 static unsigned long long unsigned_max(enum hotpatch_type t)
 {
     switch (t) {
+    case HOTPATCH_TYPE_UCHAR: return UCHAR_MAX;
+    case HOTPATCH_TYPE_USHORT: return USHRT_MAX;
     case HOTPATCH_TYPE_UINT: return UINT_MAX;
     case HOTPATCH_TYPE_ULONG: return ULONG_MAX;
     default: return ULLONG_MAX;
@@ -148,6 +166,8 @@ static int parse_signed(enum hotpatch_type t, const char *text, union hp_scalar 
         return -1;
     }
     switch (t) {
+    case HOTPATCH_TYPE_SCHAR: out->sc = (signed char)v; break;
+    case HOTPATCH_TYPE_SHORT: out->s = (short)v; break;
     case HOTPATCH_TYPE_INT: out->i = (int)v; break;
     case HOTPATCH_TYPE_LONG: out->l = (long)v; break;
     default: out->ll = v; break;
@@ -176,6 +196,8 @@ static int parse_unsigned(enum hotpatch_type t, const char *text, union hp_scala
         return -1;
     }
     switch (t) {
+    case HOTPATCH_TYPE_UCHAR: out->uc = (unsigned char)v; break;
+    case HOTPATCH_TYPE_USHORT: out->us = (unsigned short)v; break;
     case HOTPATCH_TYPE_UINT: out->u = (unsigned int)v; break;
     case HOTPATCH_TYPE_ULONG: out->ul = (unsigned long)v; break;
     default: out->ull = v; break;
@@ -235,7 +257,7 @@ int hp_parse_scalar(enum hotpatch_type type, const char *text, union hp_scalar *
         return parse_bool(text, out, why, why_cap);
     if (is_signed_integer_type(type))
         return parse_signed(type, text, out, why, why_cap);
-    if (type == HOTPATCH_TYPE_UINT || type == HOTPATCH_TYPE_ULONG || type == HOTPATCH_TYPE_ULLONG)
+    if (is_unsigned_integer_type(type))
         return parse_unsigned(type, text, out, why, why_cap);
     if (type == HOTPATCH_TYPE_FLOAT || type == HOTPATCH_TYPE_DOUBLE)
         return parse_floating(type, text, out, why, why_cap);
@@ -263,6 +285,10 @@ int hp_format_scalar(enum hotpatch_type type, const union hp_scalar *v, char *bu
 {
     switch (type) {
     case HOTPATCH_TYPE_BOOL: return snprintf(buf, cap, "%s", v->b ? "true" : "false");
+    case HOTPATCH_TYPE_SCHAR: return snprintf(buf, cap, "%d", v->sc);
+    case HOTPATCH_TYPE_UCHAR: return snprintf(buf, cap, "%u", v->uc);
+    case HOTPATCH_TYPE_SHORT: return snprintf(buf, cap, "%d", v->s);
+    case HOTPATCH_TYPE_USHORT: return snprintf(buf, cap, "%u", v->us);
     case HOTPATCH_TYPE_INT: return snprintf(buf, cap, "%d", v->i);
     case HOTPATCH_TYPE_UINT: return snprintf(buf, cap, "%u", v->u);
     case HOTPATCH_TYPE_LONG: return snprintf(buf, cap, "%ld", v->l);
@@ -285,6 +311,13 @@ void hp_load_scalar(enum hotpatch_type type, const void *addr, union hp_scalar *
         uint8_t b = __atomic_load_n((const uint8_t *)addr, __ATOMIC_ACQUIRE);
         if (type == HOTPATCH_TYPE_BOOL)
             out->b = b != 0;
+        else
+            memcpy(out, &b, sizeof b);
+        break;
+    }
+    case 2: {
+        uint16_t w = __atomic_load_n((const uint16_t *)addr, __ATOMIC_ACQUIRE);
+        memcpy(out, &w, sizeof w);
         break;
     }
     case 4: {
@@ -304,9 +337,17 @@ void hp_load_scalar(enum hotpatch_type type, const void *addr, union hp_scalar *
 void hp_store_scalar(enum hotpatch_type type, void *addr, const union hp_scalar *v)
 {
     switch (hp_type_size(type)) {
-    case 1:
-        __atomic_store_n((uint8_t *)addr, (uint8_t)(v->b ? 1 : 0), __ATOMIC_RELEASE);
+    case 1: {
+        uint8_t b = type == HOTPATCH_TYPE_BOOL ? (uint8_t)(v->b ? 1 : 0) : v->uc;
+        __atomic_store_n((uint8_t *)addr, b, __ATOMIC_RELEASE);
         break;
+    }
+    case 2: {
+        uint16_t w;
+        memcpy(&w, v, sizeof w);
+        __atomic_store_n((uint16_t *)addr, w, __ATOMIC_RELEASE);
+        break;
+    }
     case 4: {
         uint32_t w;
         memcpy(&w, v, sizeof w);

@@ -109,7 +109,8 @@ static void remember_first_value(const char *spec, enum hotpatch_type type, void
 static void types_of_size(size_t size, char *out, size_t cap)
 {
     static const enum hotpatch_type scalars[] = {
-        HOTPATCH_TYPE_BOOL, HOTPATCH_TYPE_INT, HOTPATCH_TYPE_UINT, HOTPATCH_TYPE_LONG,
+        HOTPATCH_TYPE_BOOL, HOTPATCH_TYPE_SCHAR, HOTPATCH_TYPE_UCHAR, HOTPATCH_TYPE_SHORT,
+        HOTPATCH_TYPE_USHORT, HOTPATCH_TYPE_INT, HOTPATCH_TYPE_UINT, HOTPATCH_TYPE_LONG,
         HOTPATCH_TYPE_ULONG, HOTPATCH_TYPE_LLONG, HOTPATCH_TYPE_ULLONG, HOTPATCH_TYPE_FLOAT,
         HOTPATCH_TYPE_DOUBLE};
     size_t used = 0;
@@ -128,8 +129,8 @@ static bool symbol_reachable(const char *spec, enum hotpatch_type type, bool wri
     char why[HP_ERROR_MAX];
     if (type == HOTPATCH_TYPE_STRING) {
         hp_reply_error(reply, "no variable named '%.128s' is registered, and a symbol is reached "
-                       "only as a scalar type (bool, int, uint, long, ulong, llong, ullong, "
-                       "float, double), not string", spec);
+                       "only as a scalar type (bool, schar, uchar, short, ushort, int, uint, "
+                       "long, ulong, llong, ullong, float, double), not string", spec);
         return false;
     }
     if (hp_data_resolve(spec, sym, why, sizeof why) != 0) {

@@ -114,8 +114,8 @@ check_gflags_adapter() {
 
 build_consumer
 drive "$C_PROGRAM" answer=42
-drive "$CXX_STATIC_PROGRAM" name=set level=7
-[ -z "${CXX_PROGRAM:-}" ] || drive "$CXX_PROGRAM" name=set level=7
+drive "$CXX_STATIC_PROGRAM" name=set level=7 port=65000
+[ -z "${CXX_PROGRAM:-}" ] || drive "$CXX_PROGRAM" name=set level=7 port=65000
 [ -z "${GFLAGS_PROGRAM:-}" ] || check_gflags_adapter
 [ -z "${PATCH_TARGET:-}" ] || check_patch
 check_preload

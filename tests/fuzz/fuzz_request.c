@@ -28,6 +28,10 @@ static long long llong_value;
 static unsigned long long ullong_value;
 static float float_value;
 static double double_value;
+static signed char schar_value;
+static unsigned char uchar_value;
+static short short_value;
+static unsigned short ushort_value;
 static char string_value[32] = "seed";
 
 static int refuse_negative(const char *name, const void *value, char *why, size_t cap, void *u)
@@ -57,6 +61,10 @@ static void register_everything(void)
     hotpatch_register_variable("ullong_value", &ullong_value);
     hotpatch_register_variable("ratio", &float_value);
     hotpatch_register_variable("scale", &double_value);
+    hotpatch_register_variable("schar_value", &schar_value);
+    hotpatch_register_variable("uchar_value", &uchar_value);
+    hotpatch_register_variable("short_value", &short_value);
+    hotpatch_register_variable("ushort_value", &ushort_value);
     hotpatch_register_string("user_name", string_value, sizeof string_value);
     hotpatch_register_function("add_func", (void *)register_everything);
 }

@@ -67,7 +67,8 @@ def test_cpp_server_std_string_and_numbers(spawn):
     (["var", "set", "timeout_ms", "0"],
      "error: timeout_ms must be between 1 and 60000 milliseconds, not 0"),
     (["var", "set", "user_name", "x" * 64], "error: value is 64 bytes; user_name holds at most 63"),
-    (["var", "get", "integer", "age"], "error: unknown type 'integer'; types: bool, int, uint,"),
+    (["var", "get", "integer", "age"], "error: unknown type 'integer'; types: bool, schar, "
+                                         "uchar, short, ushort, int, uint,"),
     (["var", "get"], "error: missing argument; usage: var get [TYPE] NAME"),
     (["var", "set", "age", "1", "2", "3"], "error: too many arguments (1 extra); usage: var set"),
     (["var"], "error: 'var' needs a subcommand: list, get, set"),

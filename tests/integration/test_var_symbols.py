@@ -51,6 +51,21 @@ def test_statics_of_each_size_are_read_and_set(host):
     seen = printed(host)
     assert (seen["b1"], seen["i4"], seen["l8"], seen["d8"], seen["f4"]) == \
         ("0", "-7", "-9000000000", "0.10000000000000001", "2.5")
+    # The 1- and 2-byte integers: one store of their own width, ranges of their own type.
+    assert ok(host, "var", "get", "short", "half_s2") == "2\n"
+    assert ok(host, "var", "get", "uchar", "level_u1") == "200\n"
+    assert ok(host, "var", "get", "schar", "delta_c1") == "-3\n"
+    assert ok(host, "var", "set", "short", "half_s2", "-30000") == "half_s2 = -30000 (was 2)\n"
+    assert ok(host, "var", "set", "uint8", "level_u1", "255") == "level_u1 = 255 (was 200)\n"
+    assert ok(host, "var", "set", "schar", "delta_c1", "-128") == "delta_c1 = -128 (was -3)\n"
+    assert "out of range for ushort: expected 0 to 65535" in \
+        refused(host, "var", "set", "ushort", "half_s2", "65536")
+    assert "out of range for schar: expected -128 to 127" in \
+        refused(host, "var", "set", "schar", "delta_c1", "128")
+    seen = printed(host)
+    assert (seen["s2"], seen["u1"], seen["c1"]) == ("-30000", "255", "-128")
+    assert ok(host, "var", "get", "ushort", "half_s2") == f"{2**16 - 30000}\n"
+    assert ok(host, "var", "get", "uchar", "delta_c1") == "128\n"
     # Same size, other type: the bytes are the symbol's, reinterpreted only as asked.
     assert ok(host, "var", "get", "uint", "count_i4") == f"{2**32 - 7}\n"
 
@@ -106,7 +121,10 @@ def test_refusals_say_why_and_change_nothing(host):
          "uint, float\n")
     assert "bool is 1" in refused(host, "var", "get", "bool", "count_i4")
     assert refused(host, "var", "set", "int", "half_s2", "1") == \
-        "error: half_s2 is 2 bytes (its st_size), but int is 4; no type has that size\n"
+        ("error: half_s2 is 2 bytes (its st_size), but int is 4; types of that size: short, "
+         "ushort\n")
+    assert refused(host, "var", "get", "llong", "pair_16") == \
+        "error: pair_16 is 16 bytes (its st_size), but llong is 8; no type has that size\n"
     assert "thread-local (STT_TLS)" in refused(host, "var", "get", "int", "per_thread_tls")
     assert "next_ticket is a function, not a variable" in \
         refused(host, "var", "set", "int", "next_ticket", "1")
@@ -114,7 +132,7 @@ def test_refusals_say_why_and_change_nothing(host):
                                                         "no_such_global")
     assert "not string" in refused(host, "var", "set", "string", "count_i4", "x")
     assert "is not a valid int" in refused(host, "var", "set", "int", "count_i4", "4x")
-    assert "unknown type 'short'" in refused(host, "var", "get", "short", "count_i4")
+    assert "unknown type 'int128'" in refused(host, "var", "get", "int128", "count_i4")
     # Without TYPE only registered names are reached, and the error says how to reach a symbol.
     assert refused(host, "var", "get", "count_i4") == \
         ("error: no variable named 'count_i4' (see 'var list'); a global nobody registered is "

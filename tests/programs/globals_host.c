@@ -9,8 +9,8 @@
  *           answer and M the static counter as this file's own code reads it
  * It exits at end of input.
  *
- * The globals cover each size of the var types (bool 1, int/float 4, long/double 8), a
- * 2-byte one (no var type has that size: refused), a
+ * The globals cover each size of the var types (bool, schar and uchar 1, short 2, int/float 4,
+ * long/double 8), a 16-byte one (no var type has that size: refused), a
  * read-only one in .rodata, one in RELRO (a const pointer, relocated at load and then
  * protected), an unaligned one (asm: a 4-byte object at an odd address), a thread-local, a
  * name defined twice (here and in libglobals_lib.so: ambiguous unless qualified), and a
@@ -29,7 +29,10 @@ __attribute__((used)) static int count_i4 = 40;
 __attribute__((used)) static long total_l8 = 8000000000L;
 __attribute__((used)) static double ratio_d8 = 0.25;
 __attribute__((used)) static float scale_f4 = 1.5f;
-__attribute__((used)) static short half_s2 = 2;           /* no var type has 2 bytes */
+__attribute__((used)) static short half_s2 = 2;
+__attribute__((used)) static unsigned char level_u1 = 200;
+__attribute__((used)) static signed char delta_c1 = -3;
+__attribute__((used)) static long long pair_16[2] = {1, 2};  /* no var type has 16 bytes */
 __attribute__((used)) static const int limit_ro = 7;
 __attribute__((used)) static int *const pointer_relro = &count_i4;
 __attribute__((used)) static __thread int per_thread_tls = 3;
@@ -59,13 +62,16 @@ static void print_globals(void)
 {
     int odd;
     memcpy(&odd, (const char *)&odd_word_alias, sizeof odd);
-    printf("b1=%d i4=%d l8=%ld d8=%.17g f4=%.9g ro=%d relro=%d tls=%d dup=%d libdup=%d "
-           "lib=%d odd=%d\n",
+    printf("b1=%d i4=%d l8=%ld d8=%.17g f4=%.9g s2=%d u1=%d c1=%d ro=%d relro=%d tls=%d "
+           "dup=%d libdup=%d lib=%d odd=%d pair=%lld\n",
            (int)*(volatile bool *)&flag_b1, *(volatile int *)&count_i4,
            *(volatile long *)&total_l8, *(volatile double *)&ratio_d8,
-           (double)*(volatile float *)&scale_f4, *(const volatile int *)&limit_ro,
+           (double)*(volatile float *)&scale_f4, *(volatile short *)&half_s2,
+           *(volatile unsigned char *)&level_u1, *(volatile signed char *)&delta_c1,
+           *(const volatile int *)&limit_ro,
            *pointer_relro == count_i4, per_thread_tls, *(volatile int *)&dup_name,
-           lib_dup_value(), *(volatile int *)&lib_exported, odd);
+           lib_dup_value(), *(volatile int *)&lib_exported, odd,
+           ((volatile long long *)pair_16)[1]);
 }
 
 int main(void)

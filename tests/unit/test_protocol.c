@@ -82,7 +82,8 @@ static void refusals_name_what_was_wrong(void **state)
     expect("var get", "error: missing argument; usage: var get [TYPE] NAME\n");
     expect("var get int age extra", "error: too many arguments (1 extra); usage: var get");
     expect("var set age 1 2 3", "error: too many arguments (1 extra); usage: var set [TYPE] NAME");
-    expect("var get integer age", "error: unknown type 'integer'; types: bool, int,");
+    expect("var get integer age", "error: unknown type 'integer'; types: bool, schar, uchar, "
+                                  "short, ushort, int,");
     expect("var set \"age 1", "error: unterminated \" quote");
     expect("help nothing", "error: no commands in family 'nothing'");
     expect("json", "{\"ok\":false,\"error\":\"'json' needs a command after it");

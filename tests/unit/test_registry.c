@@ -64,6 +64,38 @@ static void set_parses_checks_type_and_stores(void **state)
     assert_int_equal(view.type, HOTPATCH_TYPE_INT);
 }
 
+static void small_integers_register_by_their_pointer_type(void **state)
+{
+    (void)state;
+    static short port_offset = 3;
+    static unsigned short window = 100;
+    static signed char bias = -1;
+    static unsigned char level = 2;
+    struct { unsigned char before; unsigned short value; unsigned char after; } guarded = {9, 1, 9};
+    assert_int_equal(hotpatch_register_variable("port_offset", &port_offset), 0);
+    assert_int_equal(hotpatch_register_variable("window", &window), 0);
+    assert_int_equal(hotpatch_register_variable("bias", &bias), 0);
+    assert_int_equal(hotpatch_register_variable("level", &level), 0);
+    assert_int_equal(set("port_offset", 0, "-300"), 0);
+    assert_int_equal(type, HOTPATCH_TYPE_SHORT);
+    assert_int_equal(port_offset, -300);
+    assert_int_equal(set("window", 0, "65535"), 0);
+    assert_int_equal(type, HOTPATCH_TYPE_USHORT);
+    assert_int_equal(window, 65535);
+    assert_int_equal(set("window", 0, "65536"), -EINVAL);
+    assert_int_equal(window, 65535);
+    assert_int_equal(set("bias", HOTPATCH_TYPE_SCHAR, "-128"), 0);
+    assert_int_equal(bias, -128);
+    assert_int_equal(set("level", 0, "255"), 0);
+    assert_int_equal(type, HOTPATCH_TYPE_UCHAR);
+    assert_string_equal(old_v, "2");
+    assert_int_equal(level, 255);
+    /* A misaligned 2-byte object cannot be stored in one access: refused. */
+    assert_int_equal(hotpatch_register_typed("misaligned", HOTPATCH_TYPE_USHORT,
+                                             (char *)&guarded.value + 1, NULL, NULL, NULL),
+                     -EINVAL);
+}
+
 static int below_150(const char *name, const void *value, char *reason, size_t cap, void *user)
 {
     (void)name;
@@ -199,6 +231,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(registration_checks_names_pointers_and_duplicates),
         cmocka_unit_test(set_parses_checks_type_and_stores),
+        cmocka_unit_test(small_integers_register_by_their_pointer_type),
         cmocka_unit_test(validators_refuse_and_callbacks_observe),
         cmocka_unit_test(strings_respect_capacity),
         cmocka_unit_test(custom_accessors_get_and_set),

@@ -32,6 +32,35 @@ static void integers_parse_within_their_range(void **state)
     assert_int_equal(parse(HOTPATCH_TYPE_LLONG, "9223372036854775808", &v), -1);
 }
 
+static void small_integers_have_the_range_of_their_width(void **state)
+{
+    (void)state;
+    union hp_scalar v;
+    assert_int_equal(parse(HOTPATCH_TYPE_SCHAR, "-128", &v), 0);
+    assert_int_equal(v.sc, -128);
+    assert_int_equal(parse(HOTPATCH_TYPE_SCHAR, "128", &v), -1);
+    assert_non_null(strstr(why, "out of range for schar: expected -128 to 127"));
+    assert_int_equal(parse(HOTPATCH_TYPE_UCHAR, "0xff", &v), 0);
+    assert_int_equal(v.uc, 255);
+    assert_int_equal(parse(HOTPATCH_TYPE_UCHAR, "256", &v), -1);
+    assert_int_equal(parse(HOTPATCH_TYPE_UCHAR, "-1", &v), -1);
+    assert_non_null(strstr(why, "out of range for uchar: expected 0 to 255"));
+    assert_int_equal(parse(HOTPATCH_TYPE_SHORT, "-32768", &v), 0);
+    assert_int_equal(v.s, SHRT_MIN);
+    assert_int_equal(parse(HOTPATCH_TYPE_SHORT, "32768", &v), -1);
+    assert_int_equal(parse(HOTPATCH_TYPE_USHORT, "65535", &v), 0);
+    assert_int_equal(v.us, USHRT_MAX);
+    assert_int_equal(parse(HOTPATCH_TYPE_USHORT, "65536", &v), -1);
+    assert_non_null(strstr(why, "out of range for ushort: expected 0 to 65535"));
+    char buf[32];
+    v.sc = -5;
+    hp_format_scalar(HOTPATCH_TYPE_SCHAR, &v, buf, sizeof buf);
+    assert_string_equal(buf, "-5");
+    v.us = 65000;
+    hp_format_scalar(HOTPATCH_TYPE_USHORT, &v, buf, sizeof buf);
+    assert_string_equal(buf, "65000");
+}
+
 static void malformed_integers_are_refused_with_the_accepted_form(void **state)
 {
     (void)state;
@@ -118,6 +147,22 @@ static void loads_and_stores_use_the_type_width(void **state)
     v.b = true;
     hp_store_scalar(HOTPATCH_TYPE_BOOL, &flag, &v);
     assert_true(flag);
+    /* 1 and 2 bytes: the neighbours of the value keep their bytes. */
+    unsigned char bytes[6] = {0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa};
+    union hp_scalar small = {.s = -2};
+    hp_store_scalar(HOTPATCH_TYPE_SHORT, &bytes[2], &small);
+    assert_int_equal(bytes[1], 0xaa);
+    assert_int_equal(bytes[4], 0xaa);
+    hp_load_scalar(HOTPATCH_TYPE_SHORT, &bytes[2], &back);
+    assert_int_equal(back.s, -2);
+    small.uc = 7;
+    hp_store_scalar(HOTPATCH_TYPE_UCHAR, &bytes[5], &small);
+    assert_int_equal(bytes[5], 7);
+    assert_int_equal(bytes[3], 0xff);
+    hp_load_scalar(HOTPATCH_TYPE_SCHAR, &bytes[2], &back);
+    assert_int_equal(back.sc, -2);
+    hp_load_scalar(HOTPATCH_TYPE_UCHAR, &bytes[5], &back);
+    assert_int_equal(back.uc, 7);
 }
 
 static void type_names_and_aliases(void **state)
@@ -128,6 +173,10 @@ static void type_names_and_aliases(void **state)
     assert_int_equal(hp_type_from_name("int64"), HOTPATCH_TYPE_LLONG);
     assert_int_equal(hp_type_from_name("string"), HOTPATCH_TYPE_STRING);
     assert_int_equal(hp_type_from_name("integer"), 0);
+    assert_int_equal(hp_type_from_name("uint16"), HOTPATCH_TYPE_USHORT);
+    assert_int_equal(hp_type_from_name("int8"), HOTPATCH_TYPE_SCHAR);
+    assert_int_equal(hp_type_size(HOTPATCH_TYPE_SHORT), 2);
+    assert_int_equal(hp_type_size(HOTPATCH_TYPE_UCHAR), 1);
     assert_string_equal(hp_type_name(HOTPATCH_TYPE_ULLONG), "ullong");
 }
 
@@ -158,6 +207,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(integers_parse_within_their_range),
+        cmocka_unit_test(small_integers_have_the_range_of_their_width),
         cmocka_unit_test(malformed_integers_are_refused_with_the_accepted_form),
         cmocka_unit_test(floats_must_be_finite_and_in_range),
         cmocka_unit_test(bools_accept_the_usual_words),
