@@ -323,6 +323,9 @@ def test_pid_reuse_while_the_client_connects_is_noticed(fakes):
         if not victim:
             pytest.skip("could not make a process reuse the agent's pid")
         try:
+            # The child announces itself once it has taken over; under load that line may come
+            # after the parent's exit, and a signal sent before it would reach no one.
+            assert agent.wait_for(lambda line: line.get("server") not in (None, pid))
             for server in agent.servers() - {pid}:
                 os.kill(server, signal.SIGUSR2)  # the child starts accepting
             out, err = client.communicate(timeout=15)
