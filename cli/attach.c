@@ -843,25 +843,25 @@ static int await_agent(long pid, struct attach_report *r, int timeout_ms)
         sleep_ms(5);
     }
     snprintf(r->socket, sizeof r->socket, "%s", found.path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(found.path) >= sizeof addr.sun_path) {
-        say("the agent's socket path %s is too long to connect to", found.path);
-        if (fd >= 0)
-            close(fd);
+    struct agent_file file;
+    if (open_agent_file(&found, &file) != 0) {
+        say("the agent in process %ld does not answer on %s", pid, found.path);
         return EXIT_TROUBLE;
     }
-    memcpy(addr.sun_path, found.path, strlen(found.path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    memcpy(addr.sun_path, file.via, strlen(file.via) + 1);
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char reply[256];
     ssize_t n = -1;
     if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
-        check_agent_of_process(fd, &found, &who) &&
+        check_agent_of_process(fd, &found, &who, &file) &&
         send(fd, "version\n", 8, MSG_NOSIGNAL) == 8)
         n = recv(fd, reply, sizeof reply - 1, 0);
     if (fd >= 0)
         close(fd);
+    close_agent_file(&file);
     if (n <= 0) {
         say("the agent in process %ld does not answer on %s", pid, found.path);
         return EXIT_TROUBLE;

@@ -202,14 +202,17 @@ static void explain_unreachable(const char *path, long pid, int err)
     print_start_hint();
 }
 
-static int connect_with_timeout(const char *path, long pid, int timeout_ms, int *fd_out)
+/* Connects to `target` (path itself, or the /proc/self/fd/N of a file held open at path);
+ * messages name path. */
+static int connect_with_timeout(const char *path, const char *target, long pid, int timeout_ms,
+                                int *fd_out)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof addr.sun_path) {
+    if (strlen(path) >= sizeof addr.sun_path || strlen(target) >= sizeof addr.sun_path) {
         say("socket path too long: %s", path);
         return EXIT_TROUBLE;
     }
-    strcpy(addr.sun_path, path);
+    strcpy(addr.sun_path, target);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         say("socket: %s", strerror(errno));
@@ -244,20 +247,26 @@ static int reach_agent_of_process(const struct exchange_options *o, struct agent
     struct process_identity who;
     if (!identify_process(o->pid, &who) || !find_agent_socket(&who, found))
         return EXIT_TROUBLE;
-    int rc = connect_with_timeout(found->path, o->pid, o->timeout_ms, fd_out);
-    if (rc != 0)
-        return rc;
-    if (!check_agent_of_process(*fd_out, found, &who)) {
-        close(*fd_out);
+    struct agent_file file;
+    int err = open_agent_file(found, &file);
+    if (err) {
+        if (err != ENOTSOCK)
+            explain_unreachable(found->path, o->pid, err);
         return EXIT_TROUBLE;
     }
-    return 0;
+    int rc = connect_with_timeout(found->path, file.via, o->pid, o->timeout_ms, fd_out);
+    if (rc == 0 && !check_agent_of_process(*fd_out, found, &who, &file)) {
+        close(*fd_out);
+        rc = EXIT_TROUBLE;
+    }
+    close_agent_file(&file);
+    return rc;
 }
 
 /* -s: connect, and check that the server runs as a user we trust. */
 static int reach_socket(const struct exchange_options *o, int *fd_out)
 {
-    int rc = connect_with_timeout(o->socket_path, 0, o->timeout_ms, fd_out);
+    int rc = connect_with_timeout(o->socket_path, o->socket_path, 0, o->timeout_ms, fd_out);
     if (rc != 0)
         return rc;
     if (!check_socket_server(*fd_out, o->socket_path, &o->trust)) {

@@ -36,14 +36,21 @@ bool is_private_fallback(const char *path, long pid)
     return slash && slash > rest && strcmp(slash, "/socket") == 0;
 }
 
-/* Whether a socket of this network namespace is bound to the socket file at path, from a
- * unix_diag search that returned diag_error and socket_inode: by the file's identity, so that
- * a live socket of the same name in another mount namespace does not keep a stale file here;
- * by name when the kernel could not say. An unreadable table counts as bound: nothing is
- * called stale then. */
-static bool socket_file_is_bound(int diag_error, unsigned long socket_inode, const char *path)
+/* Whether a socket of this network namespace is bound to the socket file at path, which *st
+ * (in the directory *directory, or NULL) describes. By the file's identity (unix_diag), so
+ * that a live socket of the same name in another mount namespace does not keep a stale file
+ * here: a match is bound, and no match is unbound only when the dump showed sockets on this
+ * filesystem at all (else it may report its devices otherwise, a btrfs subvolume). By name
+ * when the identity cannot decide. An unreadable table counts as bound: nothing is called
+ * stale then. */
+static bool socket_file_is_bound(const char *path, const struct stat *st,
+                                 const struct stat *directory)
 {
-    return diag_error == 0 ? socket_inode != 0 : proc_path_is_bound(path);
+    struct unix_diag_matches matches;
+    if (unix_diag_sockets_of_file(0, st, directory, UNIX_DIAG_ANY, &matches) == 0 &&
+        (matches.count || matches.device_seen))
+        return matches.count != 0;
+    return proc_path_is_bound(path);
 }
 
 bool is_stale_socket_file(const char *path, struct stat *st)
@@ -52,9 +59,9 @@ bool is_stale_socket_file(const char *path, struct stat *st)
     struct stat *s = st ? st : &own;
     if (lstat(path, s) != 0 || !S_ISSOCK(s->st_mode))
         return false;
-    unsigned long socket_inode;
-    int err = unix_diag_socket_at_path(0, path, UNIX_DIAG_ANY, &socket_inode);
-    return !socket_file_is_bound(err, socket_inode, path);
+    struct stat directory;
+    bool have_directory = unix_diag_directory_of(path, &directory);
+    return !socket_file_is_bound(path, s, have_directory ? &directory : NULL);
 }
 
 /* ---- the names of /tmp, sorted ------------------------------------------------------------------ */
@@ -178,10 +185,9 @@ static bool stale_and_ours(int dirfd, const char *name, const char *path, struct
     if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISSOCK(st->st_mode) ||
         st->st_uid != geteuid())
         return false;
-    unsigned long socket_inode = 0;
-    int err = fstat(dirfd, &directory) != 0 ? errno
-              : unix_diag_socket_of_file(0, st, &directory, UNIX_DIAG_ANY, &socket_inode);
-    return !socket_file_is_bound(err, socket_inode, path) && connect_refused(path);
+    bool have_directory = fstat(dirfd, &directory) == 0;
+    return !socket_file_is_bound(path, st, have_directory ? &directory : NULL) &&
+           connect_refused(path);
 }
 
 /* Still the very file checked (device, inode, a socket of ours). */

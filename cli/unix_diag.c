@@ -1,12 +1,12 @@
 /*
- * unix_diag.c — one sock_diag dump of the caller's Unix sockets, searched for the one bound
- * to a file. See unix_diag.h for why a file's identity, not its name.
+ * unix_diag.c — one sock_diag dump of a network namespace's Unix sockets, searched for those
+ * bound to a file. See unix_diag.h for why a file's identity, not its name.
  *
  * The request asks only for the file identity (UDIAG_SHOW_VFS) and, for a listener search,
  * only listening sockets, so the kernel sends a few dozen bytes per socket. The reply is read
- * into a fixed buffer one datagram at a time; the search stops at the first match (only one
- * socket can be bound to a file: bind() creates it) and the netlink socket is closed, which
- * drops whatever the kernel had left to send.
+ * into one buffer a datagram at a time, and the whole dump is read: a match is only trusted
+ * when it is the only kind of match there is. Only replies to our own request count: the
+ * socket is connected to the kernel (port 0), and the sequence number is checked.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,10 +15,10 @@
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
+#include <pthread.h>
 #include <sched.h>
-#include <stdbool.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,6 +30,8 @@
 
 #define UNIX_DIAG_MESSAGES_LIMIT (1 << 22) /* sockets in one network namespace looked at */
 #define TCP_LISTEN_STATE 10                /* the state unix_diag reports for a listener */
+#define REQUEST_SEQUENCE 0x68707464u       /* "hptd": the only sequence a reply may carry */
+#define DATAGRAM_LIMIT 65536               /* above any datagram of a dump (at most 32 KiB) */
 
 /* The device as the kernel keeps it (MAJOR << 20 | MINOR), which is what unix_diag reports,
  * not the encoding stat() returns. */
@@ -38,6 +40,77 @@ static uint32_t kernel_device(dev_t dev)
     return (uint32_t)((major(dev) << 20) | (minor(dev) & 0xfffff));
 }
 
+/* ---- the socket, in the right namespace --------------------------------------------------- */
+
+/* A sock_diag socket of the calling thread's namespace, connected to the kernel so that no
+ * other sender can reach it; or -errno. */
+static int plain_diag_socket(void)
+{
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    struct timeval second = {.tv_sec = 1};
+    if (connect(fd, (struct sockaddr *)&kernel, sizeof kernel) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+struct namespace_visit {
+    int namespace_fd;
+    int result;    /* the socket, or -errno */
+};
+
+/* Runs in a thread of its own, which ends here: it never has to come back. */
+static void *open_in_namespace(void *context)
+{
+    struct namespace_visit *visit = context;
+    visit->result = setns(visit->namespace_fd, CLONE_NEWNET) == 0 ? plain_diag_socket() : -errno;
+    return NULL;
+}
+
+static bool same_object(int a, int b)
+{
+    struct stat x, y;
+    return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+/* A sock_diag socket of pid's network namespace (pid 0: the caller's), or -errno. */
+static int open_diag_socket(long pid)
+{
+    if (pid == 0)
+        return plain_diag_socket();
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/ns/net", pid);
+    int theirs = open(path, O_RDONLY | O_CLOEXEC);
+    if (theirs < 0)
+        return -errno;
+    int ours = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    int fd;
+    if (ours < 0) {
+        fd = -errno;
+    } else if (same_object(theirs, ours)) {
+        fd = plain_diag_socket();
+    } else {
+        struct namespace_visit visit = {.namespace_fd = theirs, .result = -EAGAIN};
+        pthread_t thread;
+        int err = pthread_create(&thread, NULL, open_in_namespace, &visit);
+        if (err == 0)
+            pthread_join(thread, NULL);
+        fd = err ? -err : visit.result;
+    }
+    if (ours >= 0)
+        close(ours);
+    close(theirs);
+    return fd;
+}
+
+/* ---- the dump ----------------------------------------------------------------------------- */
+
 static int send_dump_request(int fd, enum unix_diag_states states)
 {
     struct {
@@ -45,14 +118,12 @@ static int send_dump_request(int fd, enum unix_diag_states states)
         struct unix_diag_req request;
     } message = {
         .header = {.nlmsg_len = sizeof message, .nlmsg_type = SOCK_DIAG_BY_FAMILY,
-                   .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = 1},
+                   .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = REQUEST_SEQUENCE},
         .request = {.sdiag_family = AF_UNIX, .udiag_show = UDIAG_SHOW_VFS,
                     .udiag_states = states == UNIX_DIAG_LISTENING ? 1u << TCP_LISTEN_STATE
                                                                   : UINT32_MAX},
     };
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    ssize_t sent = sendto(fd, &message, sizeof message, 0, (struct sockaddr *)&kernel,
-                          sizeof kernel);
+    ssize_t sent = send(fd, &message, sizeof message, 0);
     if (sent < 0)
         return errno;
     return sent == (ssize_t)sizeof message ? 0 : EPROTO;
@@ -75,48 +146,63 @@ static bool file_of(const struct nlmsghdr *header, struct unix_diag_vfs *vfs)
 
 struct file_search {
     uint32_t device, directory_device, inode;   /* as unix_diag reports them */
-    unsigned long socket_inode;
+    struct unix_diag_matches *out;
     long seen;
 };
 
-/* Looks at one datagram of the dump. 1: the dump is over (or the socket was found), 0: more
- * to read, or -errno. */
+static void consider(const struct nlmsghdr *header, struct file_search *search)
+{
+    struct unix_diag_vfs vfs;
+    if (!file_of(header, &vfs))
+        return;
+    bool device = vfs.udiag_vfs_dev == search->device ||
+                  vfs.udiag_vfs_dev == search->directory_device;
+    struct unix_diag_matches *out = search->out;
+    out->device_seen |= device;
+    if (!device || vfs.udiag_vfs_ino != search->inode)
+        return;
+    if (out->count < UNIX_DIAG_MATCHES_MAX)
+        out->inodes[out->count] = ((const struct unix_diag_msg *)NLMSG_DATA(header))->udiag_ino;
+    out->count++;
+}
+
+/* The error a NLMSG_ERROR or NLMSG_DONE carries (negative), 0 when none. */
+static int carried_error(const struct nlmsghdr *header)
+{
+    if (header->nlmsg_len < NLMSG_LENGTH(sizeof(int)))
+        return header->nlmsg_type == NLMSG_ERROR ? -EPROTO : 0;
+    int error;
+    memcpy(&error, NLMSG_DATA(header), sizeof error);
+    return error < 0 ? error : header->nlmsg_type == NLMSG_ERROR ? -EPROTO : 0;
+}
+
+/* Looks at one datagram of the dump. 1: the dump is over, 0: more to read, or -errno. */
 static int search_datagram(const char *buffer, ssize_t size, struct file_search *search)
 {
-    for (const struct nlmsghdr *header = (const struct nlmsghdr *)buffer;
-         NLMSG_OK(header, size); header = NLMSG_NEXT(header, size)) {
-        if (header->nlmsg_type == NLMSG_DONE)
-            return 1;
-        if (header->nlmsg_type == NLMSG_ERROR) {
-            const struct nlmsgerr *error = NLMSG_DATA(header);
-            return header->nlmsg_len >= NLMSG_LENGTH(sizeof *error) && error->error < 0
-                       ? error->error : -EPROTO;
+    const struct nlmsghdr *header = (const struct nlmsghdr *)buffer;
+    for (; NLMSG_OK(header, size); header = NLMSG_NEXT(header, size)) {
+        if (header->nlmsg_seq != REQUEST_SEQUENCE)
+            return -EPROTO;
+        if (header->nlmsg_type == NLMSG_DONE || header->nlmsg_type == NLMSG_ERROR) {
+            int error = carried_error(header);
+            return error ? error : 1;
         }
         if (header->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
             header->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg)))
             return -EPROTO;
         if (++search->seen > UNIX_DIAG_MESSAGES_LIMIT)
             return -E2BIG;
-        struct unix_diag_vfs vfs;
-        if (file_of(header, &vfs) && vfs.udiag_vfs_ino == search->inode &&
-            (vfs.udiag_vfs_dev == search->device ||
-             vfs.udiag_vfs_dev == search->directory_device)) {
-            search->socket_inode = ((const struct unix_diag_msg *)NLMSG_DATA(header))->udiag_ino;
-            return 1;
-        }
+        consider(header, search);
     }
-    return 0;
+    return size <= 0 ? 0 : -EPROTO; /* bytes left that are no whole message */
 }
-
-/* Large enough for any datagram the kernel sends a dump in (it fills at most 32 KiB). */
-#define DATAGRAM_LIMIT 65536
 
 static int read_dump(int fd, struct file_search *search)
 {
     uint64_t *buffer = malloc(DATAGRAM_LIMIT); /* 8-byte aligned for headers read in place */
     if (!buffer)
         return ENOMEM;
-    int err = 0;
+    int err;
     for (;;) {
         ssize_t size = recv(fd, buffer, DATAGRAM_LIMIT, 0);
         if (size <= 0) {
@@ -133,96 +219,36 @@ static int read_dump(int fd, struct file_search *search)
     return err;
 }
 
-static int plain_diag_socket(void)
+int unix_diag_sockets_of_file(long pid, const struct stat *file, const struct stat *directory,
+                              enum unix_diag_states states, struct unix_diag_matches *out)
 {
-    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    return fd >= 0 ? fd : -errno;
-}
-
-static bool same_object(int a, int b)
-{
-    struct stat x, y;
-    return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
-}
-
-/* A sock_diag socket of pid's network namespace (pid 0: the caller's), or -errno. A netlink
- * socket answers for the namespace it was made in, so for another one the calling thread
- * enters it for the socket() call alone and goes back; setns() needs CAP_SYS_ADMIN over that
- * namespace (root has it), and without it this is -EPERM. */
-static int open_diag_socket(long pid)
-{
-    if (pid == 0)
-        return plain_diag_socket();
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%ld/ns/net", pid);
-    int theirs = open(path, O_RDONLY | O_CLOEXEC);
-    if (theirs < 0)
-        return -errno;
-    int ours = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (ours < 0) {
-        int err = -errno;
-        close(theirs);
-        return err;
-    }
-    int fd;
-    if (same_object(theirs, ours))
-        fd = plain_diag_socket();
-    else if (setns(theirs, CLONE_NEWNET) != 0)
-        fd = -errno;
-    else {
-        fd = plain_diag_socket();
-        /* Going back cannot fail for a caller that could enter (the same capability over
-         * its own namespace); if it did, the socket is not used. */
-        if (setns(ours, CLONE_NEWNET) != 0 && fd >= 0) {
-            close(fd);
-            fd = -EPERM;
-        }
-    }
-    close(ours);
-    close(theirs);
-    return fd;
-}
-
-int unix_diag_socket_of_file(long pid, const struct stat *file, const struct stat *directory,
-                             enum unix_diag_states states, unsigned long *socket_inode)
-{
-    *socket_inode = 0;
+    *out = (struct unix_diag_matches){0};
     int fd = open_diag_socket(pid);
     if (fd < 0)
         return -fd;
-    struct timeval second = {.tv_sec = 1};
-    int err = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second) ? errno : 0;
-    if (!err)
-        err = send_dump_request(fd, states);
     struct file_search search = {
         .device = kernel_device(file->st_dev),
         .directory_device = kernel_device(directory ? directory->st_dev : file->st_dev),
         .inode = (uint32_t)file->st_ino,
+        .out = out,
     };
+    int err = send_dump_request(fd, states);
     if (!err)
         err = read_dump(fd, &search);
     close(fd);
-    if (!err)
-        *socket_inode = search.socket_inode;
+    if (err)
+        *out = (struct unix_diag_matches){0};
     return err;
 }
 
-int unix_diag_socket_at_path(long pid, const char *path, enum unix_diag_states states,
-                             unsigned long *socket_inode)
+bool unix_diag_directory_of(const char *path, struct stat *directory)
 {
-    *socket_inode = 0;
-    struct stat file, directory;
-    if (lstat(path, &file) != 0)
-        return errno;
     char parent[PATH_MAX];
     if ((size_t)snprintf(parent, sizeof parent, "%s", path) >= sizeof parent)
-        return ENAMETOOLONG;
+        return false;
     char *slash = strrchr(parent, '/');
-    bool have_directory = false;
-    if (slash) {
-        slash[slash == parent] = '\0'; /* the directory of "/x" is "/" */
-        have_directory = stat(parent, &directory) == 0;
-    }
-    return unix_diag_socket_of_file(pid, &file, have_directory ? &directory : NULL, states,
-                                    socket_inode);
+    if (!slash)
+        return stat(".", directory) == 0;
+    slash[slash == parent] = '\0'; /* the directory of "/x" is "/" */
+    return stat(parent, directory) == 0;
 }

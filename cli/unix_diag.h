@@ -1,35 +1,38 @@
 /*
- * unix_diag.h — which Unix socket is bound to a given file, asked of the kernel (sock_diag).
+ * unix_diag.h — which Unix sockets are bound to a given file, asked of the kernel (sock_diag).
  *
  * Why not /proc/net/unix alone: it names a socket by the path its process passed to bind(),
  * and a network namespace is shared by every mount namespace in it. Two containers that each
  * bind /tmp/5.socket in a /tmp of their own show two sockets of one name, so a name cannot
  * tell which socket a file belongs to, and a check by name refuses (or trusts) the wrong one.
  * The kernel's unix_diag reports, for each bound socket, the device and inode of its file:
- * that ties a socket to the very file the client looked at with lstat().
+ * that ties a socket to the very file the client holds open.
  *
  * A netlink socket answers for the network namespace it was made in. For a process in another
- * one (a container, a pod whose containers share one), the calling thread enters that
- * namespace for the socket() call alone, which needs CAP_SYS_ADMIN over it (root has it).
- * Where that is refused, or the kernel has no unix_diag, this returns an error and the
- * callers fall back to names.
+ * one (a container, a pod whose containers share one), a short-lived thread enters that
+ * namespace, makes the socket and ends, so no thread of the caller is ever left in the
+ * target's namespace (going back could be refused: entering and leaving are checked against
+ * different user namespaces). Entering needs CAP_SYS_ADMIN over it (root has it). The socket
+ * is connected to the kernel, so no process can forge a reply. Where the kernel cannot be
+ * asked, this returns an error and the callers fall back to names.
  *
  * The kernel reports the file's inode in 32 bits, and the device of the filesystem the file
  * was bound through, which stat() does not always give for the file itself: an overlay whose
  * upper layer is another filesystem reports the layer's device for a file but its own for a
  * directory. So a socket matches a file when the low 32 bits of the inode agree and its device
- * is the file's or its directory's. Where even that fails (a btrfs subvolume reports neither)
- * no socket matches: the listener check then falls back to names (verify.c), and a stale-file
- * check still needs a refused connect() before it removes anything (stale.c).
+ * is the file's or its directory's. That can match more than one socket (inodes above 2^32, an
+ * overlay's layers sharing a device), so every match is reported and the callers require all
+ * of them to agree. Where nothing matches because the filesystem reports its devices otherwise
+ * (a btrfs subvolume), `device_seen` stays false and the callers fall back to names.
  *
  * Reads are bounded (UNIX_DIAG_MESSAGES_LIMIT sockets) and each times out after a second.
- * Prints nothing; safe to call from any thread (setns() changes only the calling thread's
- * namespace, and changes it back before returning).
+ * Prints nothing; safe to call from any thread.
  */
 #ifndef HOTPATCH_CLI_UNIX_DIAG_H
 #define HOTPATCH_CLI_UNIX_DIAG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/stat.h>
 
 /* Which sockets a search looks at. */
@@ -38,20 +41,26 @@ enum unix_diag_states {
     UNIX_DIAG_ANY,       /* every socket, in any state */
 };
 
-/* Finds the socket of pid's network namespace (pid 0: the caller's) bound to the file that
- * *file (an lstat) describes, in the directory that *directory (a stat, or NULL) describes.
- * Returns 0 with *socket_inode set to that socket's inode (its number in /proc/PID/fd links),
- * or to 0 when no such socket is bound to it. Errors: the errno of open()/setns() on
- * /proc/PID/ns/net (EPERM without CAP_SYS_ADMIN over that namespace, ENOENT when pid is gone)
- * or of socket()/send()/recv() (EPROTONOSUPPORT when the kernel has no unix_diag, EAGAIN when
- * it did not answer within a second), EPROTO for a reply that cannot be read, E2BIG when the
- * namespace has more sockets than the bound, ENOMEM. */
-int unix_diag_socket_of_file(long pid, const struct stat *file, const struct stat *directory,
-                             enum unix_diag_states states, unsigned long *socket_inode);
+#define UNIX_DIAG_MATCHES_MAX 8
 
-/* The same for the file at path, which it lstat()s (its directory stat()ed): also the errno
- * of that lstat(), or ENAMETOOLONG. */
-int unix_diag_socket_at_path(long pid, const char *path, enum unix_diag_states states,
-                             unsigned long *socket_inode);
+/* What a search found. */
+struct unix_diag_matches {
+    unsigned long inodes[UNIX_DIAG_MATCHES_MAX]; /* the matching sockets' inodes (/proc/PID/fd) */
+    size_t count;       /* how many sockets matched; above UNIX_DIAG_MATCHES_MAX only counted */
+    bool device_seen;   /* some socket of the dump is on the file's or its directory's device */
+};
+
+/* Finds the sockets of pid's network namespace (pid 0: the caller's) bound to the file that
+ * *file describes (an fstat or lstat), in the directory that *directory (a stat, or NULL)
+ * describes. Returns 0 with *out filled in. Errors: the errno of open() or setns() on
+ * /proc/PID/ns/net (EPERM without CAP_SYS_ADMIN over that namespace, ENOENT when pid is gone)
+ * or of socket(), connect(), send() or recv() (EPROTONOSUPPORT when the kernel has no
+ * unix_diag, EAGAIN when it did not answer within a second), EPROTO for a reply that cannot be
+ * read, E2BIG when the namespace has more sockets than the bound, ENOMEM. */
+int unix_diag_sockets_of_file(long pid, const struct stat *file, const struct stat *directory,
+                              enum unix_diag_states states, struct unix_diag_matches *out);
+
+/* The directory that path names a file in, stat()ed: false when it cannot be. */
+bool unix_diag_directory_of(const char *path, struct stat *directory);
 
 #endif

@@ -4,6 +4,7 @@
  * enough, and procfs.c for how /proc is read (bounded; nothing blocks).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -292,13 +293,49 @@ static int held_by_name(long pid, const struct inode_set *held, const char *boun
     return err;
 }
 
+int open_agent_file(const struct agent_socket *found, struct agent_file *file)
+{
+    file->fd = open(found->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (file->fd < 0)
+        return errno;
+    if (fstat(file->fd, &file->st) != 0 || !S_ISSOCK(file->st.st_mode)) {
+        say("refusing to talk to %s: it is not a socket (a link or another file was put in "
+            "its place)", found->path);
+        close_agent_file(file);
+        return ENOTSOCK;
+    }
+    snprintf(file->via, sizeof file->via, "/proc/self/fd/%d", file->fd);
+    return 0;
+}
+
+void close_agent_file(struct agent_file *file)
+{
+    if (file->fd >= 0)
+        close(file->fd);
+    file->fd = -1;
+}
+
+/* Whether the listeners unix_diag tied to the file decide the question: some matched, and
+ * the process holds every one (several match only when inodes above 2^32 or an overlay's
+ * layers collide; then all must be its own). */
+static bool held_by_identity(const struct unix_diag_matches *m, const struct inode_set *held)
+{
+    if (m->count > UNIX_DIAG_MATCHES_MAX)
+        return false;
+    for (size_t i = 0; i < m->count; i++)
+        if (!inode_set_has(held, m->inodes[i]))
+            return false;
+    return true;
+}
+
 /* Whether the process still holds the listening socket bound to the very file the client
- * connected to (found->path, looked at again now): unix_diag, asked in the process's network
- * namespace, names that socket by the file's device and inode, which no other socket can
- * share. When it cannot name one (no unix_diag, a namespace that cannot be entered, a
- * filesystem whose devices it reports otherwise), names decide, as held_by_name() says. 0,
- * or an errno and in *unreadable the /proc file that could not be read. */
-static int check_still_held(long pid, const struct agent_socket *found, bool *held_now,
+ * connected to (file, held open since before the connect): unix_diag, asked in the process's
+ * network namespace, names that socket by the file's device and inode. When it names none (no
+ * unix_diag, a namespace that cannot be entered, a filesystem whose devices it reports
+ * otherwise), names decide, as held_by_name() says. 0, or an errno and in *unreadable the
+ * /proc file that could not be read. */
+static int check_still_held(long pid, const struct agent_socket *found,
+                            const struct agent_file *file, bool *held_now,
                             const char **unreadable)
 {
     struct inode_set held;
@@ -306,11 +343,14 @@ static int check_still_held(long pid, const struct agent_socket *found, bool *he
     *unreadable = "fd";
     if (err)
         return err;
-    unsigned long listener = 0;
+    struct stat directory;
+    bool have_directory = unix_diag_directory_of(found->path, &directory);
+    struct unix_diag_matches matches;
     if (held.count &&
-        unix_diag_socket_at_path(pid, found->path, UNIX_DIAG_LISTENING, &listener) == 0 &&
-        listener) {
-        *held_now = inode_set_has(&held, listener);
+        unix_diag_sockets_of_file(pid, &file->st, have_directory ? &directory : NULL,
+                                  UNIX_DIAG_LISTENING, &matches) == 0 &&
+        matches.count) {
+        *held_now = held_by_identity(&matches, &held);
     } else {
         err = held_by_name(pid, &held, found->bound, held_now);
         *unreadable = "net/unix";
@@ -320,7 +360,7 @@ static int check_still_held(long pid, const struct agent_socket *found, bool *he
 }
 
 bool check_agent_of_process(int fd, const struct agent_socket *found,
-                            const struct process_identity *who)
+                            const struct process_identity *who, const struct agent_file *file)
 {
     const char *path = found->path;
     struct ucred cred;
@@ -339,7 +379,7 @@ bool check_agent_of_process(int fd, const struct agent_socket *found,
     }
     bool held_now = false;
     const char *unreadable = "";
-    int held_err = check_still_held(who->pid, found, &held_now, &unreadable);
+    int held_err = check_still_held(who->pid, found, file, &held_now, &unreadable);
     /* The start time is read last, so a pid reused during the checks above is noticed and
      * named as such rather than as whatever those checks saw. */
     unsigned long long start_time;

@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* What identifies a process across time: a pid alone may be reused. */
@@ -65,11 +66,24 @@ bool find_agent_socket(const struct process_identity *who, struct agent_socket *
 int locate_agent_socket(const struct process_identity *who, struct agent_socket *found,
                         const char **unreadable);
 
-/* After connecting fd to found->path: the peer must be the process, running as root or as its
- * real uid; the process must still hold the listening socket and still be the same process.
- * False (E4, E5, E7, E8). */
+/* The agent's socket file, held open so that the client connects to the very file it then
+ * checks: opened O_PATH with a final symbolic link not followed, connected to through `via`
+ * (/proc/self/fd/N). */
+struct agent_file {
+    int fd;
+    struct stat st;
+    char via[32];
+};
+/* Opens found->path so. 0; the errno of open() (nothing said); or ENOTSOCK when the file is
+ * not a socket (a link or another file put in its place; said). */
+int open_agent_file(const struct agent_socket *found, struct agent_file *file);
+void close_agent_file(struct agent_file *file);
+
+/* After connecting fd through file->via: the peer must be the process, running as root or as
+ * its real uid; the process must still hold the listening socket bound to that file and still
+ * be the same process. False (E4, E5, E7, E8). */
 bool check_agent_of_process(int fd, const struct agent_socket *found,
-                            const struct process_identity *who);
+                            const struct process_identity *who, const struct agent_file *file);
 
 /* After connecting fd to a path given with -s: the peer must run as root, as the caller or
  * as the trusted uid; a caller that is root accepts anyone. False (E6). */

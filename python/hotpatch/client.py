@@ -273,12 +273,14 @@ def _set_timeouts(sock: socket.socket, timeout: Optional[float]) -> None:
 
 
 def connect(path: str, pid: Optional[int] = None,
-            timeout: Optional[float] = 10.0) -> socket.socket:
-    """Connects to the socket at ``path`` and checks nothing (see :func:`open_agent`);
-    ``pid`` only shapes the explanation when the connect fails. Raises
-    :class:`hotpatch.UnreachableError` with the C client's explanation."""
+            timeout: Optional[float] = 10.0, via: Optional[str] = None) -> socket.socket:
+    """Connects to the socket at ``path`` (through ``via`` when given: the ``/proc/self/fd/N``
+    of that file held open) and checks nothing (see :func:`open_agent`); ``pid`` only shapes
+    the explanation when the connect fails. Raises :class:`hotpatch.UnreachableError` with the
+    C client's explanation."""
     raw_path = os.fsencode(path)
-    if len(raw_path) >= _SUN_PATH:
+    target = os.fsencode(via) if via is not None else raw_path
+    if len(raw_path) >= _SUN_PATH or len(target) >= _SUN_PATH:
         raise errors.UnreachableError(f"socket path too long: {path}", path)
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -288,7 +290,7 @@ def connect(path: str, pid: Optional[int] = None,
         _set_timeouts(sock, timeout)
         # The C client passes the whole sockaddr_un; an empty path is then the abstract name of
         # 108 NUL bytes, which nothing serves. Do the same rather than let Python autobind.
-        sock.connect(raw_path if raw_path else b"\0" * _SUN_PATH)
+        sock.connect(target if target else b"\0" * _SUN_PATH)
     except OSError as e:
         sock.close()
         if e.errno in (errno_mod.EAGAIN, errno_mod.EWOULDBLOCK) and timeout is not None:
@@ -313,20 +315,30 @@ def open_agent(pid: Optional[int] = None, socket_path: Optional[str] = None,
     With ``socket_path``: the server must run as root or as this user, or as ``trust_peer``.
     Raises :class:`UnreachableError` or its subclass :class:`VerificationError`.
     """
-    if pid is not None:
-        path, process = verify.find_agent(pid)
-    else:
-        path, process = os.fspath(socket_path or ""), None
-    sock = connect(path, pid, timeout)
-    try:
-        if process is not None:
-            verify.check_process_peer(sock, path, process)
-            verify.recheck_process(path, process)
-        else:
+    if pid is None:
+        path = os.fspath(socket_path or "")
+        sock = connect(path, pid, timeout)
+        try:
             verify.check_path_peer(sock, path, trust_peer)
-    except BaseException:
-        sock.close()
-        raise
+        except BaseException:
+            sock.close()
+            raise
+        return sock, path
+    path, process = verify.find_agent(pid)
+    try:
+        file_fd, st = verify.open_agent_file(path)
+    except OSError as e:
+        raise _unreachable(path, pid, e.errno or errno_mod.EIO) from None
+    try:
+        sock = connect(path, pid, timeout, via=f"/proc/self/fd/{file_fd}")
+        try:
+            verify.check_process_peer(sock, path, process)
+            verify.recheck_process(path, process, st)
+        except BaseException:
+            sock.close()
+            raise
+    finally:
+        os.close(file_fd)
     return sock, path
 
 

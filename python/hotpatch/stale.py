@@ -37,13 +37,19 @@ def is_private_fallback(path: bytes, pid: int) -> bool:
     return verify._is_fallback(path, pid)
 
 
-def _bound_in_our_namespace(path: bytes, find: Callable[[], int]) -> bool:
-    """A socket of the caller's network namespace is bound to the socket file at ``path``, as
-    ``find`` (a unix_diag search) says: by the file's identity, so that a live socket of the
-    same name in another mount namespace does not keep a stale file here; by name when the
-    kernel cannot say. An unreadable table counts as bound (nothing is called stale then)."""
+def _bound_in_our_namespace(path: bytes, st: os.stat_result,
+                            directory: Optional[os.stat_result]) -> bool:
+    """A socket of the caller's network namespace is bound to the socket file at ``path``,
+    which ``st`` (in ``directory``) describes. By the file's identity (unix_diag), so that a
+    live socket of the same name in another mount namespace does not keep a stale file here: a
+    match is bound, and no match is unbound only when the dump showed sockets on this
+    filesystem at all (else it may report its devices otherwise, a btrfs subvolume). By name
+    when the identity cannot decide. An unreadable table counts as bound (nothing is called
+    stale then)."""
     try:
-        return find() != 0
+        matches = unix_diag.sockets_of_file(st, listening_only=False, directory=directory)
+        if matches.count or matches.device_seen:
+            return matches.count != 0
     except OSError:
         pass
     try:
@@ -60,7 +66,7 @@ def is_stale_socket_file(path: "str | bytes") -> bool:
     except OSError:
         return False
     return stat.S_ISSOCK(st.st_mode) and not _bound_in_our_namespace(
-        raw, lambda: unix_diag.socket_at_path(raw, listening_only=False))
+        raw, st, unix_diag.directory_of(raw))
 
 
 def _tmp_names(prefix: bytes) -> list[bytes]:
@@ -134,9 +140,11 @@ def _stale_and_ours(dirfd: int, name: bytes, path: bytes) -> Optional[os.stat_re
     st = _lstat_at(dirfd, name)
     if st is None or not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid():
         return None
-    def find() -> int:
-        return unix_diag.socket_of_file(st, listening_only=False, directory=os.fstat(dirfd))
-    if _bound_in_our_namespace(path, find) or not _connect_refused(path):
+    try:
+        directory: Optional[os.stat_result] = os.fstat(dirfd)
+    except OSError:
+        directory = None
+    if _bound_in_our_namespace(path, st, directory) or not _connect_refused(path):
         return None
     return st
 

@@ -30,6 +30,7 @@ import pwd
 import re
 import shutil
 import socket
+import stat as stat_mod
 import struct
 from dataclasses import dataclass
 from typing import Iterator, Optional, Union
@@ -45,6 +46,7 @@ __all__ = [
     "parse_uid",
     "peer_credentials",
     "read_process",
+    "open_agent_file",
     "recheck_process",
     "startup_hint",
 ]
@@ -521,10 +523,36 @@ def _held_by_name(pid: int, held: frozenset[int], bound: bytes) -> bool:
     return found
 
 
-def _still_holds(pid: int, path: str, bound: bytes) -> bool:
-    """Whether ``pid`` holds the listening socket bound to the very file at ``path`` (looked
-    at again now): unix_diag, asked in the process's network namespace, names that socket by
-    the file's device and inode, which no other socket can share. When it cannot name one (no
+def open_agent_file(path: str) -> tuple[int, os.stat_result]:
+    """The agent's socket file, held open so that the client connects to the very file it then
+    checks: opened O_PATH with a final symbolic link not followed, and connected to through
+    ``/proc/self/fd/N`` (as the C client's open_agent_file()). Returns the descriptor and its
+    fstat. Raises OSError when it cannot be opened, and :class:`VerificationError` when the
+    file is not a socket."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat_mod.S_ISSOCK(st.st_mode):
+        os.close(fd)
+        raise errors.VerificationError(
+            f"refusing to talk to {path}: it is not a socket (a link or another file was put in "
+            "its place)", path)
+    return fd, st
+
+
+def _held_by_identity(matches: "unix_diag.Matches", held: frozenset[int]) -> bool:
+    """The listeners unix_diag tied to the file are all held (several match only when inodes
+    above 2**32 or an overlay's layers collide; then all must be the process's own)."""
+    return matches.count <= unix_diag.MATCHES_MAX and all(i in held for i in matches.inodes)
+
+
+def _still_holds(pid: int, path: str, bound: bytes, st: os.stat_result) -> bool:
+    """Whether ``pid`` holds the listening socket bound to the very file the client connected
+    to (``st``, held open since before the connect): unix_diag, asked in the process's network
+    namespace, names that socket by the file's device and inode. When it names none (no
     unix_diag, a namespace that cannot be entered, a filesystem whose devices it reports
     otherwise), names decide (``bound``, :func:`_held_by_name`). Raises :class:`_Unreadable`
     when /proc cannot be read."""
@@ -535,18 +563,19 @@ def _still_holds(pid: int, path: str, bound: bytes) -> bool:
     if not held:
         return False
     try:
-        listener = unix_diag.socket_at_path(path, listening_only=True, pid=pid)
+        matches = unix_diag.sockets_of_file(st, listening_only=True, pid=pid,
+                                            directory=unix_diag.directory_of(path))
     except OSError:
-        listener = 0
-    if listener:
-        return listener in held
+        matches = unix_diag.Matches()
+    if matches.count:
+        return _held_by_identity(matches, held)
     return _held_by_name(pid, held, bound)
 
 
-def recheck_process(path: str, process: Process) -> None:
-    """After connecting: ``path`` is a listening socket the process holds, and none of that
-    name is held by anyone else, and the process is still the one read before (same start
-    time: its pid was not reused meanwhile). The first check is what ties the connection to
+def recheck_process(path: str, process: Process, st: os.stat_result) -> None:
+    """After connecting through the file ``st`` describes (:func:`open_agent_file`): the
+    listening socket bound to it is one the process holds, and the process is still the one
+    read before (same start time: its pid was not reused meanwhile). The first check is what ties the connection to
     the process: SO_PEERCRED names whoever called ``listen``, and that pid may since have
     exited and been reused, its socket kept by another process; two listeners can also carry
     one name (the file belongs to the later). The start time is read last, so that a pid
@@ -554,7 +583,7 @@ def recheck_process(path: str, process: Process) -> None:
     unreadable = None
     try:
         bound = os.fsencode(path)[len(os.fsencode(process.root)):]
-        held_now = _still_holds(process.pid, path, bound)
+        held_now = _still_holds(process.pid, path, bound, st)
     except _Unreadable as e:
         unreadable, held_now = e, False
     try:

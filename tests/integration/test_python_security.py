@@ -664,19 +664,25 @@ def test_unix_diag_names_the_socket_bound_to_a_file_by_its_identity(tmp_path):
     bound to it (the inode /proc/PID/fd links show), listening or not as asked; a file no
     socket is bound to any more, and a file of the same name elsewhere, are tied to none."""
     from hotpatch import unix_diag
+
+    def found(st, listening):
+        m = unix_diag.sockets_of_file(st, listening_only=listening,
+                                      directory=os.stat(tmp_path))
+        assert m.count == len(m.inodes) and m.device_seen
+        return m.inodes
     path = tmp_path / "s.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(path))
     own = os.fstat(s.fileno()).st_ino
     st = os.lstat(path)
-    assert unix_diag.socket_of_file(st, listening_only=False) == own
-    assert unix_diag.socket_of_file(st, listening_only=True) == 0      # bound, not listening
+    assert found(st, False) == [own]
+    assert found(st, True) == []                      # bound, not listening
     s.listen()
-    assert unix_diag.socket_of_file(st, listening_only=True) == own
+    assert found(st, True) == [own]
     other = tmp_path / "other.sock"
     t = socket.socket(socket.AF_UNIX)
     t.bind(str(other))
-    assert unix_diag.socket_of_file(os.lstat(other), listening_only=False) != own
+    assert found(os.lstat(other), False) == [os.fstat(t.fileno()).st_ino]
     s.close()
+    assert found(st, False) == []                     # the file is stale now
     t.close()
-    assert unix_diag.socket_of_file(st, listening_only=False) == 0      # the file is stale now
