@@ -98,7 +98,7 @@ def test_live_variable_functions_and_library_names(server):
     assert names <= set(complete(f"hotpatch -p {pid} var get "))
     assert set(types) <= set(complete(f"hotpatch -p {pid} var get "))
     assert complete(f"hotpatch -p {pid} var get int ") == sorted(names)
-    assert complete(f"hotpatch -p{pid} var set us") == ["user_name"]
+    assert complete(f"hotpatch -p{pid} var set us") == ["user_name", "ushort"]  # a name, a TYPE
     assert complete(f"hotpatch --pid={pid} var set string us") == ["user_name"]
     assert complete(f"hotpatch -p {pid} var set age ") == []                  # VALUE
     assert complete(f"hotpatch -p {pid} func rollback ") == ["add_func"]
