@@ -377,6 +377,25 @@ def test_listener_handed_over_while_the_client_connects_is_refused(fakes):
 
 
 @pytest.mark.parametrize("client", ["c", "python"])
+def test_a_link_put_in_place_of_the_agents_socket_file_is_not_followed(fakes, client):
+    """The client holds the agent's socket file open (a final link not followed) and connects
+    through it: a link put in the file's place, even to a socket the process does hold, is
+    refused before anything is sent."""
+    agent = fakes(["/tmp/{pid}.socket", "/tmp/hotpatch-{pid}.x/socket"], mkdir=True)
+    path, other = agent.paths
+    os.unlink(path)
+    os.symlink(other, path)
+    program = [str(HOTPATCH)] if client == "c" else [sys.executable, "-m", "hotpatch"]
+    r = subprocess.run([*program, "-p", str(agent.pid), "var", "get", "age"], text=True,
+                       capture_output=True, timeout=30,
+                       env=dict(os.environ, PYTHONPATH=str(REPO / "python")))
+    assert (r.returncode, r.stdout, r.stderr) == (
+        2, "", f"hotpatch: refusing to talk to {path}: it is not a socket (a link or another "
+               "file was put in its place)\n")
+    assert agent.requests() == []
+
+
+@pytest.mark.parametrize("client", ["c", "python"])
 def test_an_agent_that_never_accepts_times_out_with_a_clear_reason(fakes, client):
     agent = fakes(["/tmp/{pid}.socket"], backlog=0, hand_over_on_signal="stay")
     program = [str(HOTPATCH)] if client == "c" else [sys.executable, "-m", "hotpatch"]
