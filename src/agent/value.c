@@ -131,6 +131,13 @@ static unsigned long long unsigned_max(enum hotpatch_type t)
     }
 }
 
+/* 16 for a 0x number, else 10: a leading zero is a decimal digit, as the protocol says. */
+static int integer_base(const char *text)
+{
+    const char *p = text + (*text == '+' || *text == '-');
+    return p[0] == '0' && (p[1] == 'x' || p[1] == 'X') ? 16 : 10;
+}
+
 /* Digits only (after an optional sign and 0x prefix): no spaces, no trailing text. */
 static bool looks_like_integer(const char *text, bool allow_minus)
 {
@@ -160,7 +167,7 @@ static int parse_signed(enum hotpatch_type t, const char *text, union hp_scalar 
         return -1;
     }
     errno = 0;
-    long long v = strtoll(text, NULL, 0);
+    long long v = strtoll(text, NULL, integer_base(text)); /* "010" is ten: no octal */
     if (errno == ERANGE || v < lo || v > hi) {
         snprintf(why, cap, "%s is out of range for %s: expected %lld to %lld", text, name, lo, hi);
         return -1;
@@ -190,7 +197,7 @@ static int parse_unsigned(enum hotpatch_type t, const char *text, union hp_scala
         return -1;
     }
     errno = 0;
-    unsigned long long v = strtoull(text, NULL, 0);
+    unsigned long long v = strtoull(text, NULL, integer_base(text));
     if (errno == ERANGE || v > hi) {
         snprintf(why, cap, "%s is out of range for %s: expected 0 to %llu", text, name, hi);
         return -1;
@@ -221,6 +228,14 @@ static int parse_floating(enum hotpatch_type t, const char *text, union hp_scala
     if (!isfinite(v) || (errno == ERANGE && fabs(v) > 1.0) || fabs(v) > limit) {
         snprintf(why, cap, "%s is out of range for %s: expected a finite number of magnitude "
                  "at most %g", text, name, limit);
+        return -1;
+    }
+    /* A nonzero number that the type cannot hold would be stored as 0 without a word. */
+    double smallest = t == HOTPATCH_TYPE_FLOAT ? FLT_TRUE_MIN : DBL_TRUE_MIN;
+    bool written_zero = strspn(text, "+-0.") == strcspn(text, "eE");
+    if (!written_zero && (t == HOTPATCH_TYPE_FLOAT ? (float)v == 0.0f : v == 0.0)) {
+        snprintf(why, cap, "%s is too small for %s: the smallest nonzero magnitude is %g; "
+                 "write 0 for zero", text, name, smallest);
         return -1;
     }
     if (t == HOTPATCH_TYPE_FLOAT)

@@ -123,6 +123,16 @@ struct hp_patch_file {
  */
 int hp_patch_file_read(int fd, struct hp_patch_file *out, char *why, size_t why_cap);
 void hp_patch_file_free(struct hp_patch_file *f);
+/* Checks, from the file's own dynamic symbol table and before anything is loaded, that every
+ * replacement is a function the patch itself defines (exported: not static, not a
+ * dependency's) and every import slot a writable pointer variable it defines. 0, or a
+ * negative errno with a one-line reason ("it defines no function ..."). */
+int hp_patch_file_check_symbols(int fd, const struct hp_patch_file *meta, char *why,
+                                size_t why_cap);
+
+/* ---- patch.c ------------------------------------------------------------------------------ */
+/* Whether a patch of that name is applied (not reverted). Agent thread. */
+bool hp_patch_is_applied(const char *name);
 /* The GNU build-id (hex) of the loaded object named `object` ("" the main program, else its
  * file name as in /proc/PID/exe or the loader's list). 0; -ENOENT not loaded; -ENODATA no
  * build-id. */

@@ -234,6 +234,25 @@ static void cmd_func_upgrade(const struct hp_request *req, struct hp_reply *repl
 
 /* ---- func rollback ---------------------------------------------------------------------------- */
 
+static void note_top_library(const struct hp_patch_view *v, void *ctx)
+{
+    snprintf(ctx, 128, "%s", v->depth ? v->top.library : "");
+}
+
+/* A version a patch installed goes out only with the whole patch: rolling back one of its
+ * functions would leave the process running half of it. True when it said so. */
+static bool refuse_half_a_patch(const char *func, void *entry, struct hp_reply *reply)
+{
+    char top[128] = "";
+    if (!entry || !hp_patch_find(entry, note_top_library, top) || !top[0] ||
+        !hp_patch_is_applied(top))
+        return false;
+    hp_reply_error(reply, "cannot roll back %s alone: patch %s installed it with its other "
+                   "functions; 'patch revert %s' takes the whole patch out in one step", func,
+                   top, top);
+    return true;
+}
+
 static void cmd_func_rollback(const struct hp_request *req, struct hp_reply *reply)
 {
     const char *func = req->argv[0];
@@ -248,6 +267,8 @@ static void cmd_func_rollback(const struct hp_request *req, struct hp_reply *rep
         hp_reply_error(reply, "%s", why);
         return;
     }
+    if (resolved == 0 && refuse_half_a_patch(func, target.address, reply))
+        return;
     char unknown[HP_ERROR_MAX];
     snprintf(unknown, sizeof unknown, "%s", why);
     why[0] = '\0';

@@ -58,6 +58,12 @@ static struct applied_patch *find_patch(const char *name)
     return NULL;
 }
 
+bool hp_patch_is_applied(const char *name)
+{
+    const struct applied_patch *ap = find_patch(name);
+    return ap && !ap->reverted;
+}
+
 /* ---- checks before anything is loaded ---------------------------------------------------- */
 
 static bool build_ids_match(const struct hp_patch_file *meta, struct hp_reply *reply)
@@ -97,6 +103,13 @@ static bool targets_patchable(const struct hp_patch_file *meta, struct hp_symbol
             hp_reply_error(reply, "patch %s: target %s: %s", meta->name, name, why);
             return false;
         }
+        for (size_t j = 0; j < i; j++)
+            if (targets[j].address == targets[i].address) {
+                hp_reply_error(reply, "patch %s replaces one function twice (%s and %s): one "
+                               "HOTPATCH_REPLACE per function", meta->name, meta->replaces[j].a,
+                               name);
+                return false;
+            }
         struct hp_patch_target t = {name, targets[i].address, targets[i].size};
         if (hp_patch_check_target(&t, why, sizeof why) != 0) {
             hp_reply_error(reply, "patch %s: target %s cannot be patched: %s", meta->name, name,
@@ -169,6 +182,30 @@ static void unload(struct applied_patch *ap)
     ap->file.fd = -1;
 }
 
+static uintptr_t base_of(void *handle)
+{
+    struct link_map *map = NULL;
+    return dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map ? map->l_addr : 0;
+}
+
+/* A patch refused after it was loaded (its constructors have run, and may have started
+ * threads or left callbacks in its code): unloaded only when the engine's unload check
+ * allows it, else left mapped for good, so that nothing of it can run in freed memory. */
+static void unload_refused(struct applied_patch *ap)
+{
+    struct hp_range ranges[16];
+    size_t n = hp_symbol_object_ranges(base_of(ap->handle), ranges, HP_ARRAY_SIZE(ranges));
+    if (hp_patch_library_busy(ap->meta.name, ranges, n, ap->kept_why, sizeof ap->kept_why) == 0) {
+        unload(ap);
+        return;
+    }
+    hp_log("patch %s was refused after loading and stays mapped: %s", ap->meta.name,
+           ap->kept_why);
+    ap->handle = NULL;                         /* never closed: its code may still run */
+    hp_lib_release_file(&ap->file);
+    ap->file.fd = -1;
+}
+
 static void reply_applied(const struct applied_patch *ap, bool check_only, struct hp_reply *reply)
 {
     hp_reply_field(reply, "name", ap->meta.name, HP_JSON_STRING);
@@ -199,18 +236,17 @@ static bool load_and_install(const struct hp_request *req, struct applied_patch 
     if (!ap->handle)
         return false;
     if (!find_in_patch(ap, plan, slots, reply)) {
-        unload(ap);
+        unload_refused(ap);
         return false;
     }
     for (size_t i = 0; i < ap->meta.n_imports; i++)
         *slots[i] = plan->imports[i];        /* before any replacement can run */
     if (hp_patch_upgrade_all(plan->changes, ap->meta.n_replaces, why, sizeof why) != 0) {
         hp_reply_error(reply, "patch %s not applied: %s", ap->meta.name, why);
-        unload(ap);
+        unload_refused(ap);
         return false;
     }
-    struct link_map *map = NULL;
-    ap->base = dlinfo(ap->handle, RTLD_DI_LINKMAP, &map) == 0 && map ? map->l_addr : 0;
+    ap->base = base_of(ap->handle);
     snprintf(ap->path, sizeof ap->path, "%s", path);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -238,9 +274,14 @@ static void apply(const struct hp_request *req, const char *path, bool check_onl
         hp_reply_error(reply, "out of memory");
     } else if (fd >= 0 && hp_patch_file_read(fd, &ap->meta, why, sizeof why) != 0) {
         hp_reply_error(reply, "refusing to apply %.256s: %s", path, why);
+    } else if (fd >= 0 && find_patch(ap->meta.name) && find_patch(ap->meta.name)->reverted) {
+        hp_reply_error(reply, "patch %s is reverted but still mapped (see 'patch list'); "
+                       "'patch revert %s' tries to unload it", ap->meta.name, ap->meta.name);
     } else if (fd >= 0 && find_patch(ap->meta.name)) {
         hp_reply_error(reply, "a patch named %s is already applied (see 'patch list'); revert "
                        "it first", ap->meta.name);
+    } else if (fd >= 0 && hp_patch_file_check_symbols(fd, &ap->meta, why, sizeof why) != 0) {
+        hp_reply_error(reply, "patch %s: %s", ap->meta.name, why);
     } else if (fd >= 0 && build_ids_match(&ap->meta, reply) &&
                targets_patchable(&ap->meta, plan->targets, reply) &&
                imports_resolve(&ap->meta, plan->imports, reply)) {
@@ -297,8 +338,16 @@ static int unload_when_safe(struct applied_patch *ap)
 {
     struct hp_range ranges[16];
     size_t n = hp_symbol_object_ranges(ap->base, ranges, HP_ARRAY_SIZE(ranges));
-    if (hp_patch_library_busy(ap->meta.name, ranges, n, ap->kept_why, sizeof ap->kept_why) != 0)
+    if (hp_patch_library_busy(ap->meta.name, ranges, n, ap->kept_why, sizeof ap->kept_why) != 0) {
+        /* The engine's advice is the lib family's; a patch is tried again by its own name. */
+        char *lib_advice = strstr(ap->kept_why, "; 'lib unload --retire ");
+        if (lib_advice)
+            *lib_advice = '\0';
+        size_t used = strlen(ap->kept_why);
+        snprintf(ap->kept_why + used, sizeof ap->kept_why - used, "; none of its functions is "
+                 "installed; 'patch revert %s' tries the unload again", ap->meta.name);
         return -EBUSY;
+    }
     unload(ap);
     return 0;
 }
@@ -330,10 +379,16 @@ static void cmd_patch_revert(const struct hp_request *req, struct hp_reply *repl
             for (size_t i = 0; i < ap->n; i++) {
                 struct top_owner later;
                 owner_of_top(ap->entries[i], &later);
+                if (later.name[0] && strcmp(later.name, name) != 0 && find_patch(later.name)) {
+                    hp_reply_error(reply, "cannot revert %s: patch %s replaced %s after it; "
+                                   "'patch revert %s' first", name, later.name,
+                                   ap->meta.replaces[i].a, later.name);
+                    return;
+                }
                 if (later.name[0] && strcmp(later.name, name) != 0) {
-                    hp_reply_error(reply, "cannot revert %s: %s replaced %s after it; revert %s "
-                                   "first", name, later.name, ap->meta.replaces[i].a,
-                                   later.name);
+                    hp_reply_error(reply, "cannot revert %s: %s (loaded with 'lib load') "
+                                   "upgraded %s after it; 'func rollback %s' first", name,
+                                   later.name, ap->meta.replaces[i].a, ap->meta.replaces[i].a);
                     return;
                 }
             }

@@ -39,44 +39,70 @@ static bool within(unsigned long long offset, unsigned long long size, unsigned 
     return offset <= file && size <= file - offset;
 }
 
+/* Reads and checks the ELF header and the section headers (*sh, e_shnum of them, to free). */
+static int read_section_headers(int fd, off_t file_size, ElfW(Ehdr) *eh, ElfW(Shdr) **sh,
+                                char *why, size_t why_cap)
+{
+    *sh = NULL;
+    if (!read_exact(fd, eh, sizeof *eh, 0) || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_shentsize != sizeof(ElfW(Shdr)) ||
+        eh->e_type != ET_DYN) {
+        snprintf(why, why_cap, "not a 64-bit ELF shared library");
+        return -EINVAL;
+    }
+    if (eh->e_shnum == 0 || eh->e_shstrndx >= eh->e_shnum ||
+        !within(eh->e_shoff, (unsigned long long)eh->e_shnum * sizeof(ElfW(Shdr)),
+                (unsigned long long)file_size)) {
+        snprintf(why, why_cap, "its section headers are missing or lie outside the file");
+        return -EINVAL;
+    }
+    *sh = calloc(eh->e_shnum, sizeof **sh);
+    if (!*sh) {
+        snprintf(why, why_cap, "out of memory");
+        return -ENOMEM;
+    }
+    if (!read_exact(fd, *sh, eh->e_shnum * sizeof **sh, (off_t)eh->e_shoff)) {
+        snprintf(why, why_cap, "cannot read its section headers");
+        free(*sh);
+        *sh = NULL;
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Reads a whole section (at most `limit` bytes) into a new buffer, NUL-terminated. */
+static char *read_section(int fd, off_t file_size, const ElfW(Shdr) *section, size_t limit)
+{
+    if (section->sh_type == SHT_NOBITS || section->sh_size == 0 || section->sh_size > limit ||
+        !within(section->sh_offset, section->sh_size, (unsigned long long)file_size))
+        return NULL;
+    char *bytes = malloc(section->sh_size + 1);
+    if (bytes && !read_exact(fd, bytes, section->sh_size, (off_t)section->sh_offset)) {
+        free(bytes);
+        return NULL;
+    }
+    if (bytes)
+        bytes[section->sh_size] = '\0';
+    return bytes;
+}
+
 /* Finds the section named `name`: its offset and size in the file. */
 static int find_section(int fd, off_t file_size, const char *name, ElfW(Off) *offset,
                         ElfW(Xword) *size, char *why, size_t why_cap)
 {
     ElfW(Ehdr) eh;
-    if (!read_exact(fd, &eh, sizeof eh, 0) || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
-        eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_shentsize != sizeof(ElfW(Shdr)) ||
-        eh.e_type != ET_DYN) {
-        snprintf(why, why_cap, "not a 64-bit ELF shared library");
-        return -EINVAL;
-    }
-    if (eh.e_shnum == 0 || eh.e_shstrndx >= eh.e_shnum ||
-        !within(eh.e_shoff, (unsigned long long)eh.e_shnum * sizeof(ElfW(Shdr)),
-                (unsigned long long)file_size)) {
-        snprintf(why, why_cap, "its section headers are missing or lie outside the file");
-        return -EINVAL;
-    }
-    ElfW(Shdr) *sh = calloc(eh.e_shnum, sizeof *sh);
-    if (!sh) {
-        snprintf(why, why_cap, "out of memory");
-        return -ENOMEM;
-    }
-    int rc = -ENOENT;
-    char *names = NULL;
-    if (!read_exact(fd, sh, eh.e_shnum * sizeof *sh, (off_t)eh.e_shoff)) {
-        snprintf(why, why_cap, "cannot read its section headers");
-        rc = -EIO;
-        goto out;
-    }
+    ElfW(Shdr) *sh;
+    int rc = read_section_headers(fd, file_size, &eh, &sh, why, why_cap);
+    if (rc != 0)
+        return rc;
     const ElfW(Shdr) *strtab = &sh[eh.e_shstrndx];
-    if (!within(strtab->sh_offset, strtab->sh_size, (unsigned long long)file_size) ||
-        strtab->sh_size == 0 || !(names = malloc(strtab->sh_size + 1)) ||
-        !read_exact(fd, names, strtab->sh_size, (off_t)strtab->sh_offset)) {
+    char *names = read_section(fd, file_size, strtab, (size_t)file_size);
+    if (!names) {
         snprintf(why, why_cap, "cannot read its section names");
-        rc = -EIO;
-        goto out;
+        free(sh);
+        return -EIO;
     }
-    names[strtab->sh_size] = '\0';
+    rc = -ENOENT;
     for (size_t i = 0; i < eh.e_shnum; i++) {
         if (sh[i].sh_name >= strtab->sh_size || strcmp(names + sh[i].sh_name, name) != 0)
             continue;
@@ -215,6 +241,112 @@ void hp_patch_file_free(struct hp_patch_file *f)
 {
     free(f->records);
     f->records = NULL;
+}
+
+/* ---- the patch's own symbols, before it is loaded ----------------------------------------- */
+
+#define SYMBOLS_LIMIT (64u << 20)   /* bytes of .dynsym and of its names read, at most */
+
+struct own_symbols {
+    const ElfW(Sym) *symbols;
+    size_t count;
+    const char *names;
+    size_t names_size;
+    const ElfW(Shdr) *sections;
+    size_t n_sections;
+};
+
+/* The definition of `name` in the patch's own dynamic symbol table (not a dependency's: the
+ * loader would find those too), or NULL. */
+static const ElfW(Sym) *own_definition(const struct own_symbols *o, const char *name)
+{
+    for (size_t i = 1; i < o->count; i++) {
+        const ElfW(Sym) *sym = &o->symbols[i];
+        unsigned bind = ELF64_ST_BIND(sym->st_info);
+        unsigned visibility = ELF64_ST_VISIBILITY(sym->st_other);
+        if (sym->st_shndx == SHN_UNDEF || sym->st_shndx >= o->n_sections ||
+            sym->st_name >= o->names_size || (bind != STB_GLOBAL && bind != STB_WEAK) ||
+            (visibility != STV_DEFAULT && visibility != STV_PROTECTED))
+            continue;
+        if (strcmp(o->names + sym->st_name, name) == 0)
+            return sym;
+    }
+    return NULL;
+}
+
+static int check_replacements(const struct own_symbols *o, const struct hp_patch_file *meta,
+                              char *why, size_t why_cap)
+{
+    for (size_t i = 0; i < meta->n_replaces; i++) {
+        const char *target = meta->replaces[i].a, *replacement = meta->replaces[i].b;
+        const ElfW(Sym) *sym = own_definition(o, replacement);
+        if (!sym) {
+            snprintf(why, why_cap, "it defines no function %s, the replacement for %s (it "
+                     "must be a function of the patch itself, not static)", replacement, target);
+            return -ENOENT;
+        }
+        if (ELF64_ST_TYPE(sym->st_info) != STT_FUNC) {
+            snprintf(why, why_cap, "its %s, the replacement for %s, is not a function",
+                     replacement, target);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int check_import_slots(const struct own_symbols *o, const struct hp_patch_file *meta,
+                              char *why, size_t why_cap)
+{
+    for (size_t i = 0; i < meta->n_imports; i++) {
+        const char *symbol = meta->imports[i].a, *slot = meta->imports[i].b;
+        const ElfW(Sym) *sym = own_definition(o, slot);
+        if (!sym || ELF64_ST_TYPE(sym->st_info) != STT_OBJECT || sym->st_size != sizeof(void *) ||
+            !(o->sections[sym->st_shndx].sh_flags & SHF_WRITE)) {
+            snprintf(why, why_cap, "it has no import slot %s for %s (the writable pointer "
+                     "variable HOTPATCH_IMPORT defines)", slot, symbol);
+            return -ENOENT;
+        }
+    }
+    return 0;
+}
+
+int hp_patch_file_check_symbols(int fd, const struct hp_patch_file *meta, char *why,
+                                size_t why_cap)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, why_cap, "cannot read it: %s", strerror(errno));
+        return -errno;
+    }
+    ElfW(Ehdr) eh;
+    ElfW(Shdr) *sh;
+    int rc = read_section_headers(fd, st.st_size, &eh, &sh, why, why_cap);
+    if (rc != 0)
+        return rc;
+    const ElfW(Shdr) *dynsym = NULL;
+    for (size_t i = 0; i < eh.e_shnum && !dynsym; i++)
+        if (sh[i].sh_type == SHT_DYNSYM && sh[i].sh_link < eh.e_shnum &&
+            sh[i].sh_entsize == sizeof(ElfW(Sym)))
+            dynsym = &sh[i];
+    char *symbols = dynsym ? read_section(fd, st.st_size, dynsym, SYMBOLS_LIMIT) : NULL;
+    char *names = dynsym ? read_section(fd, st.st_size, &sh[dynsym->sh_link], SYMBOLS_LIMIT)
+                         : NULL;
+    if (!symbols || !names) {
+        snprintf(why, why_cap, "its dynamic symbol table cannot be read (build it as a shared "
+                 "library: -shared -fPIC)");
+        rc = -EINVAL;
+    } else {
+        struct own_symbols o = {(const ElfW(Sym) *)(void *)symbols,
+                                dynsym->sh_size / sizeof(ElfW(Sym)), names,
+                                sh[dynsym->sh_link].sh_size, sh, eh.e_shnum};
+        rc = check_replacements(&o, meta, why, why_cap);
+        if (rc == 0)
+            rc = check_import_slots(&o, meta, why, why_cap);
+    }
+    free(symbols);
+    free(names);
+    free(sh);
+    return rc;
 }
 
 /* ---- build-ids of loaded objects ------------------------------------------------------------ */

@@ -156,6 +156,9 @@ static void free_index(struct object_index *ix)
 {
     free(ix->refs);
     free(ix->starts);
+    /* Its code ranges are addresses in the object: left in freed memory they would read as
+     * live references to an unload's scan. */
+    explicit_bzero(ix, sizeof *ix);
     free(ix);
 }
 
@@ -583,6 +586,21 @@ static void revalidate_cache(void)
     seen_subs = c.subs;
     for (struct object_index **p = &cache; *p;) {
         if (still_valid(*p)) {
+            p = &(*p)->next;
+            continue;
+        }
+        struct object_index *gone = *p;
+        *p = gone->next;
+        free_index(gone);
+        stats.dropped++;
+        stats.cached--;
+    }
+}
+
+void hp_branch_proof_forget(uintptr_t start, uintptr_t end)
+{
+    for (struct object_index **p = &cache; *p;) {
+        if ((*p)->base < start || (*p)->base >= end) {
             p = &(*p)->next;
             continue;
         }

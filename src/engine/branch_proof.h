@@ -22,6 +22,11 @@
 int hp_branch_proof(const char *name, const uint8_t *entry, size_t size, size_t skip, size_t len,
                     char *why, size_t why_cap);
 
+/* Drops the cached index of every object whose base lies in [start, end) (an object about to
+ * be unloaded), its memory zeroed: the index holds addresses of the object's code, which the
+ * unload's reference scan would otherwise find in the engine's own heap. Engine lock. */
+void hp_branch_proof_forget(uintptr_t start, uintptr_t end);
+
 /* Counters for tests: object indexes built, reused from the cache, and dropped because their
  * object was unloaded or its file changed. */
 struct hp_branch_proof_stats {

@@ -1513,6 +1513,8 @@ static int threads_in(const char *library, const struct hp_range *ranges, size_t
     if (rc != 0)
         return rc;
     forget_records_inside(ranges, n);
+    for (size_t i = 0; i < n; i++)
+        hp_branch_proof_forget(ranges[i].start, ranges[i].end);
     struct hp_stopped stopped;
     if (hp_threads_stop(&stopped, STOP_TIMEOUT_MS) != 0) {
         snprintf(why, why_cap, "cannot prove no thread runs in %s: %s", library, stopped.why);

@@ -216,13 +216,118 @@ def test_revert_order_is_enforced(server, tmp_path):
     assert add_func_now(server) == 2000
     r = cli("-p", server.pid, "patch", "revert", "first")
     assert r.returncode == 1
-    assert r.stderr == ("error: cannot revert first: second replaced add_func after it; revert "
-                        "second first\n")
+    assert r.stderr == ("error: cannot revert first: patch second replaced add_func after it; "
+                        "'patch revert second' first\n")
     assert add_func_now(server) == 2000
     assert cli("-p", server.pid, "patch", "revert", "second").returncode == 0
     assert add_func_now(server) == 1000
     assert cli("-p", server.pid, "patch", "revert", "first").returncode == 0
     assert add_func_now(server) == 3
+
+
+# Every way a patch's own symbols can be wrong is refused from the file, before loading: a
+# refusal after the load would come after its constructors ran (and a constructor that starts
+# a thread in the patch's code would crash the process when the refused patch is unloaded).
+SYMBOL_CASES = [
+    ("static", 'static int f(int a, int b) { return a + b + 1; }\n'
+               'HOTPATCH_REPLACE("add_func", f);\n',
+     "it defines no function f, the replacement for add_func (it must be a function of the "
+     "patch itself, not static)"),
+    ("libc", 'HOTPATCH_REPLACE("add_func", abs);\n',
+     "it defines no function abs, the replacement for add_func (it must be a function of the "
+     "patch itself, not static)"),
+    ("data", 'int f = 1;\nHOTPATCH_REPLACE("add_func", f);\n',
+     "its f, the replacement for add_func, is not a function"),
+    ("twice", 'int f(int a, int b) { return a + b + 1; }\n'
+              'HOTPATCH_REPLACE("add_func", f);\nHOTPATCH_REPLACE("simple_server:add_func", f);\n',
+     None),
+]
+
+
+@pytest.mark.parametrize("name,body,reason", SYMBOL_CASES, ids=[c[0] for c in SYMBOL_CASES])
+def test_a_patch_whose_own_symbols_are_wrong_never_runs(spawn, tmp_path, name, body, reason):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
+    marker, src = marker_source(tmp_path, f'"sym-{name}", "x"', "#include <stdlib.h>\n" + body)
+    so = build_patch(tmp_path, name, src)
+    for check in (["--check"], []):
+        r = cli("-p", p.pid, "patch", "apply", *check, so)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        if reason:
+            assert r.stderr == f"error: patch sym-{name}: {reason}\n"
+        else:                             # the records' order is the linker's
+            assert re.fullmatch(rf"error: patch sym-{name} replaces one function twice "
+                                r"\((add_func and simple_server:add_func|simple_server:add_func "
+                                r"and add_func)\): one HOTPATCH_REPLACE per function\n",
+                                r.stderr), r.stderr
+    assert not marker.exists()
+    assert_untouched(p)
+
+
+def test_an_import_slot_that_is_no_pointer_variable_never_runs(spawn, tmp_path):
+    p = spawn([BIN / "simple_server", "--interval-ms", "50"])
+    marker, src = marker_source(tmp_path, '"slot", "x"', """
+int (*const slot)(int, int) = 0;              /* read-only: the agent could not fill it */
+HOTPATCH_PATCH_RECORD(HOTPATCH_PATCH_KIND_IMPORT, "add_func", "slot");
+int f(int a, int b) { return a + b + 1; }
+HOTPATCH_REPLACE("add_func", f);
+""")
+    r = cli("-p", p.pid, "patch", "apply", build_patch(tmp_path, "slot", src))
+    assert r.returncode == 1
+    assert r.stderr == ("error: patch slot: it has no import slot slot for add_func (the "
+                        "writable pointer variable HOTPATCH_IMPORT defines)\n")
+    assert not marker.exists()
+    assert_untouched(p)
+
+
+def test_one_function_of_a_patch_cannot_be_rolled_back_alone(server, tmp_path):
+    two = build_patch(tmp_path, "two", """
+HOTPATCH_PATCH_INFO("two", "two functions");
+int a(int x, int y) { return 1000; }
+int b(int years) { return 99; }
+HOTPATCH_REPLACE("add_func", a);
+HOTPATCH_REPLACE("shown_age", b);
+""")
+    assert cli("-p", server.pid, "patch", "apply", two).returncode == 0
+    r = cli("-p", server.pid, "func", "rollback", "add_func")
+    assert (r.returncode, r.stderr) == (1, "error: cannot roll back add_func alone: patch two "
+                                           "installed it with its other functions; 'patch "
+                                           "revert two' takes the whole patch out in one step\n")
+    assert add_func_now(server) == 1000
+    r = cli("-p", server.pid, "patch", "revert", "two")
+    assert r.returncode == 0, r.stderr
+    assert add_func_now(server) == 3
+
+
+def test_a_patch_of_a_patchs_function_is_reverted_in_order(server, tmp_path):
+    """Patch c replaces a function inside patch a: c must go first, then a; if a cannot be
+    unloaded yet, the reply says how to try again (not a lib command: a is a patch)."""
+    a = build_patch(tmp_path, "stacka", """
+HOTPATCH_PATCH_INFO("stack-a", "a");
+__attribute__((noinline)) int fa(int x, int y) { __asm__ volatile(""); return x * 100 + y; }
+int a_add(int x, int y) { return fa(x, y); }
+HOTPATCH_REPLACE("add_func", a_add);
+""")
+    c = build_patch(tmp_path, "stackc", """
+HOTPATCH_PATCH_INFO("stack-c", "c");
+int fc(int x, int y) { return 7; }
+HOTPATCH_REPLACE("fa", fc);
+""")
+    assert cli("-p", server.pid, "patch", "apply", a).returncode == 0
+    assert add_func_now(server) == 102
+    assert cli("-p", server.pid, "patch", "apply", c).returncode == 0
+    assert add_func_now(server) == 7
+    r = cli("-j", "-p", server.pid, "patch", "revert", "stack-c")
+    assert r.returncode == 0 and json.loads(r.stdout)["unloaded"], r.stdout
+    r = cli("-j", "-p", server.pid, "patch", "revert", "stack-a")
+    assert r.returncode == 0, r.stdout
+    assert add_func_now(server) == 3
+    reply = json.loads(r.stdout)
+    if not reply["unloaded"]:                 # a word may still point into it: kept, and said so
+        assert "'patch revert stack-a' tries the unload again" in reply["message"], reply
+        assert "lib unload" not in reply["message"]
+        r = cli("-p", server.pid, "patch", "apply", a)
+        assert r.stderr == ("error: patch stack-a is reverted but still mapped (see 'patch "
+                            "list'); 'patch revert stack-a' tries to unload it\n")
 
 
 def ticket(host):

@@ -24,6 +24,15 @@ static void integers_parse_within_their_range(void **state)
     assert_int_equal(v.i, 16);
     assert_int_equal(parse(HOTPATCH_TYPE_INT, "+7", &v), 0);
     assert_int_equal(v.i, 7);
+    /* A leading zero is decimal, as documented: never octal. */
+    assert_int_equal(parse(HOTPATCH_TYPE_INT, "010", &v), 0);
+    assert_int_equal(v.i, 10);
+    assert_int_equal(parse(HOTPATCH_TYPE_INT, "-09", &v), 0);
+    assert_int_equal(v.i, -9);
+    assert_int_equal(parse(HOTPATCH_TYPE_UINT, "0777", &v), 0);
+    assert_int_equal(v.u, 777);
+    assert_int_equal(parse(HOTPATCH_TYPE_INT, "-0x10", &v), 0);
+    assert_int_equal(v.i, -16);
     assert_int_equal(parse(HOTPATCH_TYPE_INT, "2147483648", &v), -1);
     assert_non_null(strstr(why, "out of range for int: expected -2147483648 to 2147483647"));
     assert_int_equal(parse(HOTPATCH_TYPE_ULLONG, "18446744073709551615", &v), 0);
@@ -89,6 +98,14 @@ static void floats_must_be_finite_and_in_range(void **state)
     assert_int_equal(parse(HOTPATCH_TYPE_DOUBLE, "1.5x", &v), -1);
     assert_non_null(strstr(why, "is not a valid double"));
     assert_int_equal(parse(HOTPATCH_TYPE_DOUBLE, " 1", &v), -1);
+    /* A nonzero value the type cannot hold is refused, not stored as 0. */
+    assert_int_equal(parse(HOTPATCH_TYPE_FLOAT, "1e-50", &v), -1);
+    assert_non_null(strstr(why, "1e-50 is too small for float"));
+    assert_int_equal(parse(HOTPATCH_TYPE_DOUBLE, "1e-400", &v), -1);
+    assert_int_equal(parse(HOTPATCH_TYPE_FLOAT, "1e-40", &v), 0);      /* subnormal: kept */
+    assert_true(v.f > 0.0f);
+    assert_int_equal(parse(HOTPATCH_TYPE_FLOAT, "0.0e5", &v), 0);
+    assert_int_equal(parse(HOTPATCH_TYPE_DOUBLE, "-0", &v), 0);
 }
 
 static void bools_accept_the_usual_words(void **state)
