@@ -81,22 +81,27 @@ static bool path_acceptable(const char *path, struct hp_reply *reply)
     return true;
 }
 
+/* The one optional leading option of a command: *given when the request has two words and
+ * the first is `option`. False, with the reply's error set, for anything else in its place. */
+bool hp_request_option(const struct hp_request *req, const char *option, bool *given,
+                       struct hp_reply *reply)
+{
+    *given = req->argc >= 2;
+    if (!*given || strcmp(req->argv[0], option) == 0)
+        return true;
+    if (strcmp(req->argv[1], option) == 0)
+        hp_reply_error(reply, "%s goes before '%.256s', not after it", option, req->argv[0]);
+    else
+        hp_reply_error(reply, "unknown option '%.64s'; the only option here is %s",
+                       req->argv[0], option);
+    return false;
+}
+
 /*
  * The descriptor of the file to load, checked: the one the client sent (the operator opened it
  * in the operator's own namespace), or PATH opened by the trusted walk. A new descriptor the
  * caller owns, or -1 with the reply's error set.
  */
-bool hp_request_option(const struct hp_request *req, const char *option, bool *given,
-                       struct hp_reply *reply)
-{
-    *given = req->argc >= 2;
-    if (*given && strcmp(req->argv[0], option) != 0) {
-        hp_reply_error(reply, "unknown option '%.64s'; the only option here is %s",
-                       req->argv[0], option);
-        return false;
-    }
-    return true;
-}
 
 int hp_lib_open_checked(const struct hp_request *req, const char *path, struct hp_reply *reply)
 {

@@ -130,6 +130,23 @@ static bool terminated(const char *s, size_t cap)
     return memchr(s, '\0', cap) != NULL;
 }
 
+/* A GNU build-id as text: an even number of hex digits, 1 to 64 bytes. */
+static bool valid_build_id(const char *hex)
+{
+    size_t n = strlen(hex);
+    return n >= 2 && n <= 128 && n % 2 == 0 && strspn(hex, "0123456789abcdefABCDEF") == n;
+}
+
+/* Text a reply may show as it is: UTF-8 without control characters. */
+static bool printable_text(const char *s)
+{
+    size_t bad;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return hp_utf8_valid(s, strlen(s), &bad);
+}
+
 /* Checks one record and adds it to the description. */
 static int take_record(const struct hotpatch_patch_record *r, struct hp_patch_file *out,
                        char *why, size_t why_cap)
@@ -151,6 +168,11 @@ static int take_record(const struct hotpatch_patch_record *r, struct hp_patch_fi
             snprintf(why, why_cap, "its name '%.64s...' is longer than 63 bytes", r->a);
             return -EINVAL;
         }
+        if (!printable_text(r->b)) {
+            snprintf(why, why_cap, "its description is not plain text (UTF-8 without control "
+                     "characters)");
+            return -EINVAL;
+        }
         memcpy(out->name, r->a, strlen(r->a) + 1);
         snprintf(out->description, sizeof out->description, "%s", r->b);
         return 0;
@@ -165,8 +187,15 @@ static int take_record(const struct hotpatch_patch_record *r, struct hp_patch_fi
         out->imports[out->n_imports++] = (struct hp_patch_pair){r->a, r->b};
         return 0;
     case HOTPATCH_PATCH_KIND_BUILD_ID:
-        if (out->n_build_ids == HP_PATCH_MAX_BUILD_IDS)
-            break;
+        if (out->n_build_ids == HP_PATCH_MAX_BUILD_IDS) {
+            snprintf(why, why_cap, "it names more than %d build-ids", HP_PATCH_MAX_BUILD_IDS);
+            return -E2BIG;
+        }
+        if (!valid_build_id(r->b)) {
+            snprintf(why, why_cap, "its build-id for %s ('%.80s') is not 2 to 128 hex digits, "
+                     "an even number of them", *r->a ? r->a : "the main program", r->b);
+            return -EINVAL;
+        }
         out->build_ids[out->n_build_ids++] = (struct hp_patch_pair){r->a, r->b};
         return 0;
     default:
@@ -174,7 +203,8 @@ static int take_record(const struct hotpatch_patch_record *r, struct hp_patch_fi
                  "hotpatch_patch.h?)", r->kind);
         return -EINVAL;
     }
-    snprintf(why, why_cap, "it has more than %d records of one kind", HP_PATCH_MAX_FUNCTIONS);
+    snprintf(why, why_cap, "it has more than %d %s records", HP_PATCH_MAX_FUNCTIONS,
+             r->kind == HOTPATCH_PATCH_KIND_REPLACE ? "HOTPATCH_REPLACE" : "HOTPATCH_IMPORT");
     return -E2BIG;
 }
 
@@ -375,10 +405,11 @@ static bool names_object(const struct dl_phdr_info *info, const char *object)
         if (n <= 0)
             return false;
         exe[n] = '\0';
-        return strcmp(file_name(exe), object) == 0;
+        return strcmp(file_name(exe), object) == 0 || strcmp(exe, object) == 0; /* or its path */
     }
     return *object && (strcmp(name, object) == 0 || strcmp(file_name(name), object) == 0);
 }
+
 
 /* The NT_GNU_BUILD_ID note in one PT_NOTE segment, as hex. */
 static bool note_build_id(uintptr_t base, const ElfW(Phdr) *ph, char *hex, size_t cap)

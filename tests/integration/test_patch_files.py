@@ -330,6 +330,40 @@ HOTPATCH_REPLACE("fa", fc);
                             "list'); 'patch revert stack-a' tries to unload it\n")
 
 
+def test_malformed_metadata_is_refused_with_what_is_accepted(server, tmp_path):
+    fn = 'int f(int a, int b) { return a + b + 1; }\nHOTPATCH_REPLACE("add_func", f);\n'
+    cases = [
+        ('HOTPATCH_PATCH_INFO("hexless", "x");\nHOTPATCH_TARGET_BUILD_ID("", "zz");\n',
+         "its build-id for the main program ('zz') is not 2 to 128 hex digits, an even number "
+         "of them"),
+        ('HOTPATCH_PATCH_INFO("odd", "x");\nHOTPATCH_TARGET_BUILD_ID("simple_server", "abc");\n',
+         "its build-id for simple_server ('abc') is not 2 to 128 hex digits"),
+        ('HOTPATCH_PATCH_INFO("ctl", "bell\\a here");\n',
+         "its description is not plain text (UTF-8 without control characters)"),
+        ('HOTPATCH_PATCH_INFO("many", "x");\n' +
+         "".join(f'HOTPATCH_TARGET_BUILD_ID("lib{i}.so", "00ff");\n' for i in range(9)),
+         "it names more than 8 build-ids"),
+    ]
+    for i, (meta, reason) in enumerate(cases):
+        so = build_patch(tmp_path, f"bad{i}", meta + fn)
+        r = cli("-p", server.pid, "patch", "apply", "--check", so)
+        assert r.returncode == 1 and r.stderr.startswith(f"error: refusing to apply {so}: ") \
+            and reason in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    so = build_patch(tmp_path, "fix", FIX)
+    r = cli("-p", server.pid, "patch", "apply", so, "--check")
+    assert (r.returncode, r.stderr) == (1, f"error: --check goes before '{so}', not after it\n")
+    assert add_func_now(server) == 3
+
+
+def test_the_executable_may_be_named_by_its_full_path(server, tmp_path):
+    exe = str(BIN / "simple_server")
+    so = build_patch(tmp_path, "full", f'HOTPATCH_PATCH_INFO("full", "x");\n'
+                     f'HOTPATCH_TARGET_BUILD_ID("{exe}", "{build_id(exe)}");\n' +
+                     'int f(int a, int b) { return 5; }\nHOTPATCH_REPLACE("add_func", f);\n')
+    r = cli("-p", server.pid, "patch", "apply", "--check", so)
+    assert r.returncode == 0, r.stderr
+
+
 def ticket(host):
     start = len(host.lines)
     host.send("tick\n")
