@@ -459,13 +459,18 @@ static bool is_restorer(const struct libc_text *text, uint64_t word)
     return memcmp(text->bytes + (word - text->start), restore_rt, sizeof restore_rt) == 0;
 }
 
-#define STACK_SCAN_BYTES (256 * 1024)
+/* How much of a stack above sp is read, at most. The used part of a stack is what lies above
+ * sp, so this bounds only a very deep one; a stack deeper than this is not proven free of a
+ * signal frame, and its thread is not used. */
+#define STACK_SCAN_BYTES (64u << 20)
+#define USER_CODE_SEGMENT 0x33      /* __USER_CS on x86-64: what a user thread's cs holds */
 
 /*
  * True when the word at `at`, which holds __restore_rt's address, begins a real signal frame
  * and is not a stale copy (glibc's sigaction puts that address in a structure on the stack, and
  * such words outlive the call in the frames above). The kernel's frame is the return address,
- * then the ucontext: uc_flags (a few UC_* bits), uc_link, uc_stack, the general registers, and
+ * then the ucontext: uc_flags (a few UC_* bits), uc_link, uc_stack, the general registers
+ * (r8 ... cr2: words 6 to 28, the interrupted rsp, rip and the code segment among them), and
  * the pointer to the saved FPU state, which the kernel puts just above the frame.
  */
 static bool is_signal_frame(struct traced_process *p, uintptr_t at)
@@ -473,25 +478,36 @@ static bool is_signal_frame(struct traced_process *p, uintptr_t at)
     uint64_t frame[30];
     if (pread(p->mem_fd, frame, sizeof frame, (off_t)at) != (ssize_t)sizeof frame)
         return false;
-    uint64_t uc_flags = frame[1], fpstate = frame[29];
-    return uc_flags <= 0xf && (fpstate == 0 || (fpstate > at && fpstate - at < 64 * 1024));
+    uint64_t uc_flags = frame[1], rsp = frame[21], rip = frame[22], csgsfs = frame[24];
+    uint64_t fpstate = frame[29];
+    return uc_flags <= 0xf && (csgsfs & 0xffff) == USER_CODE_SEGMENT && rip != 0 && rsp != 0 &&
+           (fpstate == 0 || (fpstate > at && fpstate - at < 64 * 1024));
 }
 
-/* True when the stack above sp holds a signal frame (a return address to __restore_rt). */
+/* True when the stack above sp holds a signal frame (a return address to __restore_rt), or
+ * is deeper than can be read to its end. */
 static bool stack_has_signal_frame(struct traced_process *p, const struct libc_text *text,
                                    uintptr_t sp)
 {
-    uint64_t chunk[512];
+    enum { CHUNK_WORDS = 8192 };    /* 64 KiB a read */
+    uint64_t *chunk = malloc(CHUNK_WORDS * sizeof *chunk);
+    if (!chunk)
+        return true;                 /* not proven free of a frame: not used */
+    bool found = true;               /* until the end of the stack is reached */
     sp &= ~(uintptr_t)7;
-    for (size_t done = 0; done < STACK_SCAN_BYTES; done += sizeof chunk) {
-        ssize_t n = pread(p->mem_fd, chunk, sizeof chunk, (off_t)(sp + done));
-        if (n <= 0)
-            return false;            /* the end of the stack's mapping */
-        for (size_t i = 0; i < (size_t)n / 8; i++)
-            if (is_restorer(text, chunk[i]) && is_signal_frame(p, sp + done + i * 8))
-                return true;
+    for (size_t done = 0; done < STACK_SCAN_BYTES; done += CHUNK_WORDS * sizeof *chunk) {
+        ssize_t n = pread(p->mem_fd, chunk, CHUNK_WORDS * sizeof *chunk, (off_t)(sp + done));
+        size_t words = n > 0 ? (size_t)n / 8 : 0;
+        bool frame = false;
+        for (size_t i = 0; i < words && !frame; i++)
+            frame = is_restorer(text, chunk[i]) && is_signal_frame(p, sp + done + i * 8);
+        if (frame || words < CHUNK_WORDS) {  /* a frame, or the end of the stack's mapping */
+            found = frame;
+            break;
+        }
     }
-    return false;
+    free(chunk);
+    return found;
 }
 
 static enum fitness fitness_of(struct traced_process *p, const struct target_image *img,

@@ -263,6 +263,43 @@ def test_a_thread_blocked_inside_a_signal_handler_is_never_used(target):
     assert_untouched(report(p))
 
 
+STALE_RESTORER = r"""
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+static void on_usr1(int sig) { (void)sig; }
+/* sigaction leaves __restore_rt's address in a structure on this frame's stack ... */
+__attribute__((noinline)) static void setup(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, 0);
+}
+/* ... which this frame's uninitialised buffer then covers: a stale word, not a frame. */
+__attribute__((noinline)) static void serve(void)
+{
+    char buf[4096];
+    for (;;)
+        if (read(0, buf, sizeof buf) <= 0)
+            pause();
+}
+int main(void) { setup(); serve(); }
+"""
+
+
+def test_a_stale_restorer_word_on_the_stack_is_no_signal_frame(spawn, tmp_path):
+    source = tmp_path / "stale.c"
+    source.write_text(STALE_RESTORER)
+    program = tmp_path / "stale"
+    subprocess.run(["cc", "-O2", source, "-o", program], check=True)
+    p = spawn([program], wait_socket=False, stdin_pipe=True)
+    time.sleep(0.2)
+    r = cli("-p", p.pid, "attach")
+    assert r.returncode == 0, r.stderr
+    assert "(in read)" in r.stdout
+
+
 def test_a_single_threaded_busy_loop(spawn):
     p = spawn([TARGET, "--busy"], wait_socket=False)
     p.wait_output(r"^ready$")
