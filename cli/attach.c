@@ -816,9 +816,14 @@ static int await_loader(struct injection *in, const char *library)
     read_target_string(in->p, (uintptr_t)dlerror_at, text, sizeof text);
     uint32_t ack = 1;
     poke(in->p, data + DATA_ACK, &ack, sizeof ack);
+    head[1] = ack;                            /* what the page holds now, until it goes */
     /* The loader unmaps both pages next: wait for that, so nothing of the injector is left
-     * when attach returns (its thread ends right after). */
-    for (int waited = 0; waited < 2000 && peek(in->p, data, head, sizeof head) == 0; waited++)
+     * when attach returns (its thread ends right after). The results are the ones read before
+     * the ack: once the pages are gone, another mapping may take their address. */
+    uint32_t now[4];
+    for (int waited = 0; waited < 2000 && peek(in->p, data, now, sizeof now) == 0 &&
+                         memcmp(now, head, sizeof now) == 0;
+         waited++)
         sleep_ms(1);
     int32_t result = (int32_t)head[2];
     if (head[3] == 1) {

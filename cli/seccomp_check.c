@@ -45,49 +45,53 @@
 #define MAX_FILTERS 64
 #define MAX_INSNS BPF_MAXINSNS
 
-/* A system call the attach makes, with the arguments it makes it with. */
+/* A system call the attach makes, with the arguments it makes it with, and the errno the
+ * filter may fail it with because glibc then does without (ANY_ERRNO: whatever the errno). */
 struct needed_call {
     const char *name;
     long nr;
     uint64_t args[6];
+    int tolerated_errno;
 };
+#define ANY_ERRNO (-1)
 
 #define PTHREAD_CLONE_FLAGS                                                                  \
     (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |       \
      CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
 
 static const struct needed_call needed[] = {
-    {"mmap", SYS_mmap, {0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1ULL, 0}},
-    {"mprotect", SYS_mprotect, {0, 4096, PROT_READ | PROT_EXEC, 0, 0, 0}},
-    {"munmap", SYS_munmap, {0, 8192, 0, 0, 0, 0}},
-    {"memfd_create", SYS_memfd_create, {0, 1 /* MFD_CLOEXEC */, 0, 0, 0, 0}},
-    {"clone3", SYS_clone3, {0, 88, 0, 0, 0, 0}},
-    {"clone", SYS_clone, {PTHREAD_CLONE_FLAGS, 0, 0, 0, 0, 0}},
-    {"rt_sigprocmask", SYS_rt_sigprocmask, {SIG_SETMASK, 0, 0, 8, 0, 0}},
-    {"prctl", SYS_prctl, {15 /* PR_SET_NAME */, 0, 0, 0, 0, 0}},
-    {"futex", SYS_futex, {0, 128 /* FUTEX_WAIT_PRIVATE */, 0, 0, 0, 0}},
-    {"openat", SYS_openat, {(uint64_t)-100, 0, 0x80000 /* O_RDONLY|O_CLOEXEC */, 0, 0, 0}},
-    {"read", SYS_read, {3, 0, 832, 0, 0, 0}},
-    {"pread64", SYS_pread64, {3, 0, 784, 64, 0, 0}},
-    {"newfstatat", SYS_newfstatat, {3, 0, 0, 0x1000 /* AT_EMPTY_PATH */, 0, 0}},
-    {"fstat", SYS_fstat, {3, 0, 0, 0, 0, 0}},
-    {"close", SYS_close, {3, 0, 0, 0, 0, 0}},
-    {"socket", SYS_socket, {1 /* AF_UNIX */, 0x80001 /* STREAM|CLOEXEC */, 0, 0, 0, 0}},
-    {"bind", SYS_bind, {3, 0, 110, 0, 0, 0}},
-    {"listen", SYS_listen, {3, 128, 0, 0, 0, 0}},
-    {"accept4", SYS_accept4, {3, 0, 0, 0x80800, 0, 0}},
-    {"poll", SYS_poll, {0, 2, 1000, 0, 0, 0}},
-    {"eventfd2", SYS_eventfd2, {0, 0x80800, 0, 0, 0, 0}},
-    {"recvmsg", SYS_recvmsg, {4, 0, 0x40, 0, 0, 0}},
-    {"sendto", SYS_sendto, {4, 0, 64, 0x4000 /* MSG_NOSIGNAL */, 0, 0}},
-    {"getsockopt", SYS_getsockopt, {4, 1, 17 /* SO_PEERCRED */, 0, 0, 0}},
-    {"fchmod", SYS_fchmod, {3, 0600, 0, 0, 0, 0}},
-    {"unlink", SYS_unlink, {0, 0, 0, 0, 0, 0}},
-    {"madvise", SYS_madvise, {0, 4096, 4 /* MADV_DONTNEED */, 0, 0, 0}},
-    {"set_robust_list", SYS_set_robust_list, {0, 24, 0, 0, 0, 0}},
-    {"rseq", 334, {0, 32, 0, 0x53053053, 0, 0}},
-    {"exit", SYS_exit, {0, 0, 0, 0, 0, 0}},
-    {"getpid", SYS_getpid, {0, 0, 0, 0, 0, 0}},
+    {"mmap", SYS_mmap,
+     {0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1ULL, 0}, 0},
+    {"mprotect", SYS_mprotect, {0, 4096, PROT_READ | PROT_EXEC, 0, 0, 0}, 0},
+    {"munmap", SYS_munmap, {0, 8192, 0, 0, 0, 0}, 0},
+    {"memfd_create", SYS_memfd_create, {0, 1 /* MFD_CLOEXEC */, 0, 0, 0, 0}, 0},
+    {"clone3", SYS_clone3, {0, 88, 0, 0, 0, 0}, ENOSYS},   /* glibc then uses clone */
+    {"clone", SYS_clone, {PTHREAD_CLONE_FLAGS, 0, 0, 0, 0, 0}, 0},
+    {"rt_sigprocmask", SYS_rt_sigprocmask, {SIG_SETMASK, 0, 0, 8, 0, 0}, 0},
+    {"prctl", SYS_prctl, {15 /* PR_SET_NAME */, 0, 0, 0, 0, 0}, 0},
+    {"futex", SYS_futex, {0, 128 /* FUTEX_WAIT_PRIVATE */, 0, 0, 0, 0}, 0},
+    {"openat", SYS_openat, {(uint64_t)-100, 0, 0x80000 /* O_RDONLY|O_CLOEXEC */, 0, 0, 0}, 0},
+    {"read", SYS_read, {3, 0, 832, 0, 0, 0}, 0},
+    {"pread64", SYS_pread64, {3, 0, 784, 64, 0, 0}, 0},
+    {"newfstatat", SYS_newfstatat, {3, 0, 0, 0x1000 /* AT_EMPTY_PATH */, 0, 0}, 0},
+    {"fstat", SYS_fstat, {3, 0, 0, 0, 0, 0}, 0},
+    {"close", SYS_close, {3, 0, 0, 0, 0, 0}, 0},
+    {"socket", SYS_socket, {1 /* AF_UNIX */, 0x80001 /* STREAM|CLOEXEC */, 0, 0, 0, 0}, 0},
+    {"bind", SYS_bind, {3, 0, 110, 0, 0, 0}, 0},
+    {"listen", SYS_listen, {3, 128, 0, 0, 0, 0}, 0},
+    {"accept4", SYS_accept4, {3, 0, 0, 0x80800, 0, 0}, 0},
+    {"poll", SYS_poll, {0, 2, 1000, 0, 0, 0}, 0},
+    {"eventfd2", SYS_eventfd2, {0, 0x80800, 0, 0, 0, 0}, 0},
+    {"recvmsg", SYS_recvmsg, {4, 0, 0x40, 0, 0, 0}, 0},
+    {"sendto", SYS_sendto, {4, 0, 64, 0x4000 /* MSG_NOSIGNAL */, 0, 0}, 0},
+    {"getsockopt", SYS_getsockopt, {4, 1, 17 /* SO_PEERCRED */, 0, 0, 0}, 0},
+    {"fchmod", SYS_fchmod, {3, 0600, 0, 0, 0, 0}, 0},
+    {"unlink", SYS_unlink, {0, 0, 0, 0, 0, 0}, 0},
+    {"madvise", SYS_madvise, {0, 4096, 4 /* MADV_DONTNEED */, 0, 0, 0}, 0},
+    {"set_robust_list", SYS_set_robust_list, {0, 24, 0, 0, 0, 0}, 0},
+    {"rseq", 334, {0, 32, 0, 0x53053053, 0, 0}, ANY_ERRNO}, /* glibc runs without it */
+    {"exit", SYS_exit, {0, 0, 0, 0, 0, 0}, 0},
+    {"getpid", SYS_getpid, {0, 0, 0, 0, 0, 0}, 0},
 };
 
 /* ---- the interpreter ----------------------------------------------------------------------- */
@@ -257,10 +261,15 @@ int check_seccomp(pid_t pid)
                 break;
             }
             uint32_t action = ret & SECCOMP_RET_ACTION_FULL;
-            if (action != SECCOMP_RET_ALLOW && action != SECCOMP_RET_LOG) {
+            int tolerated = needed[c].tolerated_errno;
+            bool done_without = action == SECCOMP_RET_ERRNO &&
+                                (tolerated == ANY_ERRNO ||
+                                 (tolerated && (int)(ret & SECCOMP_RET_DATA) == tolerated));
+            if (action != SECCOMP_RET_ALLOW && action != SECCOMP_RET_LOG && !done_without) {
                 say("refusing to attach to process %d: its seccomp filter would %s on %s, a "
-                    "call the attach or the agent makes; nothing was changed", pid,
-                    action_name(action), needed[c].name);
+                    "call the attach or the agent makes; nothing was changed (allow %s in the "
+                    "filter, or start the program with LD_PRELOAD=libhotpatch_preload.so)", pid,
+                    action_name(action), needed[c].name, needed[c].name);
                 rc = EXIT_REFUSED;
                 break;
             }

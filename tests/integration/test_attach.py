@@ -380,6 +380,15 @@ def test_a_seccomp_filter_that_fails_a_needed_call_is_refused(target):
     refused(p.pid, r"seccomp filter would fail it with an errno on memfd_create")
 
 
+def test_a_filter_failing_clone3_with_enosys_is_no_obstacle(target):
+    """glibc creates threads with clone when clone3 fails with ENOSYS (older container
+    profiles do that), so such a filter does not refuse the attach."""
+    p = target("--seccomp-enosys-clone3", "--blockers")
+    attach_ok(p.pid)
+    assert cli("-p", p.pid, "var", "list").returncode == 0
+    assert_untouched(report(p))
+
+
 def test_no_safe_thread_is_refused_after_about_a_second(spawn):
     p = spawn([TARGET, "--no-safe-point"], wait_socket=False)
     p.wait_output(r"^ready$")

@@ -15,6 +15,8 @@
  *   --busy        the main thread spins in this program's own code, printing add_func(1, 2)
  *                 every ~50 ms, and nothing else runs (single-threaded busy loop)
  *   --seccomp-deny-memfd   a seccomp filter that fails memfd_create with EPERM
+ *   --seccomp-enosys-clone3   a filter that fails clone3 with ENOSYS (older container
+ *                 profiles): glibc then creates threads with clone
  *   --in-handler  a second thread blocks in read on a pipe inside a signal handler (the
  *                 frame attach must see: a handler may have interrupted malloc)
  *   --no-safe-point   no thread is ever where attach may use it: the main thread holds a
@@ -272,12 +274,12 @@ static void start(void *(*fn)(void *), void *arg)
     }
 }
 
-static void deny_memfd(void)
+static void deny_call(long nr, int error)
 {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_memfd_create, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)error),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {sizeof f / sizeof f[0], f};
@@ -330,20 +332,25 @@ int main(int argc, char **argv)
             busy = 1;
         else if (!strcmp(argv[i], "--seccomp-deny-memfd"))
             seccomp = 1;
+        else if (!strcmp(argv[i], "--seccomp-enosys-clone3"))
+            seccomp = 2;
         else if (!strcmp(argv[i], "--no-safe-point"))
             no_safe_point = 1;
         else if (!strcmp(argv[i], "--in-handler"))
             in_handler = 1;
         else {
             fprintf(stderr, "usage: attach_target [--blockers] [--threads N] [--malloc N] "
-                            "[--signals] [--busy] [--seccomp-deny-memfd] [--no-safe-point] [--in-handler]\n");
+                            "[--signals] [--busy] [--seccomp-deny-memfd] [--seccomp-enosys-clone3] "
+                            "[--no-safe-point] [--in-handler]\n");
             return 2;
         }
     }
     if (pipe(pipe_fds) || pipe(epoll_pipe))
         return 1;
-    if (seccomp)
-        deny_memfd();
+    if (seccomp == 1)
+        deny_call(SYS_memfd_create, EPERM);
+    else if (seccomp == 2)
+        deny_call(SYS_clone3, ENOSYS);
     if (no_safe_point) {
         pthread_mutex_lock(&held_lock);
         start(lock_waiter, NULL);
