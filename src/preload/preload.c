@@ -51,6 +51,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
@@ -92,14 +93,15 @@ static void discard_log_line(const char *line, size_t len)
 }
 
 /* Applies HOTPATCH_LOG. A file that cannot be opened leaves the log on stderr, and says so. */
-static void configure_log(void)
+/* Applies HOTPATCH_LOG; true when it chose where the lines go (a file, or nowhere). */
+static bool configure_log(void)
 {
     const char *dest = hp_env("HOTPATCH_LOG");
     if (!dest || !*dest || strcmp(dest, "stderr") == 0)
-        return;
+        return false;
     if (strcmp(dest, "none") == 0 || strcmp(dest, "off") == 0) {
         hp_log_set_sink(discard_log_line);
-        return;
+        return true;
     }
     int n = snprintf(log_path, sizeof log_path, "%s", dest);
     char why[300] = "path too long";
@@ -107,10 +109,28 @@ static void configure_log(void)
                                                   : -ENAMETOOLONG;
     if (fd < 0) {
         hp_log("HOTPATCH_LOG=%.200s refused (%s); logging to stderr", dest, why);
-        return;
+        return false;
     }
     close(fd);
     hp_log_set_sink(write_to_log_file);
+    return true;
+}
+
+/* An attached agent's lines go to the program's stderr only when that is a stream (a tty, a
+ * pipe, a socket such as the journal's, /dev/null) or a file opened for appending: a program
+ * that closed its stderr may have opened a file of its own as descriptor 2 since, and a line
+ * written there would land in its data and move its offset. */
+static void write_to_stderr_stream(const char *line, size_t len)
+{
+    struct stat st;
+    int flags = fcntl(STDERR_FILENO, F_GETFL);
+    if (flags < 0 || fstat(STDERR_FILENO, &st) != 0)
+        return;
+    bool stream = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+    if (!stream && !(S_ISREG(st.st_mode) && (flags & O_APPEND)))
+        return;
+    ssize_t ignored = write(STDERR_FILENO, line, len);
+    (void)ignored;
 }
 
 /* ---- one agent per process ------------------------------------------------------------------ */
@@ -152,8 +172,8 @@ HOTPATCH_API int hotpatch_attach_start(void)
 {
     int saved_errno = errno;
     static bool configured;      /* HOTPATCH_LOG applied; owned by the first caller */
-    if (!__atomic_exchange_n(&configured, true, __ATOMIC_ACQ_REL))
-        configure_log();
+    if (!__atomic_exchange_n(&configured, true, __ATOMIC_ACQ_REL) && !configure_log())
+        hp_log_set_sink(write_to_stderr_stream);
     /* A program with its own exported agent (libhotpatch.a and -rdynamic) gets that one
      * started again, never a second agent beside it. */
     char where[PATH_MAX];

@@ -300,6 +300,39 @@ def test_a_stale_restorer_word_on_the_stack_is_no_signal_frame(spawn, tmp_path):
     assert "(in read)" in r.stdout
 
 
+DATA_ON_STDERR = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    (void)argc;
+    close(0), close(1), close(2);               /* a daemon: no standard streams ... */
+    for (int i = 0; i < 3; i++)                 /* ... and its data files take 0, 1 and 2 */
+        if (open(argv[1], O_RDWR) < 0)
+            return 1;
+    pwrite(2, "RECORD1\n", 8, 0);
+    for (;;)
+        pause();
+}
+"""
+
+
+def test_an_attached_agent_never_writes_into_a_data_file_on_descriptor_2(spawn, tmp_path):
+    source, program, data = tmp_path / "daemon.c", tmp_path / "daemon", tmp_path / "data"
+    source.write_text(DATA_ON_STDERR)
+    subprocess.run(["cc", "-O2", source, "-o", program], check=True)
+    data.write_bytes(b"")
+    p = spawn([program, data], wait_socket=False)
+    time.sleep(0.2)
+    attach_ok(p.pid)
+    lib = LIB / "libadd_func_patch1.so"
+    assert cli("-p", p.pid, "lib", "load", "p1", lib).returncode == 0   # audited: logs a line
+    assert cli("-p", p.pid, "lib", "unload", "--retire", "p1").returncode == 0
+    detach_ok(p.pid)
+    assert data.read_bytes() == b"RECORD1\n"
+
+
 def test_a_single_threaded_busy_loop(spawn):
     p = spawn([TARGET, "--busy"], wait_socket=False)
     p.wait_output(r"^ready$")
