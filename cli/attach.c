@@ -28,8 +28,10 @@
  *         variable, a join or a semaphore), and restart_syscall (such a sleep the kernel restarted
  *         after an earlier stop: glibc's own locks never wait with a timeout); never mmap, mprotect, munmap, brk, madvise, openat,
  *         close, fstat, pread or a regular file's read, clone;
- *       - or, when no thread is blocked like that (a single-threaded busy loop), a thread whose
- *         pc is in the program's own code, not in libc, libdl or the loader: program code runs
+ *       - or, when no thread is blocked like that (a single-threaded busy loop), and the
+ *         program's malloc is glibc's (no other object exports malloc: an interposed
+ *         allocator's lock is the program's own, and pthread_create allocates with it), a
+ *         thread whose pc is in the program's own code, not in libc, libdl or the loader: program code runs
  *         inside a glibc lock only when glibc called it back, and the callback that matters —
  *         a signal handler interrupting malloc — leaves a signal frame (a return address to
  *         libc's __restore_rt) on the stack. (Callbacks such as qsort's or dl_iterate_phdr's
@@ -358,6 +360,7 @@ enum fitness { UNFIT, FIT_PROGRAM_CODE, FIT_BLOCKED };
 
 struct choice_notes {
     int in_runtime, in_lock_wait, in_other_call, by_signal, signal_frame;
+    int in_program_with_own_malloc;
 };
 
 static const char *call_name(long nr)
@@ -529,6 +532,11 @@ static enum fitness fitness_of(struct traced_process *p, const struct target_ima
             return f;
     } else if (in_runtime_code(img, arch_pc(&t->regs))) {
         notes->in_runtime++;
+        return UNFIT;
+    } else if (img->own_malloc) {
+        /* Program code may be the program's own allocator, holding its lock, and
+         * pthread_create allocates with it. */
+        notes->in_program_with_own_malloc++;
         return UNFIT;
     }
     /* A signal handler may have interrupted malloc (its lock held) and then blocked or spun
@@ -1084,11 +1092,15 @@ static void print_refusal_json(long pid, int status)
 
 static void say_no_safe_thread(long pid, const struct choice_notes *n)
 {
+    char own[160] = "";
+    if (n->in_program_with_own_malloc)
+        snprintf(own, sizeof own, ", running its own code while it has its own malloc (which "
+                 "may hold that allocator's lock): %d", n->in_program_with_own_malloc);
     say("refusing to attach to process %ld: no thread came to a safe point within about a "
         "second (threads inside libc or the loader: %d, waiting for a lock or in a call that "
-        "may hold one: %d, in a signal handler: %d, stopped by a signal: %d); try again when "
+        "may hold one: %d, in a signal handler: %d, stopped by a signal: %d%s); try again when "
         "it is less busy", pid, n->in_runtime, n->in_lock_wait + n->in_other_call,
-        n->signal_frame, n->by_signal);
+        n->signal_frame, n->by_signal, own);
 }
 
 static int attach_checked(long pid, struct attach_report *report, int timeout_ms)

@@ -178,6 +178,7 @@ struct target_image {
     struct mapped_object preload, linked;   /* libhotpatch_preload (or its memfd copy), libhotpatch.so */
     struct mapped_object agent;  /* the one to restart: preload if mapped, else linked */
     bool agent_is_preload;
+    bool own_malloc;             /* an object other than libc exports malloc: it interposes */
 };
 
 /* Reads /proc/PID/maps. */

@@ -78,6 +78,16 @@ static void note_mapping(struct mapped_object *o, const char *path, uintptr_t st
     }
 }
 
+/* Whether the object mapped from `file` at start (its first mapping ends at end) defines
+ * malloc in its dynamic symbols: then the program's malloc is its own (jemalloc, tcmalloc,
+ * an LD_PRELOADed allocator), and glibc's pthread_create allocates with it. */
+static bool exports_malloc(pid_t pid, const char *file, uintptr_t start, uintptr_t end)
+{
+    struct mapped_object o = {.start = start, .first_end = end, .end = end, .found = true};
+    snprintf(o.path, sizeof o.path, "%s", file);
+    return resolve_symbol(pid, &o, "malloc") != 0;
+}
+
 int read_target_image(pid_t pid, struct target_image *img, char *why)
 {
     memset(img, 0, sizeof *img);
@@ -114,6 +124,8 @@ int read_target_image(pid_t pid, struct target_image *img, char *why)
         struct mapped_object *o = object_for(img, file, exe);
         if (o)
             note_mapping(o, file, start, end, offset, perms[2] == 'x');
+        if ((!o || o == &img->exe) && offset == 0 && file[0] == '/' && !img->own_malloc)
+            img->own_malloc = exports_malloc(pid, file, start, end);
     }
     free(line);
     fclose(f);

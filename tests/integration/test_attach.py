@@ -333,6 +333,68 @@ def test_an_attached_agent_never_writes_into_a_data_file_on_descriptor_2(spawn, 
     assert data.read_bytes() == b"RECORD1\n"
 
 
+OWN_MALLOC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+/* An interposed allocator with a lock of its own, held while it works. */
+static volatile int lock;
+static void *(*next_malloc)(size_t);
+void *malloc(size_t n)
+{
+    if (!next_malloc)
+        next_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
+    while (__atomic_exchange_n(&lock, 1, __ATOMIC_ACQUIRE))
+        ;
+    for (volatile int i = 0; i < 2000; i++)
+        ;
+    void *p = next_malloc(n);
+    __atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
+    return p;
+}
+"""
+
+ALLOCATING = r"""
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static void *sleeper(void *arg) { (void)arg; for (;;) sleep(1); return NULL; }
+int main(int argc, char **argv)
+{
+    pthread_t t;
+    if (argc > 1 && strcmp(argv[1], "--sleeper") == 0)
+        pthread_create(&t, NULL, sleeper, NULL);
+    for (;;)
+        free(malloc(32));
+}
+"""
+
+
+def test_a_program_with_its_own_malloc_is_attached_only_through_a_blocked_thread(spawn,
+                                                                                 tmp_path):
+    """pthread_create allocates with the program's malloc; a thread spinning in the program's
+    own code may hold that allocator's lock, so it is never used: the busy program is refused
+    (and keeps running), the same with a sleeping thread is attached through that thread."""
+    for name, text in (("own_malloc.c", OWN_MALLOC), ("allocating.c", ALLOCATING)):
+        (tmp_path / name).write_text(text)
+    lib, program = tmp_path / "libown_malloc.so", tmp_path / "allocating"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", tmp_path / "own_malloc.c", "-o", lib,
+                    "-ldl"], check=True)
+    subprocess.run(["cc", "-O2", tmp_path / "allocating.c", "-o", program, "-lpthread"],
+                   check=True)
+    env = {"LD_PRELOAD": str(lib)}
+    busy = spawn([program], env=env, wait_socket=False)
+    time.sleep(0.2)
+    r = cli("-p", busy.pid, "attach")
+    assert r.returncode == 1 and "its own malloc" in r.stderr, r.stderr
+    assert busy.popen.poll() is None
+    sleeping = spawn([program, "--sleeper"], env=env, wait_socket=False)
+    time.sleep(0.2)
+    r = cli("-p", sleeping.pid, "attach")
+    assert r.returncode == 0 and "(in clock_nanosleep)" in r.stdout, r.stderr + r.stdout
+
+
 def test_a_single_threaded_busy_loop(spawn):
     p = spawn([TARGET, "--busy"], wait_socket=False)
     p.wait_output(r"^ready$")
