@@ -31,8 +31,8 @@
  *       - or, when no thread is blocked like that (a single-threaded busy loop), and the
  *         program's malloc is glibc's (no other object exports malloc: an interposed
  *         allocator's lock is the program's own, and pthread_create allocates with it), a
- *         thread whose pc is in the program's own code, not in libc, libdl or the loader: program code runs
- *         inside a glibc lock only when glibc called it back, and the callback that matters —
+ *         thread whose pc is in the program's own code, not in libc, libdl or the loader:
+ *         program code runs inside a glibc lock only when glibc called it back, and the callback that matters —
  *         a signal handler interrupting malloc — leaves a signal frame (a return address to
  *         libc's __restore_rt) on the stack. (Callbacks such as qsort's or dl_iterate_phdr's
  *         hold no lock pthread_create takes.)
