@@ -574,18 +574,12 @@ static bool still_valid(const struct object_index *ix)
            (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == ix->mtime_ns;
 }
 
-/* When objects were loaded or unloaded since the last look, drops the entries whose object
- * is gone or whose file changed. */
-static void revalidate_cache(void)
+/* Drops, zeroed, every cached index that `drop` picks. */
+static void drop_where(bool (*drop)(const struct object_index *ix, const void *ctx),
+                       const void *ctx)
 {
-    struct loader_counts c = {0, 0};
-    dl_iterate_phdr(read_counts, &c);
-    if (c.adds == seen_adds && c.subs == seen_subs)
-        return;
-    seen_adds = c.adds;
-    seen_subs = c.subs;
     for (struct object_index **p = &cache; *p;) {
-        if (still_valid(*p)) {
+        if (!drop(*p, ctx)) {
             p = &(*p)->next;
             continue;
         }
@@ -597,19 +591,39 @@ static void revalidate_cache(void)
     }
 }
 
+static bool gone_or_changed(const struct object_index *ix, const void *ctx)
+{
+    (void)ctx;
+    return !still_valid(ix);
+}
+
+/* When objects were loaded or unloaded since the last look, drops the entries whose object
+ * is gone or whose file changed. */
+static void revalidate_cache(void)
+{
+    struct loader_counts c = {0, 0};
+    dl_iterate_phdr(read_counts, &c);
+    if (c.adds == seen_adds && c.subs == seen_subs)
+        return;
+    seen_adds = c.adds;
+    seen_subs = c.subs;
+    drop_where(gone_or_changed, NULL);
+}
+
+struct address_range {
+    uintptr_t start, end;
+};
+
+static bool based_in(const struct object_index *ix, const void *ctx)
+{
+    const struct address_range *r = ctx;
+    return ix->base >= r->start && ix->base < r->end;
+}
+
 void hp_branch_proof_forget(uintptr_t start, uintptr_t end)
 {
-    for (struct object_index **p = &cache; *p;) {
-        if ((*p)->base < start || (*p)->base >= end) {
-            p = &(*p)->next;
-            continue;
-        }
-        struct object_index *gone = *p;
-        *p = gone->next;
-        free_index(gone);
-        stats.dropped++;
-        stats.cached--;
-    }
+    struct address_range range = {start, end};
+    drop_where(based_in, &range);
 }
 
 static bool same_identity(const struct object_index *ix, uintptr_t base, const struct hp_elf *f)
