@@ -230,10 +230,12 @@ static int parse_floating(enum hotpatch_type t, const char *text, union hp_scala
                  "at most %g", text, name, limit);
         return -1;
     }
-    /* A nonzero number that the type cannot hold would be stored as 0 without a word. */
+    /* A nonzero number that the type cannot hold would be stored as 0 without a word: strtod
+     * says so for a double (ERANGE with 0), the conversion for a float. */
     double smallest = t == HOTPATCH_TYPE_FLOAT ? FLT_TRUE_MIN : DBL_TRUE_MIN;
-    bool written_zero = strspn(text, "+-0.") == strcspn(text, "eE");
-    if (!written_zero && (t == HOTPATCH_TYPE_FLOAT ? (float)v == 0.0f : v == 0.0)) {
+    bool underflows = (errno == ERANGE && v == 0.0) ||
+                      (t == HOTPATCH_TYPE_FLOAT && v != 0.0 && (float)v == 0.0f);
+    if (underflows) {
         snprintf(why, cap, "%s is too small for %s: the smallest nonzero magnitude is %g; "
                  "write 0 for zero", text, name, smallest);
         return -1;

@@ -106,6 +106,8 @@ static void floats_must_be_finite_and_in_range(void **state)
     assert_true(v.f > 0.0f);
     assert_int_equal(parse(HOTPATCH_TYPE_FLOAT, "0.0e5", &v), 0);
     assert_int_equal(parse(HOTPATCH_TYPE_DOUBLE, "-0", &v), 0);
+    assert_int_equal(parse(HOTPATCH_TYPE_FLOAT, "0x0", &v), 0);          /* a zero in hex */
+    assert_int_equal(parse(HOTPATCH_TYPE_FLOAT, "0x1p-200", &v), -1);    /* not a zero */
 }
 
 static void bools_accept_the_usual_words(void **state)
