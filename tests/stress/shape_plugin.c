@@ -9,34 +9,27 @@
 int plugin_fn(int a, int b);
 int plugin_other(int a);
 
+/* The two functions, written once; each variant places them in its own order. */
+#define DEFINE_PLUGIN_FN(bias_value)                                                          \
+    int plugin_fn(int a, int b)                                                               \
+    {                                                                                         \
+        volatile int bias = (bias_value);                                                     \
+        return a + b + bias;                                                                  \
+    }
+#define DEFINE_PLUGIN_OTHER                                                                   \
+    int plugin_other(int a)                                                                   \
+    {                                                                                         \
+        volatile int k = 3;                                                                   \
+        int x = a;                                                                            \
+        for (int i = 0; i < 4; i++)                                                           \
+            x += i * k;                                                                       \
+        return a * k + x - a - 6 * k;                                                         \
+    }
+
 #ifdef SHAPE_VARIANT_B
-int plugin_other(int a)
-{
-    volatile int k = 3;
-    int x = a;
-    for (int i = 0; i < 4; i++)
-        x += i * k;
-    return a * k + x - a - 6 * k;
-}
-
-int plugin_fn(int a, int b)
-{
-    volatile int bias = 2000;
-    return a + b + bias;
-}
+DEFINE_PLUGIN_OTHER
+DEFINE_PLUGIN_FN(2000)
 #else
-int plugin_fn(int a, int b)
-{
-    volatile int bias = 1000;
-    return a + b + bias;
-}
-
-int plugin_other(int a)
-{
-    volatile int k = 3;
-    int x = a;
-    for (int i = 0; i < 4; i++)
-        x += i * k;
-    return a * k + x - a - 6 * k;
-}
+DEFINE_PLUGIN_FN(1000)
+DEFINE_PLUGIN_OTHER
 #endif

@@ -381,15 +381,21 @@ static int stream_call(enum stream_kind kind, int ep, int sock, const sigset_t *
     }
 }
 
+/* The stream's signal is blocked where a sleeper is created; the sleeper takes it. */
+static void unblock_stream_signal(void)
+{
+    sigset_t stream;
+    sigemptyset(&stream);
+    sigaddset(&stream, stream_signal);
+    pthread_sigmask(SIG_UNBLOCK, &stream, NULL);
+}
+
 static void *stream_sleeper(void *arg)
 {
     enum stream_kind kind = (enum stream_kind)(intptr_t)arg;
     struct sleeper_kit kit;
     sleeper_kit_open(&kit);
-    sigset_t stream;
-    sigemptyset(&stream);
-    sigaddset(&stream, stream_signal);
-    pthread_sigmask(SIG_UNBLOCK, &stream, NULL);     /* blocked where it was created */
+    unblock_stream_signal();
     while (atomic_load(&running)) {
         sig_atomic_t before = handled_here;
         int rc = stream_call(kind, kit.ep, kit.sv[0], &kit.usr2);
@@ -486,10 +492,7 @@ static void *shared_sleeper(void *arg)
 {
     (void)arg;
     int ep = epoll_create1(0);
-    sigset_t stream;
-    sigemptyset(&stream);
-    sigaddset(&stream, stream_signal);
-    pthread_sigmask(SIG_UNBLOCK, &stream, NULL);     /* blocked where it was created */
+    unblock_stream_signal();
     while (atomic_load(&running)) {
         sig_atomic_t before = handled_here;
         struct epoll_event ev;
