@@ -188,17 +188,29 @@ static uintptr_t base_of(void *handle)
     return dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map ? map->l_addr : 0;
 }
 
+/* Unloads the patch when the engine's unload check allows it; else says why in kept_why. */
+static int unload_when_safe(struct applied_patch *ap)
+{
+    struct hp_range ranges[16];
+    size_t n = hp_symbol_object_ranges(ap->base, ranges, HP_ARRAY_SIZE(ranges));
+    if (hp_patch_library_busy(ap->meta.name, ranges, n, ap->kept_why, sizeof ap->kept_why) != 0) {
+        /* The engine's advice is the lib family's, which does not know patches. */
+        char *lib_advice = strstr(ap->kept_why, "; 'lib unload --retire ");
+        if (lib_advice)
+            *lib_advice = '\0';
+        return -EBUSY;
+    }
+    unload(ap);
+    return 0;
+}
+
 /* A patch refused after it was loaded (its constructors have run, and may have started
  * threads or left callbacks in its code): unloaded only when the engine's unload check
  * allows it, else left mapped for good, so that nothing of it can run in freed memory. */
 static void unload_refused(struct applied_patch *ap)
 {
-    struct hp_range ranges[16];
-    size_t n = hp_symbol_object_ranges(base_of(ap->handle), ranges, HP_ARRAY_SIZE(ranges));
-    if (hp_patch_library_busy(ap->meta.name, ranges, n, ap->kept_why, sizeof ap->kept_why) == 0) {
-        unload(ap);
+    if (unload_when_safe(ap) == 0)
         return;
-    }
     hp_log("patch %s was refused after loading and stays mapped: %s", ap->meta.name,
            ap->kept_why);
     ap->handle = NULL;                         /* never closed: its code may still run */
@@ -235,6 +247,7 @@ static bool load_and_install(const struct hp_request *req, struct applied_patch 
     ap->handle = hp_lib_dlopen_held(fd, path, &ap->file, reply);
     if (!ap->handle)
         return false;
+    ap->base = base_of(ap->handle);
     if (!find_in_patch(ap, plan, slots, reply)) {
         unload_refused(ap);
         return false;
@@ -246,7 +259,6 @@ static bool load_and_install(const struct hp_request *req, struct applied_patch 
         unload_refused(ap);
         return false;
     }
-    ap->base = base_of(ap->handle);
     snprintf(ap->path, sizeof ap->path, "%s", path);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -269,15 +281,16 @@ static void apply(const struct hp_request *req, const char *path, bool check_onl
     struct applied_patch *ap = calloc(1, sizeof *ap);
     struct plan *plan = calloc(1, sizeof *plan);
     char why[HP_ERROR_MAX];
+    const struct applied_patch *same = NULL;   /* an applied patch of the file's name */
     int fd = ap && plan ? hp_lib_open_checked(req, path, reply) : -1;
     if (!ap || !plan) {
         hp_reply_error(reply, "out of memory");
     } else if (fd >= 0 && hp_patch_file_read(fd, &ap->meta, why, sizeof why) != 0) {
         hp_reply_error(reply, "refusing to apply %.256s: %s", path, why);
-    } else if (fd >= 0 && find_patch(ap->meta.name) && find_patch(ap->meta.name)->reverted) {
+    } else if (fd >= 0 && (same = find_patch(ap->meta.name)) && same->reverted) {
         hp_reply_error(reply, "patch %s is reverted but still mapped (see 'patch list'); "
                        "'patch revert %s' tries to unload it", ap->meta.name, ap->meta.name);
-    } else if (fd >= 0 && find_patch(ap->meta.name)) {
+    } else if (fd >= 0 && same) {
         hp_reply_error(reply, "a patch named %s is already applied (see 'patch list'); revert "
                        "it first", ap->meta.name);
     } else if (fd >= 0 && hp_patch_file_check_symbols(fd, &ap->meta, why, sizeof why) != 0) {
@@ -333,25 +346,6 @@ static void owner_of_top(void *entry, struct top_owner *out)
     hp_patch_find(entry, remember_top, out);
 }
 
-/* Unloads the patch when the engine's unload check allows it; else says why in kept_why. */
-static int unload_when_safe(struct applied_patch *ap)
-{
-    struct hp_range ranges[16];
-    size_t n = hp_symbol_object_ranges(ap->base, ranges, HP_ARRAY_SIZE(ranges));
-    if (hp_patch_library_busy(ap->meta.name, ranges, n, ap->kept_why, sizeof ap->kept_why) != 0) {
-        /* The engine's advice is the lib family's; a patch is tried again by its own name. */
-        char *lib_advice = strstr(ap->kept_why, "; 'lib unload --retire ");
-        if (lib_advice)
-            *lib_advice = '\0';
-        size_t used = strlen(ap->kept_why);
-        snprintf(ap->kept_why + used, sizeof ap->kept_why - used, "; none of its functions is "
-                 "installed; 'patch revert %s' tries the unload again", ap->meta.name);
-        return -EBUSY;
-    }
-    unload(ap);
-    return 0;
-}
-
 static void unlink_patch(struct applied_patch *ap)
 {
     for (struct applied_patch **p = &patches; *p; p = &(*p)->next)
@@ -404,8 +398,9 @@ static void cmd_patch_revert(const struct hp_request *req, struct hp_reply *repl
     if (unload_when_safe(ap) != 0) {
         hp_reply_field(reply, "unloaded", "false", HP_JSON_BOOL);
         hp_reply_message(reply, "reverted %s: its %zu function%s run the code below it again; "
-                         "kept mapped for now (%s)", name, ap->n, ap->n == 1 ? "" : "s",
-                         ap->kept_why);
+                         "kept mapped for now (%s; none of its functions is installed; 'patch "
+                         "revert %s' tries the unload again)", name, ap->n,
+                         ap->n == 1 ? "" : "s", ap->kept_why, name);
         return;
     }
     hp_reply_field(reply, "unloaded", "true", HP_JSON_BOOL);
